@@ -1,0 +1,117 @@
+"""YAML read with every value's place in the file, so problems can name a line.
+
+PyYAML's composer gives nodes with marks; we build plain Python values from
+them ourselves and keep a table from key path to (line, column). Duplicate
+keys, which PyYAML would silently overwrite, are reported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import Problem
+
+KeyPath = tuple[str | int, ...]
+
+
+def format_path(path: KeyPath) -> str:
+    """("citizens", 1, "template") -> "citizens[1].template"."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+@dataclass
+class Document:
+    """A parsed YAML file: its data and where each value and key stands."""
+
+    file: str
+    data: object
+    values: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def place(self, path: KeyPath, at_key: bool = False) -> tuple[int, int]:
+        """The line and column of a value (or its key), or of its nearest known parent."""
+        table = self.keys if at_key else self.values
+        while path:
+            if path in table:
+                return table[path]
+            table, path = self.values, path[:-1]
+        return self.values.get((), (1, 1))
+
+    def problem(self, path: KeyPath, message: str, hint: str = "", at_key: bool = False) -> None:
+        line, column = self.place(path, at_key)
+        self.problems.append(Problem(self.file, line, column, format_path(path), message, hint))
+
+
+def read_yaml(path: Path | str, display: str | None = None) -> Document:
+    """Parse one YAML file; unreadable files and syntax errors become problems, not exceptions."""
+    name = display or str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        doc = Document(name, None)
+        reason = getattr(error, "strerror", None) or str(error)
+        doc.problems.append(Problem(name, 0, 0, "", f"cannot read the file: {reason}"))
+        return doc
+    return parse_yaml(text, name)
+
+
+def parse_yaml(text: str, name: str) -> Document:
+    doc = Document(name, None)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        what = " ".join(filter(None, [error.context, error.problem]))
+        doc.problems.append(Problem(name, line, column, "", f"invalid YAML: {what}"))
+        return doc
+    except yaml.YAMLError as error:  # e.g. a byte order mark in the wrong place
+        doc.problems.append(Problem(name, 0, 0, "", f"invalid YAML: {error}"))
+        return doc
+    if node is not None:
+        doc.data = _build(node, (), doc)
+    return doc
+
+
+_scalars = yaml.SafeLoader("")  # only its constructor is used, for YAML 1.1 scalar rules
+
+
+def _build(node: yaml.Node, path: KeyPath, doc: Document) -> object:
+    doc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        return _build_mapping(node, path, doc)
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*path, i), doc) for i, item in enumerate(node.value)]
+    try:
+        return _scalars.construct_object(node, deep=True)
+    except yaml.YAMLError as error:
+        doc.problem(path, f"cannot read this value: {getattr(error, 'problem', error)}")
+        return None
+
+
+def _build_mapping(node: yaml.MappingNode, path: KeyPath, doc: Document) -> dict:
+    result: dict = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            doc.problem(path, "YAML merge keys (<<) are not supported in ESR files",
+                        "write the keys out")
+            continue
+        if not isinstance(key_node, yaml.ScalarNode):
+            doc.values[path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            doc.problem(path, "a key must be a plain word, not a list or mapping")
+            continue
+        key = str(_scalars.construct_object(key_node))
+        key_path = (*path, key)
+        doc.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        if key in result:
+            doc.problem(key_path, f"duplicate key '{key}'", "keep only one of them", at_key=True)
+            continue
+        result[key] = _build(value_node, key_path, doc)
+    return result
