@@ -1,0 +1,176 @@
+"""Citizens match their templates' distributions and are the same whoever makes them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esr.citizens import BLOCK, CitizenFactory, preview
+from esr.demographics import (
+    Bands,
+    Constant,
+    LogNormal,
+    Normal,
+    Probability,
+    Uniform,
+    Weights,
+    available_templates,
+)
+from esr.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = 100_000
+# Tolerances: 0.01 absolute on a share is over 6 standard errors at n = 100,000.
+SHARE_TOLERANCE = 0.01
+MEDIAN_TOLERANCE = 0.03
+
+
+def scenario_for(tmp_path: Path, template: str, seed: int = 1, extra: str = "") -> Path:
+    path = tmp_path / f"{template}.yml"
+    path.write_text(f"scenario: t\nseed: {seed}\ncitizens: {{template: {template}, count: 10}}\n"
+                    f"load_profile: {{sustain: 1m}}\n{extra}")
+    return path
+
+
+def sample(scenario_path: Path, size: int = SAMPLE, group: int = 0) -> list[dict]:
+    factory = CitizenFactory(load_scenario(scenario_path), group)
+    citizens = []
+    for block in range(-(-size // BLOCK)):
+        citizens.extend(factory.block(block))
+    return citizens[:size]
+
+
+def assert_matches(dist, values: np.ndarray, trait: str) -> None:
+    """Check a sample against the distribution it was drawn from."""
+    if isinstance(dist, Constant):
+        assert (values == dist.value).all(), trait
+    elif isinstance(dist, Probability):
+        assert abs(values.astype(bool).mean() - dist.p) <= SHARE_TOLERANCE, trait
+    elif isinstance(dist, Weights):
+        assert set(values.tolist()) <= set(dist.values), trait
+        for value, weight in zip(dist.values, dist.weights, strict=True):
+            share = (values == value).mean()
+            assert abs(share - weight) <= SHARE_TOLERANCE, (trait, value, share, weight)
+    elif isinstance(dist, Bands):
+        inside = np.zeros(len(values), dtype=bool)
+        for (low, high), weight in zip(dist.bands, dist.weights, strict=True):
+            in_band = (values >= low) & (values <= high)
+            inside |= in_band
+            assert abs(in_band.mean() - weight) <= SHARE_TOLERANCE, (trait, low, high)
+        assert inside.all(), f"{trait}: values outside every band"
+    elif isinstance(dist, LogNormal):
+        assert values.min() >= dist.low and values.max() <= dist.high, trait
+        median = float(np.median(values))
+        assert abs(median - dist.median) <= MEDIAN_TOLERANCE * dist.median, (trait, median)
+    elif isinstance(dist, Normal):
+        assert values.min() >= dist.low and values.max() <= dist.high, trait
+        assert abs(values.mean() - dist.mean) <= 0.05 * dist.sd + 1, trait
+    elif isinstance(dist, Uniform):
+        assert values.min() == dist.low and values.max() == dist.high, trait
+    else:
+        raise AssertionError(f"no check for {type(dist).__name__}")
+
+
+@pytest.mark.parametrize("template", available_templates())
+def test_template_distributions_hold_over_100k_citizens(tmp_path, template):
+    path = scenario_for(tmp_path, template)
+    traits = load_scenario(path).citizens[0].traits
+    citizens = sample(path)
+    for trait in ("age", "income", "veteran", "household_size", "disability", "employment",
+                  "state", "language", "digital_comfort"):
+        values = np.array([c[trait] for c in citizens], dtype=object)
+        if not isinstance(getattr(traits, trait), (Weights, Constant)):
+            values = values.astype(float)
+        assert_matches(getattr(traits, trait), values, trait)
+
+
+def test_every_senior_is_62_or_over_and_every_veteran_a_veteran(tmp_path):
+    seniors = sample(scenario_for(tmp_path, "seniors"), 20_000)
+    veterans = sample(scenario_for(tmp_path, "veterans"), 20_000)
+    assert min(c["age"] for c in seniors) >= 62
+    assert {c["age_band"] for c in seniors} == {"62+"}
+    assert all(c["veteran"] for c in veterans)
+    assert all(c["cohort"].endswith("|veteran") for c in veterans)
+
+
+def test_overrides_change_the_distribution(tmp_path):
+    path = tmp_path / "override.yml"
+    path.write_text("scenario: t\ncitizens:\n  template: seniors\n  count: 5\n"
+                    "  traits: {veteran: 0.5, age: {uniform: [70, 72]}}\n"
+                    "load_profile: {sustain: 1m}\n")
+    citizens = sample(path, 20_000)
+    assert abs(np.mean([c["veteran"] for c in citizens]) - 0.5) <= SHARE_TOLERANCE
+    assert {c["age"] for c in citizens} == {70, 71, 72}
+
+
+def test_identity_fields_are_filled_and_safe(tmp_path):
+    citizens = sample(scenario_for(tmp_path, "families"), 5_000)
+    ids = [c["citizen_id"] for c in citizens]
+    assert len(set(ids)) == len(ids)
+    for citizen in citizens[:500]:
+        assert citizen["name"] == f"{citizen['first_name']} {citizen['last_name']}"
+        assert citizen["email"].split("@")[1] in ("example.com", "example.org", "example.net")
+        assert "555-01" in citizen["phone"]
+        assert len(citizen["zip"]) == 5 and citizen["address"] and citizen["city"]
+
+
+def test_date_of_birth_gives_the_age_on_the_reference_date(tmp_path):
+    path = scenario_for(tmp_path, "low_income", extra="reference_date: 2024-02-29\n")
+    reference = dt.date(2024, 2, 29)
+    for citizen in sample(path, 3_000):
+        born = dt.date.fromisoformat(citizen["date_of_birth"])
+        age = reference.year - born.year - ((reference.month, reference.day)
+                                            < (born.month, born.day))
+        assert age == citizen["age"], citizen
+
+
+def test_same_seed_same_citizens_whatever_the_split(tmp_path):
+    path = ROOT / "examples" / "mixed_demographics.yml"
+    scenario = load_scenario(path)
+    wanted = 5 * BLOCK
+    for group in range(len(scenario.citizens)):
+        one = CitizenFactory(scenario, group).stream()
+        reference = {c["number"]: c for c in (next(one) for _ in range(wanted))}
+        for workers in (1, 2, 3):
+            seen = {}
+            for share in range(workers):
+                # Each worker is its own process in a run: a fresh factory per share.
+                stream = CitizenFactory(load_scenario(path), group).stream(share, workers)
+                for _ in range(-(-wanted // workers) + BLOCK):
+                    citizen = next(stream)
+                    seen[citizen["number"]] = citizen
+            assert {k: seen[k] for k in reference} == reference, (group, workers)
+
+
+def test_another_seed_gives_other_citizens(tmp_path):
+    first = sample(scenario_for(tmp_path, "students", seed=1), 50)
+    second = sample(scenario_for(tmp_path, "students", seed=2), 50)
+    assert [c["age"] for c in first] != [c["age"] for c in second]
+    assert first == sample(scenario_for(tmp_path, "students", seed=1), 50)
+
+
+def test_citizens_are_the_same_in_another_process(tmp_path):
+    """Identity pools and draws depend on nothing but the seed: not hash seeds, not the day."""
+    path = ROOT / "examples" / "mixed_demographics.yml"
+    here = list(preview(load_scenario(path), 40))
+    for hash_seed in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-m", "esr.cli", "citizens", str(path), "--count", "40", "--json"],
+            capture_output=True, text=True, check=True,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert [json.loads(line) for line in out.stdout.splitlines()] == here
+
+
+def test_preview_interleaves_groups_in_proportion():
+    scenario = load_scenario(ROOT / "examples" / "mixed_demographics.yml")  # 3000/2000/5000
+    groups = [c["group"] for c in preview(scenario, 1000)]
+    assert groups.count("seniors") == 300
+    assert groups.count("veterans") == 200
+    assert groups.count("low_income") == 500
