@@ -62,7 +62,8 @@ SLO_METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "avg_ms", "erro
 SLO_KEYS = (*SLO_METRICS, "endpoints")
 REPORT_KEYS = ("formats", "title")
 _CHAOS_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+after\s+(\S+)(?:\s+for\s+(\S+))?\s*$")
-_EXTRACT = re.compile(r"^(json(\.[A-Za-z0-9_-]+)+|header\.[A-Za-z0-9-]+|status)$")
+EXTRACT_PATTERN = r"^(json(\.[A-Za-z0-9_-]+)+|header\.[A-Za-z0-9-]+|status)$"
+_EXTRACT = re.compile(EXTRACT_PATTERN)
 
 
 # ---- the model -------------------------------------------------------------------------------

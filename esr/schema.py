@@ -9,14 +9,13 @@ from __future__ import annotations
 from . import scenario as s
 from .demographics import BEHAVIOR_KEYS, DIGITAL_COMFORT, EMPLOYMENT, TRAIT_KINDS, US_STATES
 from .presets import PRESETS
+from .units import DURATION_EXAMPLES, DURATION_PATTERN, RATE_EXAMPLES, RATE_PATTERN
 
 SCHEMA_ID = "https://esr.invalid/schema/scenario-v1.json"
 
-DURATION = {"oneOf": [
-    {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|h|m|s)\s*)+$"},
-    {"const": 0}], "description": "a duration such as 500ms, 90s, 5m or 1h30m"}
-RATE = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$",
-        "description": "a rate such as 20/s or 1000/min"}
+DURATION = {"oneOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"const": 0}],
+            "description": f"a duration such as {DURATION_EXAMPLES}"}
+RATE = {"type": "string", "pattern": RATE_PATTERN, "description": f"a rate such as {RATE_EXAMPLES}"}
 SPAN = {"anyOf": [DURATION, {"type": "string", "pattern": r"^[0-9.hms ]+\.\.[0-9.hms ]+$"}],
         "description": "a duration, or a range such as 2s..10s"}
 
@@ -98,7 +97,7 @@ def _step() -> dict:
              "expect": {"oneOf": [{"type": "integer"}, {"type": "array",
                                                          "items": {"type": "integer"}}]},
              "extract": {"type": "object", "additionalProperties": {
-                 "type": "string", "pattern": r"^(json(\.[A-Za-z0-9_-]+)+|header\.[A-Za-z0-9-]+|status)$"}},
+                 "type": "string", "pattern": s.EXTRACT_PATTERN}},
              "think_time": SPAN}
     return _closed({key: kinds[key] for key in s.STEP_KEYS}, ("request",))
 

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([a-z]+)\s*$")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
         "h": 3600.0, "hour": 3600.0}
+# Whole-value patterns, shared with the JSON Schema.
+DURATION_PATTERN = r"^\s*(\d+(\.\d+)?(ms|h|m|s)\s*)+$"
+RATE_PATTERN = rf"^\s*(\d+(?:\.\d+)?)\s*/\s*({'|'.join(_PER)})\s*$"
+_RATE = re.compile(RATE_PATTERN)
 
 DURATION_EXAMPLES = "500ms, 90s, 5m or 1h30m"
 RATE_EXAMPLES = "20/s or 1000/min"
@@ -37,7 +40,7 @@ def parse_duration(value: object) -> float:
 def parse_rate(value: object) -> float:
     """Arrivals per second in a rate such as '1000/min'."""
     match = _RATE.match(value) if isinstance(value, str) else None
-    if not match or match.group(2) not in _PER:
+    if not match:
         raise UnitError(f"expected a rate such as {RATE_EXAMPLES}")
     return float(match.group(1)) / _PER[match.group(2)]
 
