@@ -11,9 +11,12 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import fields
+from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_OK, BadInput, EsrError
+
+DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "examples" / "demo.yml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,13 +143,13 @@ def citizens(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, minimum: int = 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
 
 
@@ -164,18 +167,128 @@ def _no_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
 
-# ---- demo --------------------------------------------------------------------------------------
+# ---- compile, run, target, demo -----------------------------------------------------------------
+
+
+def _scale_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--time-scale", type=_positive_float, default=1.0, metavar="F",
+                        help="multiply every duration by F (0.01 turns 30m into 18s)")
+    parser.add_argument("--user-scale", type=_positive_float, default=1.0, metavar="F",
+                        help="multiply every citizen count by F")
+
+
+def _compile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", metavar="SCENARIO")
+    _scale_arguments(parser)
+
+
+def compile_plan(args: argparse.Namespace) -> int:
+    from .compiler import plan_text
+    from .scenario import load_scenario
+
+    print(plan_text(load_scenario(args.scenario), args.time_scale, args.user_scale))
+    return EXIT_OK
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    from .launch import default_workers
+
+    parser.add_argument("scenario", metavar="SCENARIO")
+    parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
+    parser.add_argument("--workers", type=_non_negative_int, default=default_workers(),
+                        metavar="N", help="0: one process; N: a local master and N workers "
+                        "(default: one per core)")
+    parser.add_argument("--run-dir", metavar="DIR", help="where the run's files go "
+                        "(default reports/<run-id>)")
+    _scale_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .launch import RunSettings
+
+    settings = RunSettings(scenario=Path(args.scenario), host=args.host, workers=args.workers,
+                           run_dir=Path(args.run_dir) if args.run_dir else None,
+                           time_scale=args.time_scale, user_scale=args.user_scale)
+    return _run_and_report(settings)
+
+
+def _run_and_report(settings) -> int:
+    from .launch import Launch, ProgressLine, describe_plan
+
+    launch = Launch.prepare(settings)
+    print(describe_plan(settings, launch), file=sys.stderr)
+    launch.start()
+    result = launch.wait(ProgressLine())
+    _print_summary(result.summary)
+    print(result.run_dir / "summary.json")
+    return result.exit_code
+
+
+def _print_summary(summary: dict) -> None:
+    requests, citizens, slo = summary["requests"], summary["citizens"], summary["slo"]
+    print(f"requests {requests['total']} ({requests['failures']} failed), "
+          f"{requests['rps']:.1f}/s, p50 {requests['p50_ms']:.0f} ms, "
+          f"p95 {requests['p95_ms']:.0f} ms, p99 {requests['p99_ms']:.0f} ms", file=sys.stderr)
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(citizens["by_outcome"].items()))
+    print(f"citizens {citizens['total']}: {outcomes}", file=sys.stderr)
+    for cohort in summary["cohorts"]:
+        if cohort["flagged"]:
+            print(f"  flagged: {cohort['age_band']} {'veterans' if cohort['veteran'] else ''}"
+                  f" approved at {cohort['impact_ratio']:.2f}x the best cohort's rate",
+                  file=sys.stderr)
+    for check in slo["checks"]:
+        print(f"  SLO {check['name']}: {check['actual']} vs {check['threshold']} "
+              f"{'ok' if check['passed'] else 'FAILED'}", file=sys.stderr)
+    if summary["lost"]["workers"] or summary["lost"]["requests_unaccounted"]:
+        print(f"  lost: {summary['lost']}", file=sys.stderr)
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=_non_negative_int, default=8080, help="0 picks a free port")
+    parser.add_argument("--capacity", type=_positive_int, default=8,
+                        help="applications handled at once; more queue")
+    parser.add_argument("--service-ms", type=_positive_float, default=5.0,
+                        help="time each application takes")
+
+
+def target(args: argparse.Namespace) -> int:
+    from .target import serve
+
+    serve(host=args.host, port=args.port, capacity=args.capacity, service_ms=args.service_ms)
+    return EXIT_OK
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    from .launch import default_workers
+
+    parser.add_argument("--workers", type=_non_negative_int, default=default_workers(),
+                        metavar="N")
 
 
 def demo(args: argparse.Namespace) -> int:
-    """Until the run engine lands: check every example scenario and show a few citizens."""
-    from .demographics import DEMOGRAPHICS_DIR
+    """The bundled demo target on a free port, and a short scenario against it."""
+    from .demo import demo_target
+    from .launch import RunSettings
 
-    examples = sorted((DEMOGRAPHICS_DIR.parent / "examples").glob("*.yml"))
-    validate(argparse.Namespace(files=[str(p) for p in examples]))
-    seed = next(p for p in examples if p.name == "mixed_demographics.yml")
-    print(f"\nThe first citizens of {seed.name}:")
-    return citizens(argparse.Namespace(scenario=str(seed), count=8, json=False))
+    with demo_target() as url:
+        print(f"esr-locust: demo target at {url}", file=sys.stderr)
+        settings = RunSettings(scenario=DEMO_SCENARIO, host=url, workers=args.workers)
+        return _run_and_report(settings)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    return _positive_int(text, minimum=0)
 
 
 COMMANDS: dict[str, tuple[Callable, str, Callable]] = {
@@ -184,8 +297,11 @@ COMMANDS: dict[str, tuple[Callable, str, Callable]] = {
     "templates": (templates, "list demographic templates, or show one", _templates_arguments),
     "citizens": (citizens, "preview the first citizens a scenario makes", _citizens_arguments),
     "schema": (schema, "print the JSON Schema of the scenario language", _no_arguments),
-    "demo": (demo, "the demo: check the example scenarios and preview their citizens",
-             _no_arguments),
+    "compile": (compile_plan, "show what a scenario will run: classes, weights, stages",
+                _compile_arguments),
+    "run": (run, "run a scenario headless and write its run directory", _run_arguments),
+    "target": (target, "serve the bundled demo rental-assistance service", _target_arguments),
+    "demo": (demo, "run the demo scenario against the bundled target", _demo_arguments),
 }
 
 if __name__ == "__main__":

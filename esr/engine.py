@@ -1,0 +1,316 @@
+"""ESR inside a Locust process: settings, probes, citizens, and a stop that loses nothing.
+
+`install(events, scenario)` is called by the locustfile at import. From Locust's
+`init` on, `environment.esr` is the process's `EsrRun`. Probes attach through
+the environment's event hooks; workers ship drained probe data with every
+Locust report, and the master (or the single process) folds it into one tally.
+
+The end of a run follows the order ../shared/LOCUST_NOTES.md found reliable:
+the master stops the workers (citizens finish the request they are in), each
+worker sends its remainder from its own test_stop, the master waits for every
+worker's final report, and only then quits and writes the probe tables.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from pathlib import Path
+
+import gevent
+import gevent.queue
+from locust.runners import MasterRunner, WorkerRunner
+
+from . import __version__
+from .citizens import CitizenFactory
+from .journey import DEFAULT_STEP, StepRenderer
+from .probes import Probes, Tally, response_facts
+from .rundir import LIVE, append_event, now_iso, write_json, write_tables
+from .scenario import Scenario
+from .shape import Phase, open_model_pool, plan_stages
+from .units import Span
+
+# Citizen blocks are dealt to processes in strides of this many, so any worker index
+# below it makes citizens no other process makes, and worker 0 makes what one process would.
+MAX_WORKERS = 256
+PROGRESS_INTERVAL_S = 1.0
+LIVE_WINDOW_S = 10.0  # the live p95 covers about this many recent seconds
+# How long the master waits, after the workers stopped, for their final reports.
+FINAL_REPORT_TIMEOUT_S = 15.0
+ARRIVAL_BACKLOG = 100_000  # arrivals due but not started; beyond this they count as missed
+
+
+def install(events, scenario: Scenario) -> None:
+    """Hook ESR into Locust: its command-line options, and an EsrRun on every environment."""
+
+    def add_options(parser, **_):
+        group = parser.add_argument_group("ESR")
+        group.add_argument("--esr-run-dir", default="", help="ESR run directory")
+        group.add_argument("--esr-run-id", default="", help="label sent as X-ESR-Synthetic")
+        group.add_argument("--esr-time-scale", type=float, default=1.0,
+                           help="multiply the scenario's durations by this")
+        group.add_argument("--esr-user-scale", type=float, default=1.0,
+                           help="multiply the scenario's citizen counts by this")
+
+    def on_init(environment, **_):
+        if getattr(environment, "esr", None) is None:  # init may fire more than once
+            environment.esr = EsrRun(environment, scenario)
+
+    events.init_command_line_parser.add_listener(add_options)
+    events.init.add_listener(on_init)
+
+
+class EsrRun:
+    """One Locust process's part in a run."""
+
+    def __init__(self, environment, scenario: Scenario):
+        self.environment = environment
+        self.scenario = scenario
+        self.renderers = [StepRenderer(step) for step in scenario.journey or (DEFAULT_STEP,)]
+        self.jitter_ms = scenario.network_jitter_ms
+        self.hitl_skip = scenario.hitl_skip
+        self.is_master = isinstance(environment.runner, MasterRunner)
+        self.is_worker = isinstance(environment.runner, WorkerRunner)
+        self.tally = None if self.is_worker else Tally()
+        self.arrivals: Arrivals | None = None
+        self._streams: dict[int, object] = {}
+        self._finishing = None
+        self._phase: Phase | None = None
+        self._finals: set[str] = set()
+        self._final_pending = False
+        self.lost_workers: list[dict] = []
+        self.started_at = self.ended_at = None
+        self.configure()
+        events = environment.events
+        events.test_start.add_listener(self._on_test_start)
+        events.test_stop.add_listener(self._on_test_stop)
+        events.quitting.add_listener(self._on_quitting)
+        if self.is_master:
+            events.worker_report.add_listener(self._on_worker_report)
+        else:
+            events.request.add_listener(self._on_request)
+        if self.is_worker:
+            events.report_to_master.add_listener(self._on_report_to_master)
+        else:
+            self._hold_quit_until_finished()
+            gevent.signal_handler(signal.SIGUSR1, self.finish)
+
+    # ---- settings --------------------------------------------------------------------------
+
+    def configure(self) -> None:
+        """Read ESR's options; workers receive the master's with each test start."""
+        options = self.environment.parsed_options
+        self.run_id = getattr(options, "esr_run_id", "") or "esr-adhoc"
+        self.time_scale = getattr(options, "esr_time_scale", 1.0) or 1.0
+        self.user_scale = getattr(options, "esr_user_scale", 1.0) or 1.0
+        run_dir = getattr(options, "esr_run_dir", "")
+        self.run_dir = Path(run_dir) if run_dir and not self.is_worker else None
+        self.phases = plan_stages(self.scenario, self.time_scale, self.user_scale)
+        duration = max(phase.end for phase in self.phases)
+        self.probes = Probes(bucket_width(duration))
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.time_scale
+
+    def think(self, span: Span, rng) -> float:
+        return rng.uniform(span.low, span.high) * self.time_scale
+
+    def next_citizen(self, group_index: int) -> dict:
+        stream = self._streams.get(group_index)
+        if stream is None:
+            share = self.environment.runner.worker_index
+            if not 0 <= share < MAX_WORKERS:
+                raise RuntimeError(f"worker index {share} beyond ESR's {MAX_WORKERS} workers")
+            factory = CitizenFactory(self.scenario, group_index)
+            stream = self._streams[group_index] = factory.stream(share, MAX_WORKERS)
+        return next(stream)
+
+    # ---- probes ----------------------------------------------------------------------------
+
+    def _on_request(self, request_type, name, response_time, response, exception, context,
+                    start_time=None, **_):
+        status = getattr(response, "status_code", 0) or 0
+        facts = response_facts(response, status)
+        if self.hitl_skip:
+            facts["skip_sent"] = True
+        failure = None
+        if exception is not None:
+            failure = str(exception) if status else type(exception).__name__
+        self.probes.request(name, start_time or time.time(), response_time, status, failure,
+                            facts, context.get("cohort"))
+
+    def _on_report_to_master(self, client_id, data):
+        data["esr"] = self.probes.drain()
+        if self._final_pending:
+            data["esr_final"] = True
+            self._final_pending = False
+
+    def _on_worker_report(self, client_id, data):
+        if "esr" in data:
+            self.tally.merge(data["esr"])
+        if data.get("esr_final"):
+            self._finals.add(client_id)
+
+    def _collect_local(self) -> None:
+        if not self.is_master and not self.is_worker:
+            self.tally.merge(self.probes.drain())
+
+    # ---- the run's life --------------------------------------------------------------------
+
+    def _on_test_start(self, environment, **_):
+        self.configure()
+        self._finals.clear()
+        self._finishing = None
+        if self.is_worker or not self.is_master:
+            self.arrivals = Arrivals.for_run(self) if self.scenario.load_profile.arrival_rate \
+                else None
+        if not self.is_worker:
+            # Locust installs its own SIGTERM handler only after a headless shape ends.
+            gevent.signal_handler(signal.SIGTERM, self.finish)
+            self.started_at = now_iso()
+            append_event(self.run_dir, "test_start", run_id=self.run_id,
+                         phases=[vars(p) for p in self.phases])
+            gevent.spawn(self._progress_loop)
+
+    def phase_entered(self, phase: Phase) -> None:
+        if phase != self._phase:
+            self._phase = phase
+            append_event(self.run_dir, "phase", name=phase.name, citizens=phase.citizens,
+                         start_s=phase.start, end_s=phase.end)
+
+    def _on_test_stop(self, environment, **_):
+        if self.arrivals:
+            self.arrivals.stop()
+        if self.is_worker:
+            # The remainder goes now, ahead of the worker's "client_stopped" message.
+            self._final_pending = True
+            environment.runner._send_stats()
+
+    def finish(self, *_):
+        """End the run gracefully: at the shape's end, on SIGUSR1 (Ctrl-C in `esr-locust run`)
+        or SIGTERM (docker stop)."""
+        if self._finishing is None and not self.is_worker:
+            self._finishing = gevent.spawn(self._finish)
+
+    def _finish(self) -> None:
+        runner = self.environment.runner
+        append_event(self.run_dir, "stopping", phase=self._phase.name if self._phase else None)
+        expected = {c.id for c in runner.clients.all} if self.is_master else set()
+        runner.stop()  # users finish the request they are in; workers send their remainder
+        if not self.is_master:
+            return
+        deadline = time.monotonic() + FINAL_REPORT_TIMEOUT_S
+        while not expected <= self._finals and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        for worker in sorted(expected - self._finals):
+            self.lost_workers.append({"worker": worker, "at": now_iso(),
+                                      "reason": "no final report"})
+            append_event(self.run_dir, "worker_lost", worker=worker, reason="no final report")
+
+    def _hold_quit_until_finished(self) -> None:
+        """Locust quits as soon as the shape greenlet ends, which our stop ends first: make
+        that quit wait for the graceful stop, or the workers' last reports are dropped."""
+        runner = self.environment.runner
+        quit_now = runner.quit
+
+        def quit_after_finish() -> None:
+            finishing = self._finishing
+            if finishing is not None and finishing is not gevent.getcurrent():
+                finishing.join()
+            quit_now()
+
+        runner.quit = quit_after_finish
+
+    def _on_quitting(self, environment, **_):
+        if self.is_worker:
+            return
+        self._collect_local()
+        self.ended_at = now_iso()
+        if self.run_dir is not None:
+            append_event(self.run_dir, "test_end")
+            workers = (len(environment.runner.worker_indexes) if self.is_master else 0)
+            write_tables(self.run_dir, self.tally, {
+                "run_id": self.run_id, "started_at": self.started_at,
+                "ended_at": self.ended_at, "workers": workers, "lost_workers": self.lost_workers,
+                "esr_version": __version__, "time_scale": self.time_scale,
+                "user_scale": self.user_scale})
+            self._write_live(final=True)
+        # Request failures are findings for the report, not a failed process; the
+        # launcher decides the exit code from the SLOs.
+        environment.process_exit_code = 0
+
+    # ---- live progress ---------------------------------------------------------------------
+
+    def _progress_loop(self) -> None:
+        while self._finishing is None or not self._finishing.dead:
+            gevent.sleep(PROGRESS_INTERVAL_S)
+            self._collect_local()
+            self._write_live(final=False)
+
+    def _write_live(self, final: bool) -> None:
+        if self.run_dir is None:
+            return
+        stats = self.environment.stats.total
+        # Workers report every few seconds: a window shorter than that would often be empty.
+        recent = int((time.time() - LIVE_WINDOW_S) // self.probes.bucket_s)
+        write_json(self.run_dir / LIVE, {
+            "run_id": self.run_id, "final": final, "at": now_iso(),
+            "phase": self._phase.name if self._phase else "starting",
+            "citizens": self.environment.runner.user_count,
+            "rps": round(stats.current_rps, 1),
+            "requests": self.tally.requests, "failures": self.tally.failures,
+            "p95_ms": self.tally.recent_p95_ms(recent),
+            "outcomes": dict(self.tally.outcomes()),
+            "workers": len(self.environment.runner.clients) if self.is_master else 0})
+
+
+def bucket_width(duration_s: float) -> float:
+    """Time buckets for latency: about 120 over the run, on a round number of seconds."""
+    for width in (1, 2, 5, 10, 15, 30, 60, 120, 300):
+        if duration_s / width <= 120:
+            return float(width)
+    return 600.0
+
+
+class Arrivals:
+    """Open model: arrivals due at a fixed rate, whether or not a citizen is free to take them.
+
+    A scheduler puts each arrival's due time in a queue; idle citizens take them in
+    order, and the probes record how late each started. Arrivals never wait for the
+    target, so an overloaded service shows up as lateness instead of being hidden.
+    """
+
+    def __init__(self, run: EsrRun, rate: float, pool: int):
+        self.run, self.rate, self.pool = run, rate, pool
+        self.queue: gevent.queue.Queue = gevent.queue.Queue()
+        self.greenlet = gevent.spawn(self._schedule)
+
+    @classmethod
+    def for_run(cls, run: EsrRun) -> Arrivals:
+        scenario = run.scenario
+        rate = scenario.load_profile.arrival_rate * run.user_scale / run.time_scale
+        return cls(run, rate, open_model_pool(scenario, run.time_scale, run.user_scale))
+
+    def next(self) -> float:
+        return self.queue.get()
+
+    def _schedule(self) -> None:
+        last = time.time()
+        due = 0.0
+        while True:
+            gevent.sleep(0.01)
+            now = time.time()
+            runner = self.run.environment.runner
+            share = min(1.0, runner.user_count / self.pool) if self.pool else 1.0
+            due += self.rate * share * (now - last)
+            last = now
+            for k in range(math.floor(due)):
+                if self.queue.qsize() >= ARRIVAL_BACKLOG:
+                    self.run.probes.arrivals["missed"] += 1
+                else:
+                    self.queue.put(now - (math.floor(due) - 1 - k) / max(self.rate * share, 1e-9))
+            due -= math.floor(due)
+
+    def stop(self) -> None:
+        self.greenlet.kill(block=False)

@@ -1,0 +1,247 @@
+"""Citizens acting: one journey per citizen, one request per Locust task.
+
+A journey is a list of steps. Each Locust task run sends exactly one request
+(a step, or a retry of one), and the pauses between them are Locust's wait
+time. That makes Locust's graceful stop mean what ESR promises: a citizen
+finishes the request it is in, and is stopped while thinking, never mid-request.
+
+Outcome rules (the design's wire conventions): a journey ends in exactly one of
+approved, rejected (response JSON `status`), blocked (HTTP 451 or X-ESQ-Verdict),
+paused (202 with X-HITL-Pending), abandoned (walked away after a step far beyond
+its patience), error (ended on a failed request), completed (ended well but the
+response named no decision), or incomplete (cut short by the end of the run).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import gevent
+from jinja2.sandbox import SandboxedEnvironment
+from locust import task
+from locust.contrib.fasthttp import FastHttpUser
+
+from . import __version__
+from .probes import HITL_HEADER, VERDICT_HEADER
+from .scenario import CitizenGroup, Step
+
+OUTCOMES = ("approved", "rejected", "blocked", "paused", "abandoned", "error", "completed",
+            "incomplete")
+USER_AGENT = f"esr-locust/{__version__}"
+# Requests give up after this long, and the graceful stop waits a little longer, so no
+# citizen is ever killed with a request in flight (a request lost to both sides' counts).
+REQUEST_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = REQUEST_TIMEOUT_S + 5.0
+# A step slower than this many times the citizen's patience makes it walk away.
+WALK_AWAY_FACTOR = 2.0
+DEFAULT_STEP = Step(name="apply", method="POST", path="/apply")
+DEFAULT_BODY_FIELDS = ("citizen_id", "name", "age", "income", "veteran", "household_size",
+                       "date_of_birth", "disability", "employment", "state", "zip", "language")
+
+
+# ---- rendering steps ---------------------------------------------------------------------------
+
+
+class StepRenderer:
+    """Turns a step's templates into a request for one citizen, compiled once per run."""
+
+    _jinja = SandboxedEnvironment()
+
+    def __init__(self, step: Step):
+        self.step = step
+        self.path = self._compile(step.path)
+        self.json = self._compile(step.json)
+        self.form = self._compile(step.form)
+        self.body = self._compile(step.body)
+        self.headers = self._compile(step.headers or {})
+
+    def request(self, citizen: dict, variables: dict, run_id: str) -> dict:
+        scope = {"citizen": citizen, "vars": variables, "run_id": run_id}
+        if self.step is DEFAULT_STEP:
+            payload = {"json": {key: citizen[key] for key in DEFAULT_BODY_FIELDS}}
+        elif self.step.json is not None:
+            payload = {"json": self.json(scope)}
+        elif self.step.form is not None:
+            payload = {"data": {k: str(v) for k, v in self.form(scope).items()}}
+        elif self.step.body is not None:
+            payload = {"data": str(self.body(scope))}
+        else:
+            payload = {}
+        return {"path": str(self.path(scope)), "headers": self.headers(scope), **payload}
+
+    def _compile(self, value):
+        """A function of the scope: templates rendered, a lone {{ expr }} keeping its type."""
+        if isinstance(value, dict):
+            parts = {k: self._compile(v) for k, v in value.items()}
+            return lambda scope: {k: part(scope) for k, part in parts.items()}
+        if isinstance(value, list):
+            parts = [self._compile(v) for v in value]
+            return lambda scope: [part(scope) for part in parts]
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            inner = value.strip()
+            if inner.startswith("{{") and inner.endswith("}}") and inner.count("{{") == 1:
+                expression = self._jinja.compile_expression(inner[2:-2].strip())
+                return lambda scope: expression(**scope)
+            template = self._jinja.from_string(value)
+            return lambda scope: template.render(**scope)
+        return lambda scope: value
+
+
+# ---- what a response means ---------------------------------------------------------------------
+
+
+def failure_of(status: int, error: Exception | None, expect: tuple[int, ...]) -> str | None:
+    """Why a response counts as failed, or None: by the step's expected statuses, else by class."""
+    if status == 0 or (error is not None and not hasattr(error, "response")):
+        return type(error).__name__ if error is not None else "no response"
+    if expect:
+        return None if status in expect else f"unexpected status {status}"
+    if status < 400 or status == 451:  # 451 is a legal verdict, not a broken service
+        return None
+    return f"HTTP {status}"
+
+
+def decision_of(response, status: int) -> str | None:
+    """The business outcome a response states, if any."""
+    headers = getattr(response, "headers", None) or {}
+    if status == 451 or (headers.get(VERDICT_HEADER) or "").lower().startswith("blocked"):
+        return "blocked"
+    if status == 202 and headers.get(HITL_HEADER) is not None:
+        return "paused"
+    try:
+        data = response.json()
+    except Exception:  # not JSON, or no body: no decision stated
+        return None
+    decided = data.get("status") if isinstance(data, dict) else None
+    return decided if decided in ("approved", "rejected") else None
+
+
+def extract(source: str, response, status: int):
+    if source == "status":
+        return status
+    kind, _, rest = source.partition(".")
+    if kind == "header":
+        return (getattr(response, "headers", None) or {}).get(rest)
+    value = response.json()
+    for key in rest.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+# ---- the citizen -------------------------------------------------------------------------------
+
+
+@dataclass
+class Visit:
+    """One citizen's way through the journey."""
+
+    citizen: dict
+    step: int = 0
+    attempt: int = 0
+    requests: int = 0
+    frustrated: bool = False
+    variables: dict = field(default_factory=dict)
+
+
+class CitizenUser(FastHttpUser):
+    """Base of the generated class of each citizen group; the compiler sets `group`."""
+
+    abstract = True
+    group: CitizenGroup
+    group_index: int = 0
+    network_timeout = REQUEST_TIMEOUT_S
+    connection_timeout = REQUEST_TIMEOUT_S
+
+    def on_start(self) -> None:
+        self.run = self.environment.esr
+        self.behavior = self.group.behavior
+        self.steps = self.run.renderers
+        self.visit: Visit | None = None
+        self.pause = 0.0
+        self.in_flight = False
+        self.arrival: float | None = None  # open model: when this citizen was due to arrive
+        self.random = random.Random()
+
+    def wait_time(self) -> float:
+        # Called while Locust counts the user as waiting, so a stop may end it here.
+        if self.visit is None and self.run.arrivals is not None:
+            self.arrival = self.run.arrivals.next()
+            return 0.0
+        return self.pause
+
+    def context(self) -> dict:
+        citizen = self.visit.citizen if self.visit else None
+        return {"cohort": (citizen["age_band"], citizen["veteran"])} if citizen else {}
+
+    @task
+    def act(self) -> None:
+        if self.visit is None:
+            if self.run.arrivals is not None:
+                if self.arrival is None:
+                    return  # the first run of an open-model citizen waits for an arrival
+                self.run.probes.arrival(time.time() - self.arrival)
+                self.arrival = None
+            self.visit = Visit(self.run.next_citizen(self.group_index))
+        visit = self.visit
+        renderer = self.steps[visit.step]
+        step = renderer.step
+        request = renderer.request(visit.citizen, visit.variables, self.run.run_id)
+        headers = {"X-ESR-Synthetic": self.run.run_id,
+                   "X-ESR-Citizen": visit.citizen["citizen_id"], "User-Agent": USER_AGENT,
+                   **({"X-HITL-Skip": "true"} if self.run.hitl_skip else {}),
+                   **request.pop("headers")}
+        jitter_ms = self.random.uniform(0, self.run.jitter_ms) if self.run.jitter_ms else 0.0
+        if jitter_ms:
+            gevent.sleep(jitter_ms / 1000)
+        self.in_flight = True
+        with self.client.request(step.method, request.pop("path"), name=step.name,
+                                 headers=headers, catch_response=True, **request) as response:
+            status = response.status_code or 0
+            failure = failure_of(status, response.request_meta["exception"], step.expect)
+            response.request_meta["response_time"] += jitter_ms
+            elapsed_s = response.request_meta["response_time"] / 1000
+            if failure:
+                response.failure(failure)
+            else:
+                response.success()
+        self.in_flight = False
+        visit.requests += 1
+        self._after(visit, step, response, status, failure, elapsed_s)
+
+    def _after(self, visit: Visit, step: Step, response, status: int, failure: str | None,
+               elapsed_s: float) -> None:
+        visit.frustrated |= elapsed_s > self.behavior.patience
+        if failure and visit.attempt < self.behavior.retries:
+            visit.attempt += 1
+            self.pause = self.run.scaled(self.behavior.think_time.low)
+            return
+        decision = "error" if failure else decision_of(response, status)
+        if decision in ("error", "blocked", "paused"):
+            return self._end(decision)
+        for name, source in (step.extract or {}).items():
+            try:
+                visit.variables[name] = extract(source, response, status)
+            except Exception:  # a body that is not JSON: the variable stays empty
+                visit.variables[name] = None
+        if visit.step + 1 == len(self.steps):
+            return self._end(decision or "completed")
+        if elapsed_s > WALK_AWAY_FACTOR * self.behavior.patience:
+            return self._end("abandoned")
+        visit.step += 1
+        visit.attempt = 0
+        self.pause = self.run.think(step.think_time or self.behavior.think_time, self.random)
+
+    def _end(self, outcome: str) -> None:
+        citizen = self.visit.citizen
+        self.run.probes.journey(self.group.name, citizen["age_band"], citizen["veteran"],
+                                outcome, self.visit.frustrated)
+        self.visit = None
+        self.pause = self.run.think(self.behavior.think_time, self.random)
+
+    def on_stop(self) -> None:
+        if self.in_flight:  # killed mid-request despite the stop timeout: say so, don't guess
+            self.run.probes.unaccounted += 1
+        if self.visit is not None and self.visit.requests:
+            self._end("incomplete")

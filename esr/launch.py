@@ -1,0 +1,326 @@
+"""Launching a run: the Locust processes, live progress, a graceful Ctrl-C, and summary.json.
+
+This process never imports Locust or gevent: it starts them as child processes
+(one, or a master and N workers on loopback), watches the run directory, and
+builds the summary afterwards, so heavy work never stalls the load.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import __version__
+from .errors import EXIT_OK, EXIT_RUN_ERROR, EXIT_SLO_FAILED, BadInput, EsrError
+from .journey import STOP_TIMEOUT_S
+from .rundir import (
+    LIVE,
+    LOCUST_PREFIX,
+    RESOLVED_SCENARIO,
+    RUN_SETTINGS,
+    SUMMARY,
+    new_run_id,
+    now_iso,
+    read_json,
+    write_json,
+)
+from .scenario import Scenario, load_scenario
+from .shape import plan_stages
+from .summary import build_summary
+from .units import format_duration
+
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "esr.py"
+REPORTS_DIR = Path("reports")
+# How long workers may take to connect before the run is called off.
+WORKERS_CONNECT_TIMEOUT_S = 60
+# Beyond the planned duration, how long a run may overrun before it is stopped.
+OVERRUN_S = STOP_TIMEOUT_S + 60
+
+
+class RunError(EsrError):
+    """The run could not be carried out (target unreachable, workers never connected)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """Everything `esr-locust run` was asked, resolved: the one object the launcher works from."""
+
+    scenario: Path
+    host: str | None = None
+    workers: int = 0
+    run_dir: Path | None = None
+    time_scale: float = 1.0
+    user_scale: float = 1.0
+    run_id: str | None = None
+    progress: bool = True
+    extra_env: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    summary: dict
+    exit_code: int
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def run(settings: RunSettings, on_progress: Callable[[dict], None] | None = None) -> RunResult:
+    """Carry out one run to its end and return its summary (a blocking call)."""
+    launch = Launch.prepare(settings)
+    launch.start()
+    return launch.wait(on_progress)
+
+
+class Launch:
+    """A run in progress: its directory and its Locust processes."""
+
+    def __init__(self, settings: RunSettings, scenario: Scenario, run_id: str, run_dir: Path):
+        self.settings, self.scenario = settings, scenario
+        self.run_id, self.run_dir = run_id, run_dir
+        self.processes: list[subprocess.Popen] = []
+        self.planned_s = max(p.end for p in plan_stages(scenario, settings.time_scale,
+                                                         settings.user_scale))
+
+    @classmethod
+    def prepare(cls, settings: RunSettings) -> Launch:
+        _check_settings(settings)
+        scenario = load_scenario(settings.scenario)
+        run_id = settings.run_id or new_run_id(scenario.name)
+        run_dir = settings.run_dir or REPORTS_DIR / run_id
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BadInput(f"cannot create the run directory {run_dir}: {error.strerror}") \
+                from None
+        launch = cls(settings, scenario, run_id, run_dir.resolve())
+        launch._write_settings()
+        return launch
+
+    def _write_settings(self) -> None:
+        s, scenario = self.settings, self.scenario
+        write_json(self.run_dir / RUN_SETTINGS, {
+            "run_id": self.run_id, "esr_version": __version__, "created_at": now_iso(),
+            "scenario_name": scenario.name, "scenario_file": str(Path(scenario.file).resolve()),
+            "scenario_sha256": scenario.sha256, "seed": scenario.seed,
+            "host": s.host or scenario.target, "workers": s.workers,
+            "time_scale": s.time_scale, "user_scale": s.user_scale,
+            "planned_duration_s": self.planned_s,
+            "slo": [asdict(check) for check in scenario.slo],
+            "phases": [asdict(p) for p in plan_stages(scenario, s.time_scale, s.user_scale)],
+        })
+        source = yaml.safe_load(Path(scenario.file).read_text())
+        resolved = {**source, "seed": scenario.seed, "target": s.host or scenario.target,
+                    "esr_run": {"run_id": self.run_id, "esr_version": __version__,
+                                "time_scale": s.time_scale, "user_scale": s.user_scale,
+                                "workers": s.workers, "scenario_sha256": scenario.sha256},
+                    "esr_templates": {g.name: _template_text(g.template, scenario)
+                                      for g in scenario.citizens}}
+        (self.run_dir / RESOLVED_SCENARIO).write_text(
+            yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+    # ---- processes ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.settings
+        common = ["--host", s.host or self.scenario.target,
+                  "--esr-run-id", self.run_id, "--esr-run-dir", str(self.run_dir),
+                  "--esr-time-scale", repr(s.time_scale), "--esr-user-scale", repr(s.user_scale),
+                  "--stop-timeout", str(math.ceil(STOP_TIMEOUT_S)), "--headless", "--only-summary",
+                  "--csv", str(self.run_dir / LOCUST_PREFIX), "--csv-full-history",
+                  "--loglevel", "WARNING"]
+        if s.workers == 0:
+            self._spawn("locust", common)
+            return
+        port = _free_port()
+        self._spawn("master", [*common, "--master", "--master-bind-host", "127.0.0.1",
+                               "--master-bind-port", str(port), "--expect-workers",
+                               str(s.workers), "--expect-workers-max-wait",
+                               str(WORKERS_CONNECT_TIMEOUT_S)])
+        for index in range(s.workers):
+            self._spawn(f"worker-{index}", ["--worker", "--master-host", "127.0.0.1",
+                                            "--master-port", str(port), "--loglevel", "WARNING"])
+
+    def _spawn(self, role: str, arguments: list[str]) -> None:
+        env = {**os.environ, "ESR_SCENARIO": str(Path(self.scenario.file).resolve()),
+               **self.settings.extra_env}
+        log = open(self.run_dir / f"{role}.log", "w")  # noqa: SIM115 - lives as long as the child
+        # A session of its own: a Ctrl-C at the terminal reaches this launcher only, which
+        # then stops the run gracefully instead of Locust dropping what is in flight.
+        self.processes.append(subprocess.Popen(
+            [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *arguments],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True))
+        log.close()
+
+    @property
+    def lead(self) -> subprocess.Popen:
+        """The process that runs the shape and writes the results: the master, or the only one."""
+        return self.processes[0]
+
+    def stop(self) -> None:
+        """Ask for a graceful stop: citizens finish their request, everything is written."""
+        if self.lead.poll() is None:
+            self.lead.send_signal(signal.SIGUSR1)
+
+    def wait(self, on_progress: Callable[[dict], None] | None = None) -> RunResult:
+        deadline = time.monotonic() + self.planned_s + OVERRUN_S + (
+            WORKERS_CONNECT_TIMEOUT_S if self.settings.workers else 0)
+        stopping_since = None
+        try:
+            for live in self._watch():
+                if on_progress and live:
+                    on_progress(live)
+                if time.monotonic() > deadline and stopping_since is None:
+                    self.stop()
+                    stopping_since = time.monotonic()
+                if stopping_since and time.monotonic() - stopping_since > OVERRUN_S:
+                    self._kill_all()
+        except KeyboardInterrupt:
+            self.stop()
+            print("\nesr-locust: stopping gracefully (citizens finish their requests); "
+                  "press Ctrl-C again to abandon the run", file=sys.stderr)
+            try:
+                for live in self._watch():
+                    if on_progress and live:
+                        on_progress(live)
+            except KeyboardInterrupt:
+                self._kill_all()
+        finally:
+            self._end_workers()
+        return self._result()
+
+    def _watch(self) -> Iterator[dict | None]:
+        while self.lead.poll() is None:
+            time.sleep(0.5)
+            yield _read_live(self.run_dir)
+        yield _read_live(self.run_dir)
+
+    def _end_workers(self) -> None:
+        """Workers have delivered their final reports before the master quits, but a worker
+        still sleeps out Locust's stop timeout before it reads the quit: end it after a moment."""
+        grace = 2 if self.lead.returncode == 0 else 0
+        for process in self.processes[1:]:
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def _kill_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def _result(self) -> RunResult:
+        if not (self.run_dir / "esr_counters.json").is_file():
+            log = (self.run_dir / f"{'master' if self.settings.workers else 'locust'}.log")
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.is_file() \
+                else []
+            reason = "workers never connected" if self.settings.workers and any(
+                "Gave up waiting" in line for line in tail) else "the load process failed"
+            raise RunError(f"run {self.run_id}: {reason}; see {log}"
+                           + ("".join(f"\n  {line}" for line in tail) if tail else ""))
+        summary = build_summary(self.run_dir)
+        write_json(self.run_dir / SUMMARY, summary)
+        return RunResult(self.run_id, self.run_dir, summary, exit_code_of(summary))
+
+
+def exit_code_of(summary: dict) -> int:
+    requests = summary["requests"]
+    unreachable = requests["total"] > 0 and requests["failures"] == requests["total"] and all(
+        " " not in error["kind"] for error in summary["errors"])  # transport errors only
+    if requests["total"] == 0 or unreachable:
+        return EXIT_RUN_ERROR
+    return EXIT_OK if summary["slo"]["passed"] else EXIT_SLO_FAILED
+
+
+def _check_settings(settings: RunSettings) -> None:
+    if settings.workers < 0:
+        raise BadInput(f"--workers must be 0 or more, got {settings.workers}")
+    for name in ("time_scale", "user_scale"):
+        value = getattr(settings, name)
+        if not value > 0:
+            raise BadInput(f"--{name.replace('_', '-')} must be above 0, got {value}")
+
+
+def _template_text(name: str, scenario: Scenario) -> str:
+    from .demographics import template_file
+
+    path = template_file(name, Path(scenario.file).parent)
+    return path.read_text() if path.is_file() else ""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _read_live(run_dir: Path) -> dict | None:
+    try:
+        return read_json(run_dir / LIVE)
+    except (OSError, ValueError):
+        return None
+
+
+# ---- the console ---------------------------------------------------------------------------------
+
+
+class ProgressLine:
+    """One updating line on a terminal; a plain line every few seconds elsewhere (CI logs)."""
+
+    PLAIN_EVERY_S = 5.0
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last_plain = 0.0
+
+    def __call__(self, live: dict) -> None:
+        text = describe_progress(live)
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            if live.get("final"):
+                self.stream.write("\n")
+        elif live.get("final") or time.monotonic() - self.last_plain >= self.PLAIN_EVERY_S:
+            self.last_plain = time.monotonic()
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def describe_progress(live: dict) -> str:
+    requests = live.get("requests", 0)
+    error_rate = live.get("failures", 0) / requests if requests else 0.0
+    p95 = live.get("p95_ms")
+    outcomes = live.get("outcomes") or {}
+    shown = " ".join(f"{name} {n}" for name, n in sorted(outcomes.items(), key=lambda kv: -kv[1]))
+    return (f"[{live.get('phase', '?')}] citizens {live.get('citizens', 0)} | "
+            f"{live.get('rps', 0):.0f} req/s | p95 {f'{p95:.0f} ms' if p95 else '-'} | "
+            f"errors {error_rate:.1%} | {requests} requests | {shown or 'no journeys yet'}")
+
+
+def describe_plan(settings: RunSettings, launch: Launch) -> str:
+    where = "one process" if settings.workers == 0 else \
+        f"a master and {settings.workers} worker{'s' if settings.workers > 1 else ''}"
+    return (f"esr-locust: run {launch.run_id}: '{launch.scenario.name}' against "
+            f"{settings.host or launch.scenario.target}, {format_duration(launch.planned_s)} "
+            f"planned, {where}")

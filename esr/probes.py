@@ -1,0 +1,210 @@
+"""Probes: what happened to citizens, aggregated in bounded memory and merged across workers.
+
+Each Locust process has one `Probes`: the request event and the citizens feed
+it, and `drain()` hands over (and forgets) everything gathered since the last
+drain, as msgpack-safe data. The master, or the single process, folds drained
+data into one `Tally`. Memory is bounded by endpoints x time buckets x cohorts,
+never by the number of requests: latency goes into HDR histograms (within 1% of
+exact percentiles; Locust rounds its own), one per endpoint and time bucket.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+# Microseconds, from 1 µs to an hour; 2 significant digits keeps a histogram at ~13 KB
+# and percentiles within 1% (measured 0.4% worst on lognormal latencies).
+_HDR_RANGE = (1, 3_600_000_000)
+_HDR_DIGITS = 2
+WIRE_VERSION = 1
+
+ROUTE_HEADER = "X-ACT-Route"
+VERDICT_HEADER = "X-ESQ-Verdict"
+HITL_HEADER = "X-HITL-Pending"
+_REASON = re.compile(r"reason\s*=\s*([^;,\s]+)", re.IGNORECASE)
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(*_HDR_RANGE, _HDR_DIGITS, word_size=4)
+
+
+@dataclass
+class Latency:
+    """Requests of one endpoint in one time bucket: exact counts and extremes, HDR percentiles."""
+
+    requests: int = 0
+    failures: int = 0
+    total_ms: float = 0.0
+    min_ms: float = float("inf")
+    max_ms: float = 0.0
+    histogram: HdrHistogram = field(default_factory=new_histogram)
+
+    def record(self, ms: float, failed: bool) -> None:
+        self.requests += 1
+        self.failures += failed
+        self.total_ms += ms
+        self.min_ms = min(self.min_ms, ms)
+        self.max_ms = max(self.max_ms, ms)
+        micros = min(max(int(ms * 1000), 1), _HDR_RANGE[1])
+        self.histogram.record_value(micros)
+
+    def merge(self, requests, failures, total_ms, min_ms, max_ms, encoded) -> None:
+        self.requests += requests
+        self.failures += failures
+        self.total_ms += total_ms
+        self.min_ms = min(self.min_ms, min_ms)
+        self.max_ms = max(self.max_ms, max_ms)
+        self.histogram.decode_and_add(encoded)
+
+    def row(self) -> list:
+        return [self.requests, self.failures, self.total_ms, self.min_ms, self.max_ms,
+                self.histogram.encode()]
+
+
+def response_facts(response, status: int) -> dict:
+    """What the wire conventions say about one response: route, legal block, human review."""
+    headers = getattr(response, "headers", None) or {}
+    facts = {}
+    route = headers.get(ROUTE_HEADER)
+    if route:
+        facts["route"] = route
+    verdict = headers.get(VERDICT_HEADER) or ""
+    if status == 451 or verdict.lower().startswith("blocked"):
+        match = _REASON.search(verdict)
+        facts["blocked"] = match.group(1) if match else "unspecified"
+    if status == 202 and headers.get(HITL_HEADER) is not None:
+        facts["paused"] = True
+    return facts
+
+
+class Probes:
+    """One process's gatherings since the last drain."""
+
+    def __init__(self, bucket_s: float):
+        self.bucket_s = bucket_s
+        self._reset()
+
+    def _reset(self) -> None:
+        self.latency: dict[tuple[str, int], Latency] = {}
+        self.errors: Counter = Counter()  # (endpoint, kind)
+        self.routes: Counter = Counter()
+        self.legal_blocks: Counter = Counter()  # (reason, age_band, veteran)
+        self.hitl: Counter = Counter()  # paused, skipped
+        self.journeys: Counter = Counter()  # (group, age_band, veteran, outcome, frustrated)
+        self.arrivals: Counter = Counter()  # on_time, late, late_ms_total, missed
+        self.arrival_late_max_ms = 0.0
+        self.unaccounted = 0  # requests cut off mid-flight: sent, but their fate unknown
+
+    def request(self, name: str, start_time: float, response_time: float, status: int,
+                failure: str | None, facts: dict, cohort: tuple[str, bool] | None) -> None:
+        bucket = int(start_time // self.bucket_s)
+        latency = self.latency.get((name, bucket))
+        if latency is None:
+            latency = self.latency[(name, bucket)] = Latency()
+        latency.record(response_time, failure is not None)
+        if failure is not None:
+            self.errors[(name, failure)] += 1
+        if "route" in facts:
+            self.routes[facts["route"]] += 1
+        if "blocked" in facts and cohort:
+            self.legal_blocks[(facts["blocked"], *cohort)] += 1
+        if facts.get("paused"):
+            self.hitl["paused"] += 1
+        if facts.get("skip_sent"):
+            self.hitl["skipped"] += 1
+
+    def journey(self, group: str, age_band: str, veteran: bool, outcome: str,
+                frustrated: bool) -> None:
+        self.journeys[(group, age_band, veteran, outcome, frustrated)] += 1
+
+    def arrival(self, late_s: float) -> None:
+        """An open-model arrival that started `late_s` after its scheduled time."""
+        late_ms = max(late_s, 0.0) * 1000
+        self.arrivals["late" if late_ms >= 1 else "on_time"] += 1
+        self.arrivals["late_ms_total"] += int(late_ms)
+        self.arrival_late_max_ms = max(self.arrival_late_max_ms, late_ms)
+
+    def drain(self) -> dict:
+        """Everything since the last drain, as msgpack-safe data; the probes start afresh."""
+        data = {
+            "v": WIRE_VERSION,
+            "bucket_s": self.bucket_s,
+            "latency": [[name, bucket, *lat.row()] for (name, bucket), lat in self.latency.items()],
+            "errors": [[*key, n] for key, n in self.errors.items()],
+            "routes": dict(self.routes),
+            "legal_blocks": [[*key, n] for key, n in self.legal_blocks.items()],
+            "hitl": dict(self.hitl),
+            "journeys": [[*key, n] for key, n in self.journeys.items()],
+            "arrivals": {**self.arrivals, "late_ms_max": self.arrival_late_max_ms},
+            "unaccounted": self.unaccounted,
+        }
+        self._reset()
+        return data
+
+
+class Tally:
+    """The whole run so far: drained probe data from every process, merged."""
+
+    def __init__(self):
+        self.latency: dict[tuple[str, int], Latency] = {}
+        self.errors: Counter = Counter()
+        self.routes: Counter = Counter()
+        self.legal_blocks: Counter = Counter()
+        self.hitl: Counter = Counter()
+        self.journeys: Counter = Counter()
+        self.arrivals: Counter = Counter()
+        self.arrival_late_max_ms = 0.0
+        self.unaccounted = 0
+        self.bucket_s = 0.0
+        self.reports = 0
+
+    def merge(self, data: dict) -> None:
+        if data.get("v") != WIRE_VERSION:
+            raise ValueError(f"probe data of wire version {data.get('v')!r}, "
+                             f"expected {WIRE_VERSION}")
+        self.reports += 1
+        self.bucket_s = data["bucket_s"]
+        for name, bucket, *row in data["latency"]:
+            latency = self.latency.get((name, bucket))
+            if latency is None:
+                latency = self.latency[(name, bucket)] = Latency()
+            latency.merge(*row)
+        for *key, n in data["errors"]:
+            self.errors[tuple(key)] += n
+        self.routes.update(data["routes"])
+        for *key, n in data["legal_blocks"]:
+            self.legal_blocks[tuple(key)] += n
+        self.hitl.update(data["hitl"])
+        for *key, n in data["journeys"]:
+            self.journeys[tuple(key)] += n
+        arrivals = dict(data["arrivals"])
+        self.arrival_late_max_ms = max(self.arrival_late_max_ms, arrivals.pop("late_ms_max", 0))
+        self.arrivals.update(arrivals)
+        self.unaccounted += data["unaccounted"]
+
+    # ---- live figures, for the progress line -------------------------------------------------
+
+    @property
+    def requests(self) -> int:
+        return sum(lat.requests for lat in self.latency.values())
+
+    @property
+    def failures(self) -> int:
+        return sum(lat.failures for lat in self.latency.values())
+
+    def outcomes(self) -> Counter:
+        totals: Counter = Counter()
+        for (_, _, _, outcome, _), n in self.journeys.items():
+            totals[outcome] += n
+        return totals
+
+    def recent_p95_ms(self, since_bucket: int) -> float | None:
+        merged = new_histogram()
+        for (_, bucket), latency in self.latency.items():
+            if bucket >= since_bucket:
+                merged.add(latency.histogram)
+        return merged.get_value_at_percentile(95) / 1000 if merged.get_total_count() else None

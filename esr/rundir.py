@@ -1,0 +1,102 @@
+"""The run directory, a contract: every file name and column of a run is named here, once.
+
+reports/<run-id>/ holds everything about one run; the report card is rebuilt from
+it alone. The load process writes the probe tables at its end; the launching
+process writes the run settings before and summary.json after.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import secrets
+from pathlib import Path
+
+RUN_SETTINGS = "run.json"
+RESOLVED_SCENARIO = "scenario.resolved.yml"
+EVENTS = "events.jsonl"
+LIVE = "live.json"
+SUMMARY = "summary.json"
+COUNTERS = "esr_counters.json"
+LOCUST_PREFIX = "locust"  # Locust's own CSVs: locust_stats.csv, locust_stats_history.csv, …
+
+TABLES = {
+    "latency": ("esr_latency.csv", ("endpoint", "bucket_start", "bucket_s", "requests",
+                                     "failures", "total_ms", "min_ms", "max_ms", "hdr")),
+    "journeys": ("esr_journeys.csv", ("group", "age_band", "veteran", "outcome", "frustrated",
+                                       "citizens")),
+    "errors": ("esr_errors.csv", ("endpoint", "kind", "count")),
+    "routes": ("esr_routes.csv", ("route", "count")),
+    "legal_blocks": ("esr_legal_blocks.csv", ("reason", "age_band", "veteran", "count")),
+}
+
+
+def new_run_id(scenario_name: str) -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    slug = "".join(c if c.isalnum() else "-" for c in scenario_name.lower()).strip("-")[:40]
+    return f"{stamp}-{slug or 'run'}-{secrets.token_hex(2)}"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write atomically, so a reader (progress, a pipeline) never sees half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(partial, path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def write_tables(run_dir: Path, tally, counters: dict) -> None:
+    """The probe tables of a finished (or interrupted) run."""
+    bucket_s = tally.bucket_s
+    rows = {
+        "latency": [[name, bucket * bucket_s, bucket_s, lat.requests, lat.failures,
+                     round(lat.total_ms, 3), round(lat.min_ms, 3), round(lat.max_ms, 3),
+                     lat.histogram.encode().decode("ascii")]
+                    for (name, bucket), lat in sorted(tally.latency.items())],
+        "journeys": [[*key, n] for key, n in sorted(tally.journeys.items())],
+        "errors": [[*key, n] for key, n in sorted(tally.errors.items())],
+        "routes": sorted(tally.routes.items()),
+        "legal_blocks": [[*key, n] for key, n in sorted(tally.legal_blocks.items())],
+    }
+    for table, (file, columns) in TABLES.items():
+        with open(run_dir / file, "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(columns)
+            writer.writerows(rows[table])
+    write_json(run_dir / COUNTERS, {
+        **counters, "hitl": dict(tally.hitl), "arrivals": {
+            **tally.arrivals, "late_ms_max": tally.arrival_late_max_ms},
+        "requests_unaccounted": tally.unaccounted, "bucket_s": bucket_s})
+
+
+def read_table(run_dir: Path, table: str) -> list[dict]:
+    """Rows of one probe table as dicts of text; an absent table reads as empty."""
+    file, _ = TABLES[table]
+    path = run_dir / file
+    if not path.is_file():
+        return []
+    with open(path, newline="") as source:
+        return list(csv.DictReader(source))
+
+
+def append_event(run_dir: Path | None, kind: str, **details) -> None:
+    if run_dir is None:
+        return
+    with open(run_dir / EVENTS, "a") as out:
+        out.write(json.dumps({"at": now_iso(), "event": kind, **details}, default=str) + "\n")
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    path = run_dir / EVENTS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,175 @@
+"""summary.json from a run directory alone: the stable interface pipelines read.
+
+Runs outside the gevent load process. Percentiles come from ESR's HDR histograms
+(merged across time buckets), clamped to the exact maximum so p99 never exceeds max.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+
+from hdrh.histogram import HdrHistogram
+
+from .probes import new_histogram
+from .rundir import COUNTERS, RUN_SETTINGS, read_events, read_json, read_table
+from .scenario import AGE_BANDS
+
+# The four-fifths rule: a cohort approved at under 80% of the best cohort's rate is flagged.
+IMPACT_RATIO_FLOOR = 0.8
+SUCCESSFUL = ("approved",)
+
+
+def build_summary(run_dir) -> dict:
+    settings = read_json(run_dir / RUN_SETTINGS)
+    counters = read_json(run_dir / COUNTERS) if (run_dir / COUNTERS).is_file() else {}
+    started, ended = counters.get("started_at"), counters.get("ended_at")
+    duration_s = _seconds_between(started, ended)
+    endpoints, total = _latency(read_table(run_dir, "latency"), duration_s)
+    journeys = read_table(run_dir, "journeys")
+    by_outcome = Counter()
+    for row in journeys:
+        by_outcome[row["outcome"]] += int(row["citizens"])
+    cohorts = _cohorts(journeys)
+    summary = {
+        "run_id": settings["run_id"],
+        "esr_version": settings["esr_version"],
+        "scenario": {"name": settings["scenario_name"], "sha256": settings["scenario_sha256"],
+                     "seed": settings["seed"], "file": settings["scenario_file"]},
+        "started_at": started, "ended_at": ended, "duration_s": duration_s,
+        "workers": settings["workers"],
+        "requests": total,
+        "endpoints": endpoints,
+        "citizens": {"total": sum(by_outcome.values()), "by_outcome": dict(by_outcome),
+                     "frustrated": sum(int(r["citizens"]) for r in journeys
+                                       if r["frustrated"] == "True")},
+        "cohorts": cohorts,
+        "routes": {r["route"]: int(r["count"]) for r in read_table(run_dir, "routes")},
+        "legal_blocks": _legal_blocks(read_table(run_dir, "legal_blocks")),
+        "hitl": {"paused": counters.get("hitl", {}).get("paused", 0),
+                 "skipped": counters.get("hitl", {}).get("skipped", 0)},
+        "arrivals": counters.get("arrivals", {}),
+        "errors": [{"endpoint": r["endpoint"], "kind": r["kind"], "count": int(r["count"])}
+                   for r in read_table(run_dir, "errors")],
+        "chaos": [],
+        "lost": {"workers": counters.get("lost_workers", []),
+                 "requests_unaccounted": counters.get("requests_unaccounted", 0)},
+        "complete": bool(counters),
+        "settings": {k: settings[k] for k in ("host", "time_scale", "user_scale")},
+        "events": len(read_events(run_dir)),
+    }
+    summary["slo"] = evaluate_slos(settings.get("slo", []), summary)
+    return summary
+
+
+def _seconds_between(start: str | None, end: str | None) -> float:
+    if not start or not end:
+        return 0.0
+    delta = dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)
+    return round(delta.total_seconds(), 3)
+
+
+def _latency(rows: list[dict], duration_s: float) -> tuple[list[dict], dict]:
+    by_endpoint: dict[str, dict] = {}
+    overall = _Figures()
+    for row in rows:
+        figures = by_endpoint.setdefault(row["endpoint"], _Figures())
+        histogram = HdrHistogram.decode(row["hdr"].encode("ascii"))
+        for target in (figures, overall):
+            target.add(row, histogram)
+    endpoints = [{"name": name, **figures.as_dict()}
+                 for name, figures in sorted(by_endpoint.items())]
+    total = {"total": overall.requests, "failures": overall.failures,
+             "rps": round(overall.requests / duration_s, 3) if duration_s else 0.0,
+             **{k: v for k, v in overall.as_dict().items() if k not in ("requests", "failures")}}
+    return endpoints, total
+
+
+class _Figures:
+    def __init__(self):
+        self.requests = self.failures = 0
+        self.total_ms = 0.0
+        self.max_ms = 0.0
+        self.histogram = new_histogram()
+
+    def add(self, row: dict, histogram: HdrHistogram) -> None:
+        self.requests += int(row["requests"])
+        self.failures += int(row["failures"])
+        self.total_ms += float(row["total_ms"])
+        self.max_ms = max(self.max_ms, float(row["max_ms"]))
+        self.histogram.add(histogram)
+
+    def percentile(self, q: float) -> float:
+        if not self.requests:
+            return 0.0
+        return round(min(self.histogram.get_value_at_percentile(q) / 1000, self.max_ms), 3)
+
+    def as_dict(self) -> dict:
+        return {"requests": self.requests, "failures": self.failures,
+                "avg_ms": round(self.total_ms / self.requests, 3) if self.requests else 0.0,
+                "p50_ms": self.percentile(50), "p90_ms": self.percentile(90),
+                "p95_ms": self.percentile(95), "p99_ms": self.percentile(99),
+                "max_ms": round(self.max_ms, 3)}
+
+
+def _cohorts(journeys: list[dict]) -> list[dict]:
+    """Outcomes by age band x veteran, with each cohort's approval rate against the best's."""
+    table: dict[tuple[str, bool], Counter] = defaultdict(Counter)
+    for row in journeys:
+        table[(row["age_band"], row["veteran"] == "True")][row["outcome"]] += int(row["citizens"])
+    order = {label: i for i, (_, _, label) in enumerate(AGE_BANDS)}
+    rows = []
+    for (band, veteran), outcomes in sorted(table.items(),
+                                            key=lambda kv: (order.get(kv[0][0], -1), kv[0][1])):
+        citizens = sum(outcomes.values())
+        rows.append({"age_band": band, "veteran": veteran, "citizens": citizens,
+                     "by_outcome": dict(outcomes),
+                     "approval_rate": outcomes["approved"] / citizens,
+                     "rejection_rate": outcomes["rejected"] / citizens})
+    best = max((row["approval_rate"] for row in rows), default=0.0)
+    for row in rows:
+        row["impact_ratio"] = round(row["approval_rate"] / best, 4) if best else None
+        ratio = row["impact_ratio"]
+        row["flagged"] = ratio is not None and ratio < IMPACT_RATIO_FLOOR
+        row["approval_rate"] = round(row["approval_rate"], 4)
+        row["rejection_rate"] = round(row["rejection_rate"], 4)
+    return rows
+
+
+def _legal_blocks(rows: list[dict]) -> dict:
+    reasons = Counter()
+    for row in rows:
+        reasons[row["reason"]] += int(row["count"])
+    return dict(reasons)
+
+
+def evaluate_slos(checks: list[dict], summary: dict) -> dict:
+    """Each SLO check against the run; thresholds named *_min are floors, the rest ceilings."""
+    results = []
+    for check in checks:
+        metric, threshold, endpoint = check["metric"], check["threshold"], check.get("endpoint")
+        actual = _actual(metric, summary, endpoint)
+        floor = metric.endswith("_min")
+        passed = actual is not None and (actual >= threshold if floor else actual <= threshold)
+        name = f"{endpoint} {metric}" if endpoint else metric
+        results.append({"name": name, "metric": metric, "threshold": threshold,
+                        "actual": actual, "passed": passed})
+    return {"passed": all(r["passed"] for r in results), "checks": results}
+
+
+def _actual(metric: str, summary: dict, endpoint: str | None) -> float | None:
+    if metric == "impact_ratio_min":
+        ratios = [c["impact_ratio"] for c in summary["cohorts"] if c["impact_ratio"] is not None]
+        return min(ratios) if ratios else None
+    figures = summary["requests"]
+    if endpoint is not None:
+        figures = next((e for e in summary["endpoints"] if e["name"] == endpoint), None)
+        if figures is None:
+            return None
+    requests = figures.get("total", figures.get("requests", 0))
+    if metric == "error_rate":
+        return round(figures["failures"] / requests, 6) if requests else None
+    if metric == "rps_min":
+        return summary["requests"]["rps"] if endpoint is None else (
+            round(requests / summary["duration_s"], 3) if summary["duration_s"] else None)
+    return figures.get(metric) if requests else None
