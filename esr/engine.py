@@ -21,6 +21,7 @@ from pathlib import Path
 import gevent
 import gevent.queue
 from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from . import __version__
 from .citizens import CitizenFactory
@@ -239,6 +240,9 @@ class EsrRun:
         # Request failures are findings for the report, not a failed process; the
         # launcher decides the exit code from the SLOs.
         environment.process_exit_code = 0
+        # Locust's CSV writer wakes once a second and not at exit: one more turn, so its
+        # files hold the last requests too.
+        gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.25)
 
     # ---- live progress ---------------------------------------------------------------------
 

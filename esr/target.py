@@ -39,6 +39,7 @@ LEGAL_REASONS = ("HIPAA", "FERPA", "PRIVACY_ACT")  # crc32 % 100 == 0, 1, 2 resp
 AGE_BANDS = (("<18", 0), ("18-29", 18), ("30-44", 30), ("45-61", 45), ("62+", 62))
 ROUTES = ("fast_track", "standard", "manual_review")
 MAX_APPLICATIONS = 100_000  # /status remembers this many; a long load test must not grow forever
+MAX_APPLICANTS = 50_000  # /admin/applicants keeps the first bodies of this many citizens
 STOP_GRACE_S = 2.0  # on SIGTERM, requests in flight get this long to finish
 
 
@@ -192,6 +193,7 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> 
     services = {FEE_SERVICE: Service(FEE_SERVICE)}
     tally = Tally()
     applications: dict[str, str] = {}  # id -> status, oldest first
+    applicants: dict[str, dict[str, dict]] = {}  # run -> citizen_id -> first body received
     rng = random.Random(seed)  # seeded so tokens and ids repeat from run to run
     app.extensions["esr_target"] = {"tally": tally, "services": services}
 
@@ -201,6 +203,11 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> 
         if len(applications) > MAX_APPLICATIONS:
             del applications[next(iter(applications))]
         return app_id
+
+    def keep_applicant(run: str, citizen_id: str, body: dict) -> None:
+        """Who applied, so tests can check which citizens a run sent and with what traits."""
+        if sum(map(len, applicants.values())) < MAX_APPLICANTS:
+            applicants.setdefault(run, {}).setdefault(citizen_id, body)
 
     @app.get("/health")
     def health():
@@ -216,6 +223,7 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> 
         if isinstance(parsed, str):
             return {"error": parsed}, 400
         g.cohort = (age_band(parsed.age), parsed.veteran)
+        keep_applicant(request.headers.get(SYNTHETIC, ""), parsed.citizen_id, request.get_json())
         with slots:  # queueing for a slot is where latency grows under load
             gevent.sleep(service_ms / 1000)
         if not services[FEE_SERVICE].up:
@@ -259,9 +267,14 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> 
     def stats():
         return tally.snapshot(request.args.get("run"))
 
+    @app.get("/admin/applicants")
+    def list_applicants():
+        return applicants.get(request.args.get("run", ""), {})
+
     @app.post("/admin/reset")
     def reset():
         tally.reset()
+        applicants.clear()
         return {"ok": True}
 
     @app.errorhandler(HTTPException)
