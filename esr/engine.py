@@ -77,6 +77,7 @@ class EsrRun:
         self.arrivals: Arrivals | None = None
         self._streams: dict[int, object] = {}
         self._finishing = None
+        self._progress = None
         self._phase: Phase | None = None
         self._finals: set[str] = set()
         self._final_pending = False
@@ -172,7 +173,8 @@ class EsrRun:
             self.started_at = now_iso()
             append_event(self.run_dir, "test_start", run_id=self.run_id,
                          phases=[vars(p) for p in self.phases])
-            gevent.spawn(self._progress_loop)
+            if self._progress is None or self._progress.dead:
+                self._progress = gevent.spawn(self._progress_loop)
 
     def phase_entered(self, phase: Phase) -> None:
         if phase != self._phase:
@@ -247,8 +249,10 @@ class EsrRun:
     # ---- live progress ---------------------------------------------------------------------
 
     def _progress_loop(self) -> None:
-        while self._finishing is None or not self._finishing.dead:
+        while True:
             gevent.sleep(PROGRESS_INTERVAL_S)
+            if self.ended_at is not None:  # the final figures are written; don't overwrite them
+                return
             self._collect_local()
             self._write_live(final=False)
 

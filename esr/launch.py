@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
@@ -62,8 +62,6 @@ class RunSettings:
     time_scale: float = 1.0
     user_scale: float = 1.0
     run_id: str | None = None
-    progress: bool = True
-    extra_env: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -96,11 +94,11 @@ class Launch:
                                                          settings.user_scale))
 
     @classmethod
-    def prepare(cls, settings: RunSettings) -> Launch:
+    def prepare(cls, settings: RunSettings, reports_dir: Path | None = None) -> Launch:
         _check_settings(settings)
         scenario = load_scenario(settings.scenario)
         run_id = settings.run_id or new_run_id(scenario.name)
-        run_dir = settings.run_dir or REPORTS_DIR / run_id
+        run_dir = settings.run_dir or (reports_dir or REPORTS_DIR) / run_id
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -155,8 +153,7 @@ class Launch:
                                             "--master-port", str(port), "--loglevel", "WARNING"])
 
     def _spawn(self, role: str, arguments: list[str]) -> None:
-        env = {**os.environ, "ESR_SCENARIO": str(Path(self.scenario.file).resolve()),
-               **self.settings.extra_env}
+        env = {**os.environ, "ESR_SCENARIO": str(Path(self.scenario.file).resolve())}
         log = open(self.run_dir / f"{role}.log", "w")  # noqa: SIM115 - lives as long as the child
         # A session of its own: a Ctrl-C at the terminal reaches this launcher only, which
         # then stops the run gracefully instead of Locust dropping what is in flight.
@@ -206,8 +203,8 @@ class Launch:
     def _watch(self) -> Iterator[dict | None]:
         while self.lead.poll() is None:
             time.sleep(0.5)
-            yield _read_live(self.run_dir)
-        yield _read_live(self.run_dir)
+            yield read_live(self.run_dir)
+        yield read_live(self.run_dir)
 
     def _end_workers(self) -> None:
         """Workers have delivered their final reports before the master quits, but a worker
@@ -275,7 +272,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _read_live(run_dir: Path) -> dict | None:
+def read_live(run_dir: Path) -> dict | None:
     try:
         return read_json(run_dir / LIVE)
     except (OSError, ValueError):

@@ -129,7 +129,7 @@ def test_counts_equal_what_the_target_served(tmp_path, target, workers):
     path = write_scenario(tmp_path, COUNTING % {"sustain": "6s"})
     outage(target, at_s=3.0, for_s=1.0)
     result = run(RunSettings(scenario=path, host=target, workers=workers,
-                             run_dir=tmp_path / "run", progress=False))
+                             run_dir=tmp_path / "run"))
     served = admin(target, f"/admin/stats?run={result.run_id}")
     assert_counts_match(result.summary, served)
     assert result.summary["requests"]["failures"] > 0, "the outage should have caused 503s"
@@ -148,7 +148,7 @@ def test_one_worker_sends_the_citizens_one_process_sends(tmp_path, target):
     seen = {}
     for workers in (0, 1):
         result = run(RunSettings(scenario=path, host=target, workers=workers,
-                                 run_dir=tmp_path / f"run{workers}", progress=False))
+                                 run_dir=tmp_path / f"run{workers}"))
         assert_same_citizens(target, result.run_id, path)
         seen[workers] = admin(target, f"/admin/applicants?run={result.run_id}")
     common = set(seen[0]) & set(seen[1])
@@ -165,8 +165,7 @@ load_profile: {sustain: 3s}
 hitl_skip: true
 slo: {p95_ms: 0.001, error_rate: 0.5}
 """)
-    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run",
-                             progress=False))
+    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run"))
     served = admin(target, f"/admin/stats?run={result.run_id}")
     assert_labelled(served, result.summary["requests"]["total"], hitl_skip=True)
     assert served["hitl"]["paused"] == 0 and result.summary["hitl"]["paused"] == 0
@@ -186,8 +185,7 @@ load_profile:
     - {duration: 3s, citizens: 12, spawn_rate: 50}
     - {duration: 3s, citizens: 2, spawn_rate: 50}
 """)
-    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run",
-                             progress=False))
+    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run"))
     start = next(dt.datetime.fromisoformat(e["at"]) for e in read_events(tmp_path / "run")
                  if e["event"] == "test_start").timestamp()
     with open(tmp_path / "run" / "locust_stats_history.csv") as history:

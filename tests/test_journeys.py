@@ -1,0 +1,131 @@
+"""Journeys beyond the default: several steps, the open model, jitter, and the Python API."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from esr import EsrClient
+from esr.demo import demo_target
+from esr.launch import RunSettings, run
+
+
+@pytest.fixture(scope="module")
+def target():
+    with demo_target("--capacity", "8", "--service-ms", "5") as url:
+        yield url
+
+
+def served(url: str, run_id: str) -> dict:
+    with urllib.request.urlopen(f"{url}/admin/stats?run={run_id}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def scenario(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "scenario.yml"
+    path.write_text(text)
+    return path
+
+
+def test_a_multi_step_journey_carries_values_between_steps(tmp_path, target):
+    path = scenario(tmp_path, """
+scenario: three steps
+seed: 8
+citizens: {template: families, count: 6, behavior: {think_time: 50ms..150ms, retries: 0}}
+load_profile: {sustain: 4s}
+hitl_skip: true
+journey:
+  - name: form
+    request: GET /form
+    extract: {token: json.form_token}
+  - name: apply
+    request: POST /apply
+    headers: {X-Form-Token: "{{ vars.token }}"}
+    json:
+      citizen_id: "{{ citizen.citizen_id }}"
+      name: "{{ citizen.first_name }} {{ citizen.last_name }}"
+      age: "{{ citizen.age }}"
+      income: "{{ citizen.income }}"
+      veteran: "{{ citizen.veteran }}"
+      household_size: "{{ citizen.household_size }}"
+      form_token: "{{ vars.token }}"
+    expect: [200, 451]
+    extract: {application: json.application_id}
+  - name: status
+    request: "GET /status/{{ vars.application }}"
+    expect: [200]
+""")
+    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run"))
+    seen = served(target, result.run_id)
+    by_endpoint = seen["requests"]["by_endpoint"]
+    summary = result.summary
+    assert by_endpoint["GET /form"] >= by_endpoint["POST /apply"] > 5
+    assert seen["requests"]["total"] == summary["requests"]["total"]
+    assert {e["name"] for e in summary["endpoints"]} == {"form", "apply", "status"}
+    # Typed values survive templating: no 400s, so age/income/veteran arrived as JSON types.
+    assert "400" not in seen["requests"]["by_status"]
+    # A blocked application has no id: its journey ends at apply, as blocked.
+    outcomes = summary["citizens"]["by_outcome"]
+    blocked_at_target = sum(r["n"] for r in seen["outcomes"] if r["outcome"] == "blocked")
+    assert outcomes.get("blocked", 0) == blocked_at_target
+    # Every approved or rejected application is looked up, unless the run ended first.
+    looked_up = by_endpoint["POST /apply"] - blocked_at_target
+    incomplete = outcomes.get("incomplete", 0)
+    assert looked_up - incomplete <= by_endpoint["GET /status/{id}"] <= looked_up
+    # The journey's outcome is its last response's: the status lookup names the decision.
+    decided = outcomes.get("approved", 0) + outcomes.get("rejected", 0)
+    assert decided == by_endpoint["GET /status/{id}"]
+    assert set(outcomes) <= {"approved", "rejected", "blocked", "incomplete"}
+
+
+def test_the_open_model_records_arrivals_falling_behind(tmp_path):
+    # One application at a time, 100 ms each: at most ~10/s, while 30/s arrive.
+    with demo_target("--capacity", "1", "--service-ms", "100") as slow:
+        path = scenario(tmp_path, """
+scenario: open model
+seed: 4
+citizens: {template: students, count: 1, behavior: {patience: 100ms, retries: 0}}
+load_profile: {arrival_rate: 30/s, sustain: 4s}
+""")
+        result = run(RunSettings(scenario=path, host=slow, workers=0, run_dir=tmp_path / "run"))
+        seen = served(slow, result.run_id)
+    arrivals = result.summary["arrivals"]
+    started = arrivals.get("on_time", 0) + arrivals.get("late", 0)
+    assert started == result.summary["citizens"]["total"] == seen["requests"]["total"]
+    assert arrivals.get("late", 0) > 0 and arrivals["late_ms_max"] > 500
+    assert result.summary["citizens"]["frustrated"] > 0
+
+
+def test_jitter_is_part_of_the_latency_citizens_experience(tmp_path, target):
+    path = scenario(tmp_path, """
+scenario: jitter
+seed: 2
+citizens: {template: students, count: 4, behavior: {think_time: 0s..50ms}}
+load_profile: {sustain: 3s}
+network_jitter_ms: 400
+""")
+    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run"))
+    # Uniform extra delay of 0-400 ms on a ~5 ms service: the mean must sit near 200 ms.
+    assert 120 < result.summary["requests"]["avg_ms"] < 300
+    assert result.summary["requests"]["max_ms"] > 300
+
+
+def test_the_python_api_runs_in_the_background_and_can_be_watched(tmp_path, target):
+    path = scenario(tmp_path, """
+scenario: api
+seed: 1
+citizens: {template: veterans, count: 5, behavior: {think_time: 50ms..100ms}}
+load_profile: {ramp_up: 1s, sustain: 3s}
+""")
+    client = EsrClient(reports_dir=tmp_path / "reports")
+    job = client.run(path, host=target)
+    assert not job.done and job.run_dir.parent == tmp_path / "reports"
+    snapshots = list(client.watch(job.id, interval=0.5))
+    assert snapshots and snapshots[-1]["final"]
+    assert {"phase", "citizens", "rps", "p95_ms", "outcomes"} <= set(snapshots[-1])
+    result = job.wait(timeout=60)
+    assert result.exit_code == 0 and client.job(job.id) is job
+    assert result.summary["requests"]["total"] == served(target, job.id)["requests"]["total"]
