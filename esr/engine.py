@@ -14,6 +14,7 @@ worker's final report, and only then quits and writes the probe tables.
 from __future__ import annotations
 
 import math
+import random
 import signal
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from . import __version__
-from .citizens import CitizenFactory
+from .citizens import CitizenFactory, identity_pool
 from .journey import DEFAULT_STEP, StepRenderer
 from .probes import Probes, Tally, response_facts
 from .rundir import LIVE, append_event, now_iso, write_json, write_tables
@@ -36,7 +37,6 @@ from .units import Span
 # below it makes citizens no other process makes, and worker 0 makes what one process would.
 MAX_WORKERS = 256
 PROGRESS_INTERVAL_S = 1.0
-LIVE_WINDOW_S = 10.0  # the live p95 covers about this many recent seconds
 # How long the master waits, after the workers stopped, for their final reports.
 FINAL_REPORT_TIMEOUT_S = 15.0
 ARRIVAL_BACKLOG = 100_000  # arrivals due but not started; beyond this they count as missed
@@ -74,6 +74,8 @@ class EsrRun:
         self.is_master = isinstance(environment.runner, MasterRunner)
         self.is_worker = isinstance(environment.runner, WorkerRunner)
         self.tally = None if self.is_worker else Tally()
+        self.random = random.Random()
+        identity_pool()  # built now, not in the first second of load
         self.arrivals: Arrivals | None = None
         self._streams: dict[int, object] = {}
         self._finishing = None
@@ -133,7 +135,9 @@ class EsrRun:
     def _on_request(self, request_type, name, response_time, response, exception, context,
                     start_time=None, **_):
         status = getattr(response, "status_code", 0) or 0
-        facts = response_facts(response, status)
+        facts = context.get("facts")
+        if facts is None:  # a request ESR's journey did not make (custom code)
+            facts = response_facts(response, status)
         if self.hitl_skip:
             facts["skip_sent"] = True
         failure = None
@@ -259,16 +263,15 @@ class EsrRun:
     def _write_live(self, final: bool) -> None:
         if self.run_dir is None:
             return
+        # Locust keeps a cheap rolling p95 of the last seconds; ESR's exact ones are for reports.
         stats = self.environment.stats.total
-        # Workers report every few seconds: a window shorter than that would often be empty.
-        recent = int((time.time() - LIVE_WINDOW_S) // self.probes.bucket_s)
         write_json(self.run_dir / LIVE, {
             "run_id": self.run_id, "final": final, "at": now_iso(),
             "phase": self._phase.name if self._phase else "starting",
             "citizens": self.environment.runner.user_count,
             "rps": round(stats.current_rps, 1),
             "requests": self.tally.requests, "failures": self.tally.failures,
-            "p95_ms": self.tally.recent_p95_ms(recent),
+            "p95_ms": stats.get_current_response_time_percentile(0.95),
             "outcomes": dict(self.tally.outcomes()),
             "workers": len(self.environment.runner.clients) if self.is_master else 0})
 

@@ -201,10 +201,3 @@ class Tally:
         for (_, _, _, outcome, _), n in self.journeys.items():
             totals[outcome] += n
         return totals
-
-    def recent_p95_ms(self, since_bucket: int) -> float | None:
-        merged = new_histogram()
-        for (_, bucket), latency in self.latency.items():
-            if bucket >= since_bucket:
-                merged.add(latency.histogram)
-        return merged.get_value_at_percentile(95) / 1000 if merged.get_total_count() else None

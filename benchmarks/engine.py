@@ -1,0 +1,194 @@
+"""ESR citizens against bare Locust: requests per second per core, and memory per citizen.
+
+Both send POST /apply with a JSON body to the same fast target (nginx answering
+from memory, so the load generator is what is measured), from one Locust
+process on one core, in alternating rounds of the same run. Read the ratios:
+absolute figures drift by tens of percent between runs on shared machines.
+Goal (issue 3): ESR at 0.9x bare Locust or better.
+
+    apt-get install -y nginx-light      # once
+    .venv/bin/python benchmarks/engine.py [--seconds 10] [--users 50] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BARE_LOCUSTFILE = '''
+from locust import FastHttpUser, constant, task
+
+# One ESR citizen's body and headers: the same request ESR sends.
+BODY = %(body)s
+HEADERS = {"X-ESR-Synthetic": "benchmark", "X-ESR-Citizen": BODY["citizen_id"],
+           "User-Agent": "esr-locust/benchmark"}
+
+
+class Bare(FastHttpUser):
+    wait_time = constant(%(think)s)
+
+    @task
+    def apply(self):
+        self.client.post("/apply", json=BODY, headers=HEADERS)
+'''
+ESR_SCENARIO = '''
+scenario: benchmark
+citizens:
+  template: low_income
+  count: %(users)d
+  behavior: {think_time: %(think)ss, retries: 0, patience: 60s}
+load_profile:  # spawned at the same rate as the bare users
+  stages: [{duration: %(seconds)ds, citizens: %(users)d, spawn_rate: %(users)d}]
+'''
+NGINX_CONF = '''
+worker_processes 1;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %(dir)s/body;
+  server {
+    listen 127.0.0.1:%(port)d;
+    location / { default_type application/json; return 200 '{"status": "approved"}'; }
+  }
+}
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_nginx(work: Path) -> tuple[subprocess.Popen, str]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        sys.exit("benchmarks/engine.py needs nginx as a fast target: "
+                 "apt-get install -y nginx-light")
+    port = free_port()
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF % {"dir": work, "port": port})
+    process = subprocess.Popen([nginx, "-c", str(conf), "-p", str(work), "-g", "daemon off;"])
+    for _ in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    process.terminate()
+    sys.exit("nginx did not start")
+
+
+def locust(arguments: list[str], env: dict, sample_at: float | None = None) -> int | None:
+    """Run one Locust process to its end; the RSS in KB sampled at `sample_at` seconds."""
+    process = subprocess.Popen([sys.executable, "-m", "locust", *arguments], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rss = None
+    if sample_at is not None:
+        time.sleep(sample_at)
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        rss = int(next(line.split()[1] for line in status.splitlines()
+                       if line.startswith("VmRSS:")))
+    process.wait(timeout=600)
+    return rss
+
+
+def requests_per_second(csv_prefix: Path) -> float:
+    """Steady-state throughput: the median of Locust's per-second figures, without the
+    first two seconds (spawning) and the last one (stopping)."""
+    with open(f"{csv_prefix}_stats_history.csv") as history:
+        rows = [float(r["Requests/s"]) for r in csv.DictReader(history)
+                if r["Name"] == "Aggregated" and r["Requests/s"] not in ("", "N/A")]
+    return statistics.median(rows[2:-1])
+
+
+def citizen_body(work: Path) -> dict:
+    from esr.citizens import CitizenFactory
+    from esr.journey import DEFAULT_BODY_FIELDS
+    from esr.scenario import load_scenario
+
+    scenario = work / "body.yml"
+    scenario.write_text(ESR_SCENARIO % {"users": 1, "think": 0, "seconds": 1})
+    citizen = CitizenFactory(load_scenario(scenario), 0).citizen(0)
+    return {key: citizen[key] for key in DEFAULT_BODY_FIELDS}
+
+
+def run_bare(work: Path, host: str, users: int, seconds: int, think: float,
+             sample_at: float | None = None) -> tuple[float, int | None]:
+    locustfile = work / "bare_locustfile.py"
+    locustfile.write_text(BARE_LOCUSTFILE % {"think": think, "body": repr(citizen_body(work))})
+    prefix = work / f"bare-{time.monotonic_ns()}"
+    rss = locust(["-f", str(locustfile), "--headless", "-u", str(users), "-r", str(users),
+                  "-t", f"{seconds + 1}s", "--host", host, "--csv", str(prefix),
+                  "--only-summary"], os.environ.copy(), sample_at)
+    return requests_per_second(prefix), rss
+
+
+def run_esr(work: Path, host: str, users: int, seconds: int, think: float,
+            sample_at: float | None = None) -> tuple[float, int | None]:
+    scenario = work / f"esr-{users}-{think}.yml"
+    scenario.write_text(ESR_SCENARIO % {"users": users, "think": think, "seconds": seconds})
+    run_dir = work / f"esr-run-{time.monotonic_ns()}"
+    run_dir.mkdir()
+    rss = locust(["-f", str(ROOT / "locustfiles" / "esr.py"), "--headless", "--host", host,
+                  "--esr-run-dir", str(run_dir), "--esr-run-id", "benchmark",
+                  "--csv", str(run_dir / "locust"), "--stop-timeout", "35", "--only-summary"],
+                 {**os.environ, "ESR_SCENARIO": str(scenario)}, sample_at)
+    return requests_per_second(run_dir / "locust"), rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=textwrap.dedent(__doc__).splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--idle-citizens", type=int, default=4000,
+                        help="citizens spawned for the memory figure")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temp:
+        work = Path(temp)
+        nginx, host = start_nginx(work)
+        try:
+            bare, esr = [], []
+            for _ in range(args.rounds):
+                bare.append(run_bare(work, host, args.users, args.seconds, 0)[0])
+                esr.append(run_esr(work, host, args.users, args.seconds, 0)[0])
+            memory = {}
+            for name, runner in (("bare", run_bare), ("esr", run_esr)):
+                # Citizens that acted once and now think for a long time: their footprint.
+                small = runner(work, host, 100, 6, 60, sample_at=5)[1]
+                large = runner(work, host, args.idle_citizens, 6, 60, sample_at=5)[1]
+                memory[name] = (large - small) / (args.idle_citizens - 100)
+        finally:
+            nginx.terminate()
+            nginx.wait()
+    b, e = statistics.median(bare), statistics.median(esr)
+    print(f"target: nginx on loopback; one Locust process, {args.users} users, no think time, "
+          f"{args.seconds}s x {args.rounds} rounds")
+    rounds = {name: ", ".join(f"{x:,.0f}" for x in xs) for name, xs in (("bare", bare),
+                                                                          ("esr", esr))}
+    print(f"bare FastHttpUser:   {b:>9,.0f} req/s   (rounds: {rounds['bare']})")
+    print(f"ESR citizens:        {e:>9,.0f} req/s   (rounds: {rounds['esr']})")
+    print(f"ratio ESR / bare:    {e / b:>9.2f}    "
+          f"(goal >= 0.90: {'met' if e / b >= 0.9 else 'NOT met'})")
+    ratio = memory["esr"] / memory["bare"]
+    print(f"memory per idle user: bare {memory['bare']:.1f} KB, ESR citizen "
+          f"{memory['esr']:.1f} KB, ratio {ratio:.2f} (goal <= 1.2: "
+          f"{'met' if ratio <= 1.2 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
