@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -11,6 +17,8 @@ import pytest
 from esr import EsrClient
 from esr.demo import demo_target
 from esr.launch import RunSettings, run
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +137,49 @@ load_profile: {ramp_up: 1s, sustain: 3s}
     result = job.wait(timeout=60)
     assert result.exit_code == 0 and client.job(job.id) is job
     assert result.summary["requests"]["total"] == served(target, job.id)["requests"]["total"]
+
+
+def test_locust_web_ui_runs_the_same_classes_and_shape(tmp_path, target):
+    """`locust -f locustfiles/esr.py` with ESR_SCENARIO: Locust's own UI drives ESR's run."""
+    path = scenario(tmp_path, """
+scenario: in the web UI
+seed: 6
+citizens:
+  - {template: seniors, count: 3, behavior: {think_time: 100ms..200ms}}
+  - {template: students, count: 2, behavior: {think_time: 100ms..200ms}}
+load_profile: {sustain: 4s}
+""")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "esr.py"),
+         "--autostart", "--autoquit", "1", "--web-host", "127.0.0.1", "--web-port", str(port),
+         "--host", target, "--esr-run-dir", str(run_dir), "--esr-run-id", "web-ui-test"],
+        env={**os.environ, "ESR_SCENARIO": str(path)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        stats = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (stats and stats["user_count"] == 5):
+            time.sleep(0.3)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/requests",
+                                            timeout=2) as response:
+                    stats = json.loads(response.read())
+            except OSError:
+                continue
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert stats and stats["user_count"] == 5, output
+    assert process.returncode == 0, output
+    journeys = (run_dir / "esr_journeys.csv").read_text().splitlines()
+    assert journeys[0].startswith("group,") and len(journeys) > 2
+    with open(run_dir / "esr_latency.csv") as latency:
+        ours = sum(int(row["requests"]) for row in csv.DictReader(latency))
+    assert ours == served(target, "web-ui-test")["requests"]["total"] > 10
