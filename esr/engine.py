@@ -26,7 +26,7 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from . import __version__
 from .citizens import CitizenFactory, identity_pool
-from .journey import DEFAULT_STEP, StepRenderer
+from .journey import DEFAULT_STEP, STOP_TIMEOUT_S, StepRenderer
 from .probes import Probes, Tally, response_facts
 from .rundir import LIVE, append_event, now_iso, write_json, write_tables
 from .scenario import Scenario
@@ -73,6 +73,9 @@ class EsrRun:
         self.hitl_skip = scenario.hitl_skip
         self.is_master = isinstance(environment.runner, MasterRunner)
         self.is_worker = isinstance(environment.runner, WorkerRunner)
+        # Citizens stopped without a timeout would be killed mid-request (Locust's default 0,
+        # as in its web UI): always give them time to finish. Workers get the master's value.
+        environment.stop_timeout = max(environment.stop_timeout or 0, STOP_TIMEOUT_S)
         self.tally = None if self.is_worker else Tally()
         self.random = random.Random()
         identity_pool()  # built now, not in the first second of load

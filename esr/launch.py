@@ -7,7 +7,6 @@ builds the summary afterwards, so heavy work never stalls the load.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
@@ -137,7 +136,7 @@ class Launch:
         common = ["--host", s.host or self.scenario.target,
                   "--esr-run-id", self.run_id, "--esr-run-dir", str(self.run_dir),
                   "--esr-time-scale", repr(s.time_scale), "--esr-user-scale", repr(s.user_scale),
-                  "--stop-timeout", str(math.ceil(STOP_TIMEOUT_S)), "--headless", "--only-summary",
+                  "--headless", "--only-summary",
                   "--csv", str(self.run_dir / LOCUST_PREFIX), "--csv-full-history",
                   "--loglevel", "WARNING"]
         if s.workers == 0:
