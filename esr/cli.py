@@ -214,14 +214,36 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_and_report(settings) -> int:
     from .launch import Launch, ProgressLine, describe_plan
+    from .report_render import write_report_card
 
     launch = Launch.prepare(settings)
     print(describe_plan(settings, launch), file=sys.stderr)
     launch.start()
     result = launch.wait(ProgressLine())
     _print_summary(result.summary)
-    print(result.run_dir / "summary.json")
+    written = write_report_card(result.run_dir, launch.scenario.report_formats)
+    for fmt, path in written.items():
+        if fmt != "html":
+            print(f"  {fmt}: {path}", file=sys.stderr)
+    print(written.get("html") or result.run_dir / "summary.json")
     return result.exit_code
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (reports/<run-id>)")
+    parser.add_argument("--format", default="html,pdf,json,junit", metavar="LIST",
+                        help="comma-separated: html, pdf, json, junit (default: all)")
+    parser.add_argument("--out", metavar="DIR", help="where to write (default: the run directory)")
+
+
+def report(args: argparse.Namespace) -> int:
+    from .report_render import parse_formats, write_report_card
+
+    written = write_report_card(Path(args.run_dir), parse_formats(args.format),
+                                Path(args.out) if args.out else None)
+    for path in written.values():
+        print(path)
+    return EXIT_OK
 
 
 def _print_summary(summary: dict) -> None:
@@ -300,6 +322,7 @@ COMMANDS: dict[str, tuple[Callable, str, Callable]] = {
     "compile": (compile_plan, "show what a scenario will run: classes, weights, stages",
                 _compile_arguments),
     "run": (run, "run a scenario headless and write its run directory", _run_arguments),
+    "report": (report, "build the report card of a run directory", _report_arguments),
     "target": (target, "serve the bundled demo rental-assistance service", _target_arguments),
     "demo": (demo, "run the demo scenario against the bundled target", _demo_arguments),
 }

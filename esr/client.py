@@ -20,6 +20,16 @@ from .errors import BadInput, EsrError
 from .launch import Launch, RunResult, RunSettings, read_live
 
 
+@dataclass(frozen=True)
+class Report:
+    format: str
+    path: Path
+
+    @property
+    def url(self) -> str:
+        return self.path.resolve().as_uri()
+
+
 @dataclass
 class Job:
     """A run started by an EsrClient; `result` is set when it ends."""
@@ -88,6 +98,15 @@ class EsrClient:
             if done:
                 return
             time.sleep(interval)
+
+    def report(self, job_id: str, format: str = "html") -> Report:  # noqa: A002 - the API's word
+        """Build (or rebuild) one format of a finished run's report card."""
+        from .report_render import parse_formats, write_report_card
+
+        job = self.job(job_id)
+        job.wait()
+        path = write_report_card(job.run_dir, parse_formats(format))[format]
+        return Report(format, path)
 
     @staticmethod
     def _finish(job: Job, launch: Launch) -> None:

@@ -1,0 +1,330 @@
+"""The report card's content, computed from a run directory alone (with pandas, after the run).
+
+`read_report_card(run_dir)` returns plain data in the order a reader needs it:
+verdict, SLOs (whole run and per phase), time series, endpoints, heat-map, errors,
+citizens, cohorts (with the four-fifths rule and a significance test), routes,
+legal blocks, human review, chaos. Rendering is elsewhere (report_render.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from hdrh.histogram import HdrHistogram
+from scipy import stats as scipy_stats
+
+from .errors import BadInput
+from .probes import new_histogram
+from .rundir import (
+    COUNTERS,
+    EVENTS,
+    LOCUST_PREFIX,
+    RUN_SETTINGS,
+    SUMMARY,
+    TABLES,
+    read_events,
+    read_json,
+    write_json,
+)
+from .summary import IMPACT_RATIO_FLOOR, build_summary, evaluate_slos
+
+SIGNIFICANCE = 0.05  # p-value below which a cohort's difference is called significant
+TOP_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A part of the run directory the report could not use, and what that means."""
+
+    file: str
+    consequence: str
+
+
+def read_report_card(run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_SETTINGS).is_file():
+        raise BadInput(f"{run_dir} is not an ESR run directory (it has no {RUN_SETTINGS}); "
+                       "give the folder that `esr-locust run` wrote, e.g. reports/<run-id>")
+    settings = read_json(run_dir / RUN_SETTINGS)
+    missing = _missing_parts(run_dir)
+    summary = build_summary(run_dir)
+    write_json(run_dir / SUMMARY, summary)
+    latency = _latency_frame(run_dir, summary)
+    phases = _phases(settings, summary)
+    events = read_events(run_dir)
+    return {
+        "summary": summary,
+        "settings": settings,
+        "missing": [vars(m) for m in missing],
+        "verdict": _verdict(summary, missing),
+        "slo_scopes": _slo_scopes(settings, summary, latency, phases),
+        "timeline": _timeline(run_dir, latency, summary),
+        "phases": phases,
+        "marks": _marks(events, summary),
+        "endpoints": _endpoints(summary),
+        "heatmap": _heatmap(latency),
+        "errors": _errors(run_dir, summary),
+        "citizens": _citizens(summary),
+        "cohorts": _cohort_tests(summary["cohorts"]),
+        "groups": _groups(run_dir),
+        "legal_by_cohort": _legal_by_cohort(run_dir),
+        "chaos": summary.get("chaos", []),
+        "events": events,
+    }
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+
+def _missing_parts(run_dir: Path) -> list[Missing]:
+    missing = []
+    if not (run_dir / COUNTERS).is_file():
+        missing.append(Missing(COUNTERS, "the run did not finish writing its results "
+                               "(stopped hard, or the load process failed): figures are partial"))
+    for table, (file, _) in TABLES.items():
+        if not (run_dir / file).is_file():
+            missing.append(Missing(file, f"no {table.replace('_', ' ')} figures"))
+    for suffix, what in (("_stats_history.csv", "citizens over time"),
+                         ("_failures.csv", "first and last seen of errors")):
+        if not (run_dir / f"{LOCUST_PREFIX}{suffix}").is_file():
+            missing.append(Missing(f"{LOCUST_PREFIX}{suffix}", f"no {what}"))
+    if not (run_dir / EVENTS).is_file():
+        missing.append(Missing(EVENTS, "no phase or chaos timeline"))
+    return missing
+
+
+def _latency_frame(run_dir: Path, summary: dict) -> pd.DataFrame:
+    """One row per endpoint and time bucket, with seconds since the start and histograms."""
+    file, columns = TABLES["latency"]
+    path = run_dir / file
+    frame = pd.read_csv(path, dtype={"endpoint": str}) if path.is_file() else \
+        pd.DataFrame(columns=columns)
+    start = _epoch(summary.get("started_at")) or (frame["bucket_start"].min()
+                                                   if len(frame) else 0.0)
+    frame["t"] = frame["bucket_start"].astype(float) - start
+    frame["histogram"] = [HdrHistogram.decode(h.encode("ascii")) for h in frame["hdr"]]
+    return frame
+
+
+def _epoch(iso: str | None) -> float | None:
+    return dt.datetime.fromisoformat(iso).timestamp() if iso else None
+
+
+def merged(histograms) -> HdrHistogram:
+    """Sum histograms of one layout by adding their count arrays (fast for thousands)."""
+    total = new_histogram(word_size=8)  # 64-bit counts: a whole run may exceed 2**32
+    counts = np.zeros(total.counts_len, dtype=np.uint64)
+    for histogram in histograms:
+        counts += np.ctypeslib.as_array(histogram.counts)[:total.counts_len].astype(np.uint64)
+        total.min_value = min(total.min_value, histogram.min_value) if total.total_count \
+            else histogram.min_value
+        total.max_value = max(total.max_value, histogram.max_value)
+        total.total_count += histogram.total_count
+    np.ctypeslib.as_array(total.counts)[:] = counts.astype(
+        np.ctypeslib.as_array(total.counts).dtype)
+    return total
+
+
+def _figures(rows: pd.DataFrame) -> dict:
+    """Requests, failures and percentiles of some latency rows (clamped to the exact max)."""
+    requests = int(rows["requests"].sum()) if len(rows) else 0
+    if not requests:
+        return {"requests": 0, "failures": 0, "error_rate": None}
+    histogram = merged(rows["histogram"])
+    max_ms = float(rows["max_ms"].max())
+    figures = {"requests": requests, "failures": int(rows["failures"].sum()),
+               "max_ms": round(max_ms, 3),
+               "avg_ms": round(float(rows["total_ms"].sum()) / requests, 3)}
+    for q in (50, 90, 95, 99):
+        figures[f"p{q}_ms"] = round(min(histogram.get_value_at_percentile(q) / 1000, max_ms), 3)
+    figures["error_rate"] = figures["failures"] / requests
+    return figures
+
+
+# ---- sections ----------------------------------------------------------------------------------
+
+
+def _verdict(summary: dict, missing: list[Missing]) -> dict:
+    failed = [c["name"] for c in summary["slo"]["checks"] if not c["passed"]]
+    complete = not any(m.file == COUNTERS for m in missing)
+    status = "PASS" if summary["slo"]["passed"] and complete else (
+        "FAIL" if failed else "INCOMPLETE")
+    return {"status": status, "failed": failed, "complete": complete}
+
+
+def _phases(settings: dict, summary: dict) -> list[dict]:
+    """The planned phases, clipped to what the run actually lasted."""
+    duration = summary["duration_s"] or 0
+    return [{**p, "end": min(p["end"], duration)} for p in settings.get("phases", [])
+            if p["start"] < duration]
+
+
+def _slo_scopes(settings: dict, summary: dict, latency: pd.DataFrame,
+                phases: list[dict]) -> list[dict]:
+    """Every SLO check for the whole run, then within each phase."""
+    checks = settings.get("slo", [])
+    scopes = [{"scope": "whole run", **summary["slo"]}]
+    for phase in phases:
+        rows = latency[(latency["t"] >= phase["start"]) & (latency["t"] < phase["end"])]
+        figures = _figures(rows)
+        seconds = phase["end"] - phase["start"]
+        scoped = {**summary, "requests": {**figures, "total": figures["requests"],
+                                          "rps": figures["requests"] / seconds if seconds
+                                          else 0.0},
+                  "endpoints": [{"name": name, **_figures(group)}
+                                for name, group in rows.groupby("endpoint")],
+                  "duration_s": seconds}
+        label = f"{phase['name']} ({phase['start']:g}s-{phase['end']:g}s)"
+        scopes.append({"scope": label, **evaluate_slos(checks, scoped)})
+    return scopes
+
+
+def _timeline(run_dir: Path, latency: pd.DataFrame, summary: dict) -> dict:
+    """Throughput, errors and percentiles per time bucket; citizens per second."""
+    series = {"rps": [], "errors": [], "p50": [], "p95": [], "p99": []}
+    for t, rows in latency.groupby("t"):
+        width = float(rows["bucket_s"].iloc[0])
+        figures = _figures(rows)
+        series["rps"].append((t, figures["requests"] / width))
+        series["errors"].append((t, figures["failures"] / width))
+        for q in (50, 95, 99):
+            series[f"p{q}"].append((t, figures.get(f"p{q}_ms")))
+    history = run_dir / f"{LOCUST_PREFIX}_stats_history.csv"
+    citizens = []
+    if history.is_file():
+        frame = pd.read_csv(history)
+        frame = frame[frame["Name"] == "Aggregated"]
+        start = _epoch(summary.get("started_at")) or 0
+        citizens = [(float(ts) - start, int(n)) for ts, n in
+                    zip(frame["Timestamp"], frame["User Count"], strict=True)]
+    series["citizens"] = citizens
+    return series
+
+
+def _marks(events: list[dict], summary: dict) -> list[tuple[float, str]]:
+    start = _epoch(summary.get("started_at"))
+    if start is None:
+        return []
+    marks = []
+    for event in events:
+        if event["event"] in ("chaos", "stopping", "worker_lost"):
+            label = event.get("action") or event["event"].replace("_", " ")
+            marks.append((_epoch(event["at"]) - start, label))
+    return marks
+
+
+def _endpoints(summary: dict) -> list[dict]:
+    """Endpoint rows, each marked with the SLO checks it breaches."""
+    rows = []
+    for endpoint in summary["endpoints"]:
+        breaches = []
+        for check in summary["slo"]["checks"]:
+            metric, threshold = check["metric"], check["threshold"]
+            scoped = check["name"] == f"{endpoint['name']} {metric}" or check["name"] == metric
+            value = endpoint.get(metric) if metric != "error_rate" else (
+                endpoint["failures"] / endpoint["requests"] if endpoint["requests"] else None)
+            if scoped and value is not None and not metric.endswith("_min") and value > threshold:
+                breaches.append(check["name"])
+        rows.append({**endpoint, "breaches": breaches})
+    return rows
+
+
+def _heatmap(latency: pd.DataFrame) -> dict:
+    """Endpoints x time buckets, the p95 of each cell (None where nothing was sent)."""
+    if not len(latency):
+        return {"rows": [], "columns": [], "values": []}
+    columns = sorted(latency["t"].unique().tolist())
+    position = {t: i for i, t in enumerate(columns)}
+    rows = sorted(latency["endpoint"].unique().tolist())
+    values = {name: [None] * len(columns) for name in rows}
+    for record in latency.itertuples():
+        p95 = record.histogram.get_value_at_percentile(95) / 1000
+        values[record.endpoint][position[record.t]] = round(min(p95, record.max_ms), 3)
+    return {"rows": rows, "columns": columns, "values": [values[name] for name in rows]}
+
+
+def _errors(run_dir: Path, summary: dict) -> list[dict]:
+    """The most frequent failures per endpoint, with first and last seen from Locust."""
+    seen = {}
+    path = run_dir / f"{LOCUST_PREFIX}_failures.csv"
+    if path.is_file():
+        frame = pd.read_csv(path, dtype=str).fillna("")
+        for name, error, first, last in zip(frame["Name"], frame["Error"], frame["First Seen"],
+                                            frame["Last Seen"], strict=True):
+            # Locust writes CatchResponseError('HTTP 503') where ESR says HTTP 503.
+            kind = error.removeprefix("CatchResponseError(").removesuffix(")").strip("'\"")
+            seen[(name, kind)] = (_iso(first), _iso(last))
+    rows = sorted(summary["errors"], key=lambda e: -e["count"])[:TOP_ERRORS]
+    return [{**e, "first_seen": seen.get((e["endpoint"], e["kind"]), ("", ""))[0],
+             "last_seen": seen.get((e["endpoint"], e["kind"]), ("", ""))[1]} for e in rows]
+
+
+def _iso(epoch: str) -> str:
+    try:
+        return dt.datetime.fromtimestamp(float(epoch), dt.UTC).strftime("%H:%M:%S")
+    except (TypeError, ValueError):
+        return ""
+
+
+def _citizens(summary: dict) -> dict:
+    citizens = summary["citizens"]
+    by_outcome = citizens["by_outcome"]
+    total = citizens["total"]
+    abandoned = by_outcome.get("abandoned", 0)
+    frustrated = citizens.get("frustrated", 0)
+    arrivals = summary.get("arrivals") or {}
+    started = arrivals.get("on_time", 0) + arrivals.get("late", 0)
+    return {
+        "total": total, "by_outcome": by_outcome,
+        "happy": total - frustrated, "frustrated": frustrated, "abandoned": abandoned,
+        "arrivals": {**arrivals, "started": started,
+                     "late_share": arrivals.get("late", 0) / started if started else None,
+                     "late_ms_avg": arrivals.get("late_ms_total", 0) / arrivals["late"]
+                     if arrivals.get("late") else None} if started else None,
+    }
+
+
+def _cohort_tests(cohorts: list[dict]) -> list[dict]:
+    """Each cohort's approvals against the best cohort's: Fisher's exact test on the 2x2 table."""
+    if not cohorts:
+        return []
+    best = max(cohorts, key=lambda c: c["approval_rate"])
+    best_approved = best["by_outcome"].get("approved", 0)
+    rows = []
+    for cohort in cohorts:
+        approved = cohort["by_outcome"].get("approved", 0)
+        table = [[approved, cohort["citizens"] - approved],
+                 [best_approved, best["citizens"] - best_approved]]
+        p_value = None if cohort is best else float(scipy_stats.fisher_exact(table)[1])
+        rows.append({**cohort, "p_value": p_value, "best": cohort is best,
+                     "significant": p_value is not None and p_value < SIGNIFICANCE,
+                     "floor": IMPACT_RATIO_FLOOR})
+    return rows
+
+
+def _groups(run_dir: Path) -> list[dict]:
+    """Outcomes by citizen group (template), the other trait the scenario names."""
+    file, _ = TABLES["journeys"]
+    if not (run_dir / file).is_file():
+        return []
+    frame = pd.read_csv(run_dir / file, dtype={"group": str, "outcome": str})
+    if frame.empty:
+        return []
+    table = frame.pivot_table(index="group", columns="outcome", values="citizens",
+                              aggfunc="sum", fill_value=0)
+    return [{"group": group, "citizens": int(row.sum()),
+             "by_outcome": {k: int(v) for k, v in row.items() if v}}
+            for group, row in table.iterrows()]
+
+
+def _legal_by_cohort(run_dir: Path) -> list[dict]:
+    file, _ = TABLES["legal_blocks"]
+    if not (run_dir / file).is_file():
+        return []
+    frame = pd.read_csv(run_dir / file, dtype={"reason": str, "age_band": str})
+    return [{"reason": r.reason, "age_band": r.age_band, "veteran": bool(r.veteran),
+             "count": int(r.count)} for r in frame.itertuples()]
