@@ -14,6 +14,7 @@ worker's final report, and only then quits and writes the probe tables.
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import time
@@ -53,6 +54,9 @@ def install(events, scenario: Scenario) -> None:
                            help="multiply the scenario's durations by this")
         group.add_argument("--esr-user-scale", type=float, default=1.0,
                            help="multiply the scenario's citizen counts by this")
+        group.add_argument("--esr-request-log", default="",
+                           help="folder for a raw log of every request (for checking ESR's "
+                                "figures; costly, not for load)")
 
     def on_init(environment, **_):
         if getattr(environment, "esr", None) is None:  # init may fire more than once
@@ -116,6 +120,11 @@ class EsrRun:
         self.phases = plan_stages(self.scenario, self.time_scale, self.user_scale)
         duration = max(phase.end for phase in self.phases)
         self.probes = Probes(bucket_width(duration))
+        log_dir = getattr(options, "esr_request_log", "")
+        if not log_dir:
+            self.request_log = None
+        elif getattr(self, "request_log", None) is None:  # configured again at each test start
+            self.request_log = open(Path(log_dir) / f"requests-{os.getpid()}.csv", "a")  # noqa: SIM115
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale
@@ -148,6 +157,8 @@ class EsrRun:
             failure = str(exception) if status else type(exception).__name__
         self.probes.request(name, start_time or time.time(), response_time, status, failure,
                             facts, context.get("cohort"))
+        if self.request_log is not None:
+            self.request_log.write(f"{name},{response_time!r},{int(failure is not None)}\n")
 
     def _on_report_to_master(self, client_id, data):
         data["esr"] = self.probes.drain()
@@ -192,6 +203,8 @@ class EsrRun:
     def _on_test_stop(self, environment, **_):
         if self.arrivals:
             self.arrivals.stop()
+        if self.request_log is not None:
+            self.request_log.flush()
         if self.is_worker:
             # The remainder goes now, ahead of the worker's "client_stopped" message.
             self._final_pending = True

@@ -61,6 +61,7 @@ class RunSettings:
     time_scale: float = 1.0
     user_scale: float = 1.0
     run_id: str | None = None
+    request_log: Path | None = None  # a raw log of every request, to check ESR's own figures
 
 
 @dataclass
@@ -139,6 +140,9 @@ class Launch:
                   "--headless", "--only-summary",
                   "--csv", str(self.run_dir / LOCUST_PREFIX), "--csv-full-history",
                   "--loglevel", "WARNING"]
+        if s.request_log is not None:
+            s.request_log.mkdir(parents=True, exist_ok=True)
+            common += ["--esr-request-log", str(s.request_log.resolve())]
         if s.workers == 0:
             self._spawn("locust", common)
             return

@@ -30,7 +30,7 @@ from .rundir import (
     read_json,
     write_json,
 )
-from .summary import IMPACT_RATIO_FLOOR, build_summary, evaluate_slos
+from .summary import build_summary, evaluate_slos
 
 SIGNIFICANCE = 0.05  # p-value below which a cohort's difference is called significant
 TOP_ERRORS = 10
@@ -289,20 +289,18 @@ def _citizens(summary: dict) -> dict:
 
 
 def _cohort_tests(cohorts: list[dict]) -> list[dict]:
-    """Each cohort's approvals against the best cohort's: Fisher's exact test on the 2x2 table."""
-    if not cohorts:
-        return []
-    best = max(cohorts, key=lambda c: c["approval_rate"])
-    best_approved = best["by_outcome"].get("approved", 0)
+    """Each cohort's approvals against everyone else's: Fisher's exact test on the 2x2 table."""
+    approved_all = sum(c["by_outcome"].get("approved", 0) for c in cohorts)
+    citizens_all = sum(c["citizens"] for c in cohorts)
     rows = []
     for cohort in cohorts:
         approved = cohort["by_outcome"].get("approved", 0)
+        others = citizens_all - cohort["citizens"]
         table = [[approved, cohort["citizens"] - approved],
-                 [best_approved, best["citizens"] - best_approved]]
-        p_value = None if cohort is best else float(scipy_stats.fisher_exact(table)[1])
-        rows.append({**cohort, "p_value": p_value, "best": cohort is best,
-                     "significant": p_value is not None and p_value < SIGNIFICANCE,
-                     "floor": IMPACT_RATIO_FLOOR})
+                 [approved_all - approved, others - (approved_all - approved)]]
+        p_value = float(scipy_stats.fisher_exact(table)[1]) if others else None
+        rows.append({**cohort, "p_value": p_value, "best": cohort["impact_ratio"] == 1.0,
+                     "significant": p_value is not None and p_value < SIGNIFICANCE})
     return rows
 
 

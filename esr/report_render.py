@@ -16,6 +16,7 @@ from . import charts
 from .errors import BadInput
 from .report_card import read_report_card
 from .rundir import SUMMARY
+from .summary import IMPACT_RATIO_FLOOR, MIN_REFERENCE_COHORT
 
 FORMATS = ("html", "pdf", "json", "junit")
 FILES = {"html": "report.html", "pdf": "report.pdf", "json": SUMMARY, "junit": "junit.xml"}
@@ -64,7 +65,7 @@ def render_html(card: dict) -> str:
     return _TEMPLATES.get_template("report.html.j2").render(
         card=card, charts=_charts(card), outcomes=outcomes or ["approved", "rejected"],
         fmt=_fmt, pct=_pct, pct1=lambda x: "-" if x is None else f"{x:.1%}",
-        floor=card["cohorts"][0]["floor"] if card["cohorts"] else 0.8)
+        floor=IMPACT_RATIO_FLOOR, min_reference=MIN_REFERENCE_COHORT)
 
 
 def _charts(card: dict) -> dict[str, str]:

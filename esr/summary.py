@@ -17,6 +17,9 @@ from .scenario import AGE_BANDS
 
 # The four-fifths rule: a cohort approved at under 80% of the best cohort's rate is flagged.
 IMPACT_RATIO_FLOOR = 0.8
+# The best cohort is chosen among those with at least this many citizens (when any has),
+# so five lucky applicants cannot set the bar for everyone.
+MIN_REFERENCE_COHORT = 20
 SUCCESSFUL = ("approved",)
 
 
@@ -126,7 +129,8 @@ def _cohorts(journeys: list[dict]) -> list[dict]:
                      "by_outcome": dict(outcomes),
                      "approval_rate": outcomes["approved"] / citizens,
                      "rejection_rate": outcomes["rejected"] / citizens})
-    best = max((row["approval_rate"] for row in rows), default=0.0)
+    sizable = [row for row in rows if row["citizens"] >= MIN_REFERENCE_COHORT] or rows
+    best = max((row["approval_rate"] for row in sizable), default=0.0)
     for row in rows:
         row["impact_ratio"] = round(row["approval_rate"] / best, 4) if best else None
         ratio = row["impact_ratio"]
