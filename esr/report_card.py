@@ -12,13 +12,12 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 from scipy import stats as scipy_stats
 
 from .errors import BadInput
-from .probes import new_histogram
+from .probes import merged, percentile_ms
 from .rundir import (
     COUNTERS,
     EVENTS,
@@ -114,21 +113,6 @@ def _epoch(iso: str | None) -> float | None:
     return dt.datetime.fromisoformat(iso).timestamp() if iso else None
 
 
-def merged(histograms) -> HdrHistogram:
-    """Sum histograms of one layout by adding their count arrays (fast for thousands)."""
-    total = new_histogram(word_size=8)  # 64-bit counts: a whole run may exceed 2**32
-    counts = np.zeros(total.counts_len, dtype=np.uint64)
-    for histogram in histograms:
-        counts += np.ctypeslib.as_array(histogram.counts)[:total.counts_len].astype(np.uint64)
-        total.min_value = min(total.min_value, histogram.min_value) if total.total_count \
-            else histogram.min_value
-        total.max_value = max(total.max_value, histogram.max_value)
-        total.total_count += histogram.total_count
-    np.ctypeslib.as_array(total.counts)[:] = counts.astype(
-        np.ctypeslib.as_array(total.counts).dtype)
-    return total
-
-
 def _figures(rows: pd.DataFrame) -> dict:
     """Requests, failures and percentiles of some latency rows (clamped to the exact max)."""
     requests = int(rows["requests"].sum()) if len(rows) else 0
@@ -140,7 +124,7 @@ def _figures(rows: pd.DataFrame) -> dict:
                "max_ms": round(max_ms, 3),
                "avg_ms": round(float(rows["total_ms"].sum()) / requests, 3)}
     for q in (50, 90, 95, 99):
-        figures[f"p{q}_ms"] = round(min(histogram.get_value_at_percentile(q) / 1000, max_ms), 3)
+        figures[f"p{q}_ms"] = round(min(percentile_ms(histogram, q), max_ms), 3)
     figures["error_rate"] = figures["failures"] / requests
     return figures
 
@@ -242,7 +226,7 @@ def _heatmap(latency: pd.DataFrame) -> dict:
     rows = sorted(latency["endpoint"].unique().tolist())
     values = {name: [None] * len(columns) for name in rows}
     for record in latency.itertuples():
-        p95 = record.histogram.get_value_at_percentile(95) / 1000
+        p95 = percentile_ms(record.histogram, 95)
         values[record.endpoint][position[record.t]] = round(min(p95, record.max_ms), 3)
     return {"rows": rows, "columns": columns, "values": [values[name] for name in rows]}
 

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 
 from hdrh.histogram import HdrHistogram
 
-from .probes import new_histogram
+from .probes import merged, percentile_ms
 from .rundir import COUNTERS, RUN_SETTINGS, read_events, read_json, read_table
 from .scenario import AGE_BANDS
 
@@ -93,19 +93,22 @@ class _Figures:
         self.requests = self.failures = 0
         self.total_ms = 0.0
         self.max_ms = 0.0
-        self.histogram = new_histogram()
+        self.histograms = []
+        self._merged = None
 
     def add(self, row: dict, histogram: HdrHistogram) -> None:
         self.requests += int(row["requests"])
         self.failures += int(row["failures"])
         self.total_ms += float(row["total_ms"])
         self.max_ms = max(self.max_ms, float(row["max_ms"]))
-        self.histogram.add(histogram)
+        self.histograms.append(histogram)
 
     def percentile(self, q: float) -> float:
         if not self.requests:
             return 0.0
-        return round(min(self.histogram.get_value_at_percentile(q) / 1000, self.max_ms), 3)
+        if self._merged is None:
+            self._merged = merged(self.histograms)
+        return round(min(percentile_ms(self._merged, q), self.max_ms), 3)
 
     def as_dict(self) -> dict:
         return {"requests": self.requests, "failures": self.failures,

@@ -13,3 +13,10 @@ def test_citizens_benchmark_runs_and_prints_a_ratio():
     out = subprocess.run([sys.executable, str(BENCHMARKS / "citizens.py"), "--citizens", "4096"],
                          capture_output=True, text=True, timeout=300, check=True).stdout
     assert "citizens/s" in out and "ratio ESR / naive" in out
+
+
+def test_report_benchmark_runs_on_a_small_synthetic_run():
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "report.py"), "--requests", "20000",
+                          "--endpoints", "5", "--seconds", "120"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "report card, all four formats" in out and "report.html" in out

@@ -1,0 +1,54 @@
+"""Probes: aggregation that merges exactly and percentiles that agree with HDR's own."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from esr.probes import Probes, Tally, merged, new_histogram, percentile_ms
+
+
+def test_fast_percentiles_equal_hdr_own_after_encoding_and_merging():
+    rng = np.random.default_rng(3)
+    parts = []
+    for _ in range(8):
+        histogram = new_histogram()
+        for value in rng.lognormal(rng.uniform(5, 12), rng.uniform(0.2, 2), 2000).astype(int):
+            histogram.record_value(max(int(value), 1))
+        parts.append(histogram)
+    reference = new_histogram(word_size=8)
+    for part in parts:
+        reference.add(part)
+    total = merged(HdrHistogram.decode(part.encode()) for part in parts)
+    assert total.total_count == reference.total_count == 16_000
+    for q in (0.1, 50, 90, 95, 99, 99.9, 100):
+        assert percentile_ms(total, q) == reference.get_value_at_percentile(q) / 1000
+
+
+def test_drained_data_survives_msgpack_and_merges_exactly():
+    """Worker reports are msgpack: a set or a date in them would silently stop reporting."""
+    tally = Tally()
+    expected = 0
+    for _ in range(3):
+        probes = Probes(bucket_s=5.0)
+        for i in range(1000):
+            probes.request("apply", 1_800_000_000 + i / 100, 10.0 + i % 50, 200, None,
+                           {"route": "standard", "paused": i % 10 == 0}, ("62+", True))
+            probes.journey("seniors", "62+", True, "approved", i % 7 == 0)
+        probes.request("apply", 1_800_000_030, 99.0, 503, "HTTP 503", {}, ("62+", False))
+        expected += 1001
+        wire = msgpack.unpackb(msgpack.packb(probes.drain()), strict_map_key=False)
+        tally.merge(wire)
+        assert probes.drain()["latency"] == []  # drained means forgotten
+    assert tally.requests == expected and tally.failures == 3
+    assert tally.routes["standard"] == 3000 and tally.hitl["paused"] == 300
+    assert tally.outcomes() == {"approved": 3000}
+    assert tally.errors[("apply", "HTTP 503")] == 3
+    assert sum(lat.histogram.total_count for lat in tally.latency.values()) == expected
+
+
+def test_other_wire_versions_are_refused():
+    with pytest.raises(ValueError, match="wire version"):
+        Tally().merge({"v": 999})
