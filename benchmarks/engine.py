@@ -117,8 +117,8 @@ def requests_per_second(csv_prefix: Path) -> float:
 
 def citizen_body(work: Path) -> dict:
     from esr.citizens import CitizenFactory
-    from esr.journey import DEFAULT_BODY_FIELDS
     from esr.scenario import load_scenario
+    from esr.wire import DEFAULT_BODY_FIELDS
 
     scenario = work / "body.yml"
     scenario.write_text(ESR_SCENARIO % {"users": 1, "think": 0, "seconds": 1})

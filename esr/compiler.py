@@ -10,7 +10,8 @@ import re
 
 from .journey import CitizenUser
 from .scenario import Scenario
-from .shape import Phase, ScenarioShape, plan_stages
+from .shape import ScenarioShape
+from .stages import Phase, plan_stages
 from .units import format_duration
 
 

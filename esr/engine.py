@@ -27,12 +27,13 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from . import __version__
 from .citizens import CitizenFactory, identity_pool
-from .journey import DEFAULT_STEP, STOP_TIMEOUT_S, StepRenderer
+from .journey import DEFAULT_STEP, StepRenderer
 from .probes import Probes, Tally, response_facts
 from .rundir import LIVE, append_event, now_iso, write_json, write_tables
 from .scenario import Scenario
-from .shape import Phase, open_model_pool, plan_stages
+from .stages import Phase, open_model_pool, plan_stages
 from .units import Span
+from .wire import STOP_TIMEOUT_S
 
 # Citizen blocks are dealt to processes in strides of this many, so any worker index
 # below it makes citizens no other process makes, and worker 0 makes what one process would.

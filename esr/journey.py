@@ -23,22 +23,22 @@ from jinja2.sandbox import SandboxedEnvironment
 from locust import task
 from locust.contrib.fasthttp import FastHttpUser
 
-from . import __version__
 from .probes import response_facts
 from .scenario import CitizenGroup, Step
+from .wire import (
+    CITIZEN_HEADER,
+    DEFAULT_BODY_FIELDS,
+    HITL_SKIP_HEADER,
+    REQUEST_TIMEOUT_S,
+    SYNTHETIC_HEADER,
+    USER_AGENT,
+)
 
 OUTCOMES = ("approved", "rejected", "blocked", "paused", "abandoned", "error", "completed",
             "incomplete")
-USER_AGENT = f"esr-locust/{__version__}"
-# Requests give up after this long, and the graceful stop waits a little longer, so no
-# citizen is ever killed with a request in flight (a request lost to both sides' counts).
-REQUEST_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = REQUEST_TIMEOUT_S + 5.0
 # A step slower than this many times the citizen's patience makes it walk away.
 WALK_AWAY_FACTOR = 2.0
 DEFAULT_STEP = Step(name="apply", method="POST", path="/apply")
-DEFAULT_BODY_FIELDS = ("citizen_id", "name", "age", "income", "veteran", "household_size",
-                       "date_of_birth", "disability", "employment", "state", "zip", "language")
 
 
 # ---- rendering steps ---------------------------------------------------------------------------
@@ -194,9 +194,9 @@ class CitizenUser(FastHttpUser):
         renderer = self.steps[visit.step]
         step = renderer.step
         request = renderer.request(visit.citizen, visit.variables, self.run.run_id)
-        headers = {"X-ESR-Synthetic": self.run.run_id,
-                   "X-ESR-Citizen": visit.citizen["citizen_id"], "User-Agent": USER_AGENT,
-                   **({"X-HITL-Skip": "true"} if self.run.hitl_skip else {}),
+        headers = {SYNTHETIC_HEADER: self.run.run_id,
+                   CITIZEN_HEADER: visit.citizen["citizen_id"], "User-Agent": USER_AGENT,
+                   **({HITL_SKIP_HEADER: "true"} if self.run.hitl_skip else {}),
                    **request.pop("headers")}
         jitter_ms = self.random.uniform(0, self.run.jitter_ms) if self.run.jitter_ms else 0.0
         if jitter_ms:

@@ -21,7 +21,6 @@ import yaml
 
 from . import __version__
 from .errors import EXIT_OK, EXIT_RUN_ERROR, EXIT_SLO_FAILED, BadInput, EsrError
-from .journey import STOP_TIMEOUT_S
 from .rundir import (
     LIVE,
     LOCUST_PREFIX,
@@ -34,9 +33,10 @@ from .rundir import (
     write_json,
 )
 from .scenario import Scenario, load_scenario
-from .shape import plan_stages
+from .stages import plan_stages
 from .summary import build_summary
 from .units import format_duration
+from .wire import STOP_TIMEOUT_S
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "esr.py"
 REPORTS_DIR = Path("reports")

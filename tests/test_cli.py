@@ -84,3 +84,10 @@ def test_a_bad_scenario_in_citizens_exits_2(tmp_path):
     result = esr_locust("citizens", str(path))
     assert result.returncode == 2
     assert f"{path}:2:38: citizens.count: must be at least 1, got -3" in result.stderr
+
+
+def test_the_launcher_and_the_api_never_import_locust():
+    """Locust monkey-patches on import; the launcher, API and report builder run unpatched."""
+    code = ("import sys, esr, esr.launch, esr.client, esr.report_render, esr.cli; "
+            "sys.exit('locust' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -24,10 +24,10 @@ import pytest
 from esr import __version__
 from esr.citizens import CitizenFactory
 from esr.demo import demo_target
-from esr.journey import DEFAULT_BODY_FIELDS
 from esr.launch import RunSettings, run
 from esr.rundir import read_events
 from esr.scenario import load_scenario
+from esr.wire import DEFAULT_BODY_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -224,7 +224,7 @@ def test_ctrl_c_stops_gracefully_and_loses_nothing(tmp_path, target):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["duration_s"] < 60
     assert_counts_match(summary, admin(target, f"/admin/stats?run={summary['run_id']}"))
-    assert out.strip().endswith("summary.json")
+    assert out.strip().endswith("report.html")
 
 
 def test_unreachable_target_is_a_run_error(tmp_path):
