@@ -205,7 +205,7 @@ def load_template(path: Path, problems: list | None = None) -> Template | None:
 
 def read_template(doc: Document, expected_name: str) -> Template | None:
     data = f.mapping(doc, (), doc.data, "a template") if not doc.problems else f.INVALID
-    if not data:
+    if data is f.INVALID:
         return None
     f.check_keys(doc, (), data, TEMPLATE_KEYS, required=("template", "traits", "behavior"))
     name = f.text(doc, ("template",), data.get("template", expected_name))
@@ -226,7 +226,7 @@ def read_traits(doc: Document, path: KeyPath, value: object, complete: bool,
                 base: Traits | None = None) -> Traits | None:
     """All traits for a template (complete), or overrides on top of a base template's."""
     data = f.mapping(doc, path, value, "traits")
-    if not data:
+    if data is f.INVALID:
         return None
     f.check_keys(doc, path, data, TRAIT_NAMES, required=TRAIT_NAMES if complete else ())
     read = {name: read_distribution(doc, (*path, name), name, data[name])
@@ -239,7 +239,7 @@ def read_traits(doc: Document, path: KeyPath, value: object, complete: bool,
 def read_behavior(doc: Document, path: KeyPath, value: object, complete: bool,
                   base: Behavior | None = None) -> Behavior | None:
     data = f.mapping(doc, path, value, "behavior")
-    if not data:
+    if data is f.INVALID:
         return None
     f.check_keys(doc, path, data, BEHAVIOR_KEYS, required=BEHAVIOR_KEYS if complete else ())
     readers = {"think_time": lambda p, v: f.span(doc, p, v),
@@ -330,7 +330,7 @@ def _uniform(doc, path, trait, value, form):
 
 def _normal(doc, path, trait, value, form):
     params = f.mapping(doc, (*path, form), value[form], f"the {form} parameters")
-    if not params:
+    if params is f.INVALID:
         return f.INVALID
     centre = "mean" if form == "normal" else "median"
     spread = "sd" if form == "normal" else "sigma"
@@ -378,7 +378,10 @@ def _bands(doc, path, trait, value, form):
 
 def _weights(doc, path, trait, value, form):
     table = f.mapping(doc, (*path, form), value[form], "a table of value: weight")
+    if table is f.INVALID:
+        return f.INVALID
     if not table:
+        doc.problem((*path, form), "no values to choose from", "give at least one value: weight")
         return f.INVALID
     values, weights = [], []
     for key, weight in table.items():

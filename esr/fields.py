@@ -7,6 +7,7 @@ the value's key path; callers carry on so that one pass finds every problem.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterable
 
 from .units import UnitError, parse_duration, parse_rate, parse_span
@@ -89,6 +90,9 @@ def number(doc: Document, path: KeyPath, value: object, *, integer: bool = False
         else:
             doc.problem(path, f"expected {what}, got {describe(value)}")
             return INVALID
+    if not math.isfinite(value):
+        doc.problem(path, f"expected a finite number, got {value}")
+        return INVALID
     if minimum is not None and value < minimum:
         doc.problem(path, f"must be at least {minimum:g}, got {value}")
         return INVALID

@@ -183,11 +183,11 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def _read_scenario(doc: Document, path: Path, problems: list) -> Scenario | None:
     data = f.mapping(doc, (), doc.data, "a scenario")
-    if not data:
+    if data is f.INVALID:
         return None
     f.check_keys(doc, (), data, SCENARIO_KEYS, required=("scenario", "citizens", "load_profile"))
     version = data.get("esr", LANGUAGE_VERSION)
-    if version != LANGUAGE_VERSION:
+    if isinstance(version, bool) or version != LANGUAGE_VERSION:
         doc.problem(("esr",), f"unsupported language version {version!r}; this ESR reads "
                     f"version {LANGUAGE_VERSION}", "migrate the file, or set esr: 1")
     name = f.text(doc, ("scenario",), data.get("scenario", "?"))
@@ -195,8 +195,11 @@ def _read_scenario(doc: Document, path: Path, problems: list) -> Scenario | None
     seed = f.number(doc, ("seed",), data.get("seed", 0), integer=True, minimum=0)
     reference = _read_date(doc, ("reference_date",), data.get("reference_date",
                                                              DEFAULT_REFERENCE_DATE))
-    groups = _read_citizens(doc, data.get("citizens"), path.parent, problems)
-    profile = _read_profile(doc, ("load_profile",), data.get("load_profile"))
+    # A missing section is already reported as missing: don't read it as empty as well.
+    groups = _read_citizens(doc, data["citizens"], path.parent, problems) \
+        if "citizens" in data else ()
+    profile = _read_profile(doc, ("load_profile",), data["load_profile"]) \
+        if "load_profile" in data else None
     journey = _read_journey(doc, data["journey"]) if "journey" in data else None
     probes = _read_probes(doc, data.get("probes", list(PROBES)))
     jitter = f.number(doc, ("network_jitter_ms",), data.get("network_jitter_ms", 0),
@@ -227,8 +230,12 @@ def _read_target(doc: Document, value: object) -> str:
     url = f.text(doc, ("target",), value)
     if url is f.INVALID:
         return url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        usable = False
+    if not usable:
         doc.problem(("target",), f"'{url}' is not an http(s) URL",
                     "write it like http://127.0.0.1:8080")
         return f.INVALID
@@ -251,28 +258,34 @@ def _read_date(doc: Document, path: KeyPath, value: object) -> dt.date:
 def _read_citizens(doc: Document, value: object, folder: Path,
                    problems: list) -> tuple[CitizenGroup, ...]:
     groups = []
-    for path, item in f.items(doc, ("citizens",), value, "a citizen group or a list of them"):
-        group = _read_group(doc, path, item, folder, problems)
+    templates: dict[Path, Template | None] = {}  # each template file is read (and reported) once
+    listed = f.items(doc, ("citizens",), value, "a citizen group or a list of them")
+    if value == []:
+        doc.problem(("citizens",), "no citizen groups", "list at least one, e.g. "
+                    "{template: low_income, count: 100}")
+    for path, item in listed:
+        group = _read_group(doc, path, item, folder, problems, templates)
         if group:
             groups.append((path, group))
     names: dict[str, KeyPath] = {}
     for path, group in groups:
         if group.name in names:
             doc.problem(path, f"two citizen groups are named '{group.name}' (the other is "
-                        f"{format_path(names[group.name])})", "give one of them a distinct name:")
+                        f"{format_path(names[group.name])})",
+                        "give one of them its own 'name' key")
         names[group.name] = path
     return tuple(group for _, group in groups)
 
 
 def _read_group(doc: Document, path: KeyPath, value: object, folder: Path,
-                problems: list) -> CitizenGroup | None:
+                problems: list, templates: dict) -> CitizenGroup | None:
     data = f.mapping(doc, path, value, "a citizen group")
-    if not data:
+    if data is f.INVALID:
         return None
     f.check_keys(doc, path, data, GROUP_KEYS, required=("template", "count"))
     count = f.number(doc, (*path, "count"), data.get("count", 1), integer=True, minimum=1)
     template = _read_template_ref(doc, (*path, "template"), data.get("template"), folder,
-                                  problems)
+                                  problems, templates)
     if not template:
         return None
     traits, behavior = template.traits, template.behavior
@@ -292,20 +305,26 @@ def _read_group(doc: Document, path: KeyPath, value: object, folder: Path,
 
 
 def _read_template_ref(doc: Document, path: KeyPath, value: object, folder: Path,
-                       problems: list) -> Template | None:
+                       problems: list, templates: dict) -> Template | None:
     if value is None:
         return None  # already reported as missing
     name = f.text(doc, path, value)
     if not name:
         return None
     file = template_file(name, folder)
-    if not file.is_file():
+    try:
+        exists = file.is_file()
+    except OSError:  # a name too long for the file system
+        exists = False
+    if not exists:
         known = available_templates()
         hint = f.did_you_mean(name, known) or f"known templates: {', '.join(known)}"
         what = "template file" if file.parent != DEMOGRAPHICS_DIR else "template"
-        doc.problem(path, f"unknown {what} '{name}'", hint)
+        doc.problem(path, f"unknown {what} '{name[:60]}'", hint)
         return None
-    return load_template(file, problems)
+    if file not in templates:
+        templates[file] = load_template(file, problems)
+    return templates[file]
 
 
 # ---- load profile ----------------------------------------------------------------------------
@@ -313,7 +332,7 @@ def _read_template_ref(doc: Document, path: KeyPath, value: object, folder: Path
 
 def _read_profile(doc: Document, path: KeyPath, value: object) -> LoadProfile | None:
     data = f.mapping(doc, path, value, "a load profile")
-    if not data:
+    if data is f.INVALID:
         return None
     f.check_keys(doc, path, data, PROFILE_KEYS)
     durations = {key: f.duration(doc, (*path, key), data[key])
@@ -354,7 +373,7 @@ def _read_stages(doc: Document, path: KeyPath, value: object) -> tuple[Stage, ..
     for i, item in enumerate(value):
         where = (*path, i)
         data = f.mapping(doc, where, item, "a stage")
-        if not data:
+        if data is f.INVALID:
             continue
         f.check_keys(doc, where, data, STAGE_KEYS, required=("duration", "citizens"))
         duration = f.duration(doc, (*where, "duration"), data.get("duration", "1s"))
@@ -443,7 +462,7 @@ def _read_journey(doc: Document, value: object) -> tuple[Step, ...] | None:
 
 def _read_step(doc: Document, path: KeyPath, value: object) -> Step | None:
     data = f.mapping(doc, path, value, "a journey step")
-    if not data:
+    if data is f.INVALID:
         return None
     f.check_keys(doc, path, data, STEP_KEYS, required=("request",))
     request = f.text(doc, (*path, "request"), data.get("request", "GET /"))
@@ -493,6 +512,8 @@ def _check_templates(doc: Document, path: KeyPath, value: object) -> None:
         except TemplateSyntaxError as error:
             doc.problem(path, f"template error: {error.message}",
                         "templates look like {{ citizen.age }}")
+        except RecursionError:
+            doc.problem(path, "template nested too deeply to read")
 
 
 def _read_expect(doc: Document, path: KeyPath, value: object) -> tuple[int, ...]:
@@ -506,7 +527,7 @@ def _read_expect(doc: Document, path: KeyPath, value: object) -> tuple[int, ...]
 
 def _read_extract(doc: Document, path: KeyPath, value: object) -> dict | None:
     data = f.mapping(doc, path, value, "a table of variable: source")
-    if not data:
+    if data is f.INVALID:
         return None
     for key, source in data.items():
         if not (isinstance(source, str) and _EXTRACT.match(source)):
@@ -535,7 +556,7 @@ def _read_chaos(doc: Document, path: KeyPath, value: object) -> ChaosAction | No
         value = {"action": action, "target": target, "after": after,
                  **({"duration": duration} if duration else {})}
     data = f.mapping(doc, path, value, "a chaos action")
-    if not data:
+    if data is f.INVALID:
         return None
     f.check_keys(doc, path, data, CHAOS_KEYS, required=("action", "after"))
     action = f.choice(doc, (*path, "action"), data.get("action", "kill_pod"), CHAOS_ACTIONS,
@@ -558,7 +579,7 @@ def _read_chaos(doc: Document, path: KeyPath, value: object) -> ChaosAction | No
 
 def _read_slo(doc: Document, value: object) -> tuple[SloCheck, ...]:
     data = f.mapping(doc, ("slo",), value, "SLO thresholds")
-    if not data:
+    if data is f.INVALID:
         return ()
     f.check_keys(doc, ("slo",), data, SLO_KEYS)
     checks = [check for metric in SLO_METRICS if metric in data
@@ -585,7 +606,7 @@ def _read_check(doc, path, metric, value, endpoint) -> SloCheck | None:
 
 def _read_report(doc: Document, value: object) -> tuple[tuple[str, ...], str | None]:
     data = f.mapping(doc, ("report",), value, "report settings")
-    if not data:
+    if data is f.INVALID:
         return REPORT_FORMATS, None
     f.check_keys(doc, ("report",), data, REPORT_KEYS)
     formats = [name for path, item in

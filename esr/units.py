@@ -15,6 +15,7 @@ RATE_PATTERN = rf"^\s*(\d+(?:\.\d+)?)\s*/\s*({'|'.join(_PER)})\s*$"
 _RATE = re.compile(RATE_PATTERN)
 
 DURATION_EXAMPLES = "500ms, 90s, 5m or 1h30m"
+MAX_DURATION_S = 30 * 24 * 3600  # a month: longer is a typo, and breaks arithmetic at infinity
 RATE_EXAMPLES = "20/s or 1000/min"
 
 
@@ -34,7 +35,10 @@ def parse_duration(value: object) -> float:
     parts = list(_DURATION_PART.finditer(text))
     if not text or "".join(p.group(0) for p in parts) != text:
         raise UnitError(f"'{value}' is not a duration: expected one such as {DURATION_EXAMPLES}")
-    return sum(float(p.group(1)) * _SECONDS[p.group(2)] for p in parts)
+    seconds = sum(float(p.group(1)) * _SECONDS[p.group(2)] for p in parts)
+    if not seconds <= MAX_DURATION_S:
+        raise UnitError(f"'{value[:40]}' is longer than ESR runs (at most 30 days)")
+    return seconds
 
 
 def parse_rate(value: object) -> float:

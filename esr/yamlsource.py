@@ -75,28 +75,76 @@ def parse_yaml(text: str, name: str) -> Document:
     except yaml.YAMLError as error:  # e.g. a byte order mark in the wrong place
         doc.problems.append(Problem(name, 0, 0, "", f"invalid YAML: {error}"))
         return doc
+    except RecursionError:  # PyYAML's composer recurses once per level of nesting
+        line, column = _too_deep(text)
+        doc.problems.append(Problem(name, line, column, "",
+                                    f"nested more than {MAX_DEPTH} levels deep"))
+        return doc
     if node is not None:
         doc.data = _build(node, (), doc)
     return doc
 
 
+def _too_deep(text: str) -> tuple[int, int]:
+    """Where nesting first goes past MAX_DEPTH, found with the (flat) token scanner."""
+    depth = 0
+    opening = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken,
+               yaml.BlockSequenceStartToken, yaml.BlockMappingStartToken)
+    closing = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            depth += isinstance(token, opening) - isinstance(token, closing)
+            if depth > MAX_DEPTH:
+                return token.start_mark.line + 1, token.start_mark.column + 1
+    except yaml.YAMLError:
+        pass
+    return 0, 0
+
+
 _scalars = yaml.SafeLoader("")  # only its constructor is used, for YAML 1.1 scalar rules
+MAX_DEPTH = 50  # no scenario nests this deep; a file that does is a mistake or an attack
 
 
-def _build(node: yaml.Node, path: KeyPath, doc: Document) -> object:
-    doc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+def _build(node: yaml.Node, path: KeyPath, doc: Document, active: frozenset = frozenset()
+           ) -> object:
+    doc.values[path] = _mark(node)
+    if id(node) in active:
+        doc.problem(path, "this alias refers to itself", "YAML anchors cannot contain themselves")
+        return None
+    if len(path) > MAX_DEPTH:
+        doc.problem(path, f"nested more than {MAX_DEPTH} levels deep")
+        return None
     if isinstance(node, yaml.MappingNode):
-        return _build_mapping(node, path, doc)
+        return _build_mapping(node, path, doc, active | {id(node)})
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), doc) for i, item in enumerate(node.value)]
+        inner = active | {id(node)}
+        return [_build(item, (*path, i), doc, inner) for i, item in enumerate(node.value)]
+    value = _scalar(node, path, doc)
+    return None if value is _UNREADABLE else value
+
+
+_UNREADABLE = object()
+
+
+def _scalar(node: yaml.Node, path: KeyPath, doc: Document) -> object:
+    """A scalar by YAML's rules; impossible ones (2026-13-01, !!int abc) become problems."""
     try:
         return _scalars.construct_object(node, deep=True)
     except yaml.YAMLError as error:
         doc.problem(path, f"cannot read this value: {getattr(error, 'problem', error)}")
-        return None
+    except (ValueError, KeyError, TypeError, OverflowError) as error:
+        what = f"'{node.value[:40]}'" if isinstance(node.value, str) else "this value"
+        doc.problem(path, f"cannot read {what} as {node.tag.rsplit(':', 1)[-1]}: {error}"[:200],
+                    "quote it to keep it as text")
+    return _UNREADABLE
 
 
-def _build_mapping(node: yaml.MappingNode, path: KeyPath, doc: Document) -> dict:
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _build_mapping(node: yaml.MappingNode, path: KeyPath, doc: Document,
+                   active: frozenset) -> dict:
     result: dict = {}
     for key_node, value_node in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
@@ -104,14 +152,18 @@ def _build_mapping(node: yaml.MappingNode, path: KeyPath, doc: Document) -> dict
                         "write the keys out")
             continue
         if not isinstance(key_node, yaml.ScalarNode):
-            doc.values[path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            doc.values[path] = _mark(key_node)
             doc.problem(path, "a key must be a plain word, not a list or mapping")
             continue
-        key = str(_scalars.construct_object(key_node))
-        key_path = (*path, key)
-        doc.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-        if key in result:
+        key_path = (*path, str(key_node.value))
+        doc.keys[key_path] = doc.values[key_path] = _mark(key_node)
+        key = _scalar(key_node, key_path, doc)
+        if key is _UNREADABLE:
+            continue
+        key_path = (*path, str(key))
+        doc.keys[key_path] = _mark(key_node)
+        if str(key) in result:
             doc.problem(key_path, f"duplicate key '{key}'", "keep only one of them", at_key=True)
             continue
-        result[key] = _build(value_node, key_path, doc)
+        result[str(key)] = _build(value_node, key_path, doc, active)
     return result
