@@ -200,6 +200,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: one per core)")
     parser.add_argument("--run-dir", metavar="DIR", help="where the run's files go "
                         "(default reports/<run-id>)")
+    parser.add_argument("--allow-chaos-commands", action="store_true",
+                        help="let chaos actions of kind 'command' run shell commands")
     _scale_arguments(parser)
 
 
@@ -208,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = RunSettings(scenario=Path(args.scenario), host=args.host, workers=args.workers,
                            run_dir=Path(args.run_dir) if args.run_dir else None,
-                           time_scale=args.time_scale, user_scale=args.user_scale)
+                           time_scale=args.time_scale, user_scale=args.user_scale,
+                           allow_chaos_commands=args.allow_chaos_commands)
     return _run_and_report(settings)
 
 

@@ -215,8 +215,11 @@ def read_template(doc: Document, expected_name: str) -> Template | None:
     description = data.get("description", "")
     if not isinstance(description, str):
         doc.problem(("description",), f"expected text, got {f.describe(description)}")
-    traits = read_traits(doc, ("traits",), data.get("traits"), complete=True)
-    behavior = read_behavior(doc, ("behavior",), data.get("behavior"), complete=True)
+    # A missing section is already reported as missing: don't read it as empty as well.
+    traits = read_traits(doc, ("traits",), data["traits"], complete=True) \
+        if "traits" in data else None
+    behavior = read_behavior(doc, ("behavior",), data["behavior"], complete=True) \
+        if "behavior" in data else None
     if doc.problems:
         return None
     return Template(expected_name, description, doc.file, traits, behavior)
@@ -298,15 +301,22 @@ def _constant(doc, path, trait, value):
     return category if category is f.INVALID else Constant(category)
 
 
-def _category_value(doc, path, trait, value):
+def _fits(trait: str, value: object) -> bool:
     allowed = CATEGORY_VALUES.get(trait)
-    if allowed is None:  # language: ISO 639-1 codes and 'other'
-        if isinstance(value, str) and (value == "other" or (len(value) == 2 and value.islower())):
-            return value
+    if allowed is not None:
+        return value in allowed
+    # language: ISO 639-1 codes and 'other'
+    return isinstance(value, str) and (value == "other" or (len(value) == 2 and value.islower()))
+
+
+def _category_value(doc, path, trait, value):
+    if _fits(trait, value):
+        return value
+    if trait not in CATEGORY_VALUES:
         doc.problem(path, f"expected a two-letter language code (ISO 639-1) or 'other', "
                     f"got {f.describe(value)}")
         return f.INVALID
-    return f.choice(doc, path, value, allowed, what=trait.replace("_", " "))
+    return f.choice(doc, path, value, CATEGORY_VALUES[trait], what=trait.replace("_", " "))
 
 
 def _in_bounds(doc, path, trait, value):
@@ -408,8 +418,7 @@ def _preset(doc, path, trait, value, form):
     if name is f.INVALID:
         return f.INVALID
     table = PRESETS[name]
-    bad = [key for key in table if trait in CATEGORY_VALUES and key not in CATEGORY_VALUES[trait]]
-    if bad:
+    if not all(_fits(trait, key) for key in table):
         doc.problem((*path, form), f"preset '{name}' does not fit {trait}")
         return f.INVALID
     return Weights(tuple(table), _normalised(list(table.values())))

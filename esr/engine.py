@@ -26,6 +26,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from . import __version__
+from .chaos import Chaos, Fault
 from .citizens import CitizenFactory, identity_pool
 from .journey import DEFAULT_STEP, StepRenderer
 from .probes import Probes, Tally, response_facts
@@ -55,6 +56,8 @@ def install(events, scenario: Scenario) -> None:
                            help="multiply the scenario's durations by this")
         group.add_argument("--esr-user-scale", type=float, default=1.0,
                            help="multiply the scenario's citizen counts by this")
+        group.add_argument("--esr-allow-chaos-commands", action="store_true", default=False,
+                           help="let the scenario's chaos actions run shell commands")
         group.add_argument("--esr-request-log", default="",
                            help="folder for a raw log of every request (for checking ESR's "
                                 "figures; costly, not for load)")
@@ -92,6 +95,8 @@ class EsrRun:
         self._finals: set[str] = set()
         self._final_pending = False
         self.lost_workers: list[dict] = []
+        self.faults: list[Fault] = []  # client-side chaos in force (latency, error_rate)
+        self.chaos: Chaos | None = None
         self.started_at = self.ended_at = None
         self.configure()
         events = environment.events
@@ -104,6 +109,8 @@ class EsrRun:
             events.request.add_listener(self._on_request)
         if self.is_worker:
             events.report_to_master.add_listener(self._on_report_to_master)
+            environment.runner.register_message(
+                "esr_fault", lambda msg, **_: self.faults.append(Fault(**msg.data)))
         else:
             self._hold_quit_until_finished()
             gevent.signal_handler(signal.SIGUSR1, self.finish)
@@ -194,6 +201,22 @@ class EsrRun:
                          phases=[vars(p) for p in self.phases])
             if self._progress is None or self._progress.dead:
                 self._progress = gevent.spawn(self._progress_loop)
+            self._start_chaos()
+
+    def _start_chaos(self) -> None:
+        options = self.environment.parsed_options
+        self.faults = []
+        self.chaos = Chaos(self.scenario.chaos, host=self.environment.host or self.scenario.target,
+                           time_scale=self.time_scale, run_dir=self.run_dir, started=time.time(),
+                           allow_commands=getattr(options, "esr_allow_chaos_commands", False),
+                           spread=self._spread_fault)
+        self.chaos.start()
+
+    def _spread_fault(self, fault: Fault) -> None:
+        if self.is_master:
+            self.environment.runner.send_message("esr_fault", fault.wire())
+        else:
+            self.faults.append(fault)
 
     def phase_entered(self, phase: Phase) -> None:
         if phase != self._phase:
@@ -219,6 +242,8 @@ class EsrRun:
 
     def _finish(self) -> None:
         runner = self.environment.runner
+        if self.chaos is not None:
+            self.chaos.end()
         append_event(self.run_dir, "stopping", phase=self._phase.name if self._phase else None)
         expected = {c.id for c in runner.clients.all} if self.is_master else set()
         runner.stop()  # users finish the request they are in; workers send their remainder

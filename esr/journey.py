@@ -15,6 +15,7 @@ response named no decision), or incomplete (cut short by the end of the run).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +34,8 @@ from .wire import (
     SYNTHETIC_HEADER,
     USER_AGENT,
 )
+
+logger = logging.getLogger(__name__)
 
 OUTCOMES = ("approved", "rejected", "blocked", "paused", "abandoned", "error", "completed",
             "incomplete")
@@ -199,6 +202,9 @@ class CitizenUser(FastHttpUser):
                    **({HITL_SKIP_HEADER: "true"} if self.run.hitl_skip else {}),
                    **request.pop("headers")}
         jitter_ms = self.random.uniform(0, self.run.jitter_ms) if self.run.jitter_ms else 0.0
+        injected = None
+        if self.run.faults:  # chaos on the client side: added latency, injected failures
+            jitter_ms, injected = self._faults(step.name, jitter_ms)
         if jitter_ms:
             gevent.sleep(jitter_ms / 1000)
         self.in_flight = True
@@ -206,7 +212,7 @@ class CitizenUser(FastHttpUser):
                                  headers=headers, catch_response=True, **request) as response:
             status = response.status_code or 0
             meta = response.request_meta
-            failure = failure_of(status, meta["exception"], step.expect)
+            failure = failure_of(status, meta["exception"], step.expect) or injected
             meta["response_time"] += jitter_ms
             # Read the wire conventions once; the probes' request listener gets them too.
             facts = meta["context"]["facts"] = response_facts(response, status)
@@ -217,6 +223,18 @@ class CitizenUser(FastHttpUser):
         self.in_flight = False
         visit.requests += 1
         self._after(visit, step, response, status, failure, facts, meta["response_time"] / 1000)
+
+    def _faults(self, name: str, delay_ms: float) -> tuple[float, str | None]:
+        now = time.time()
+        injected = None
+        for fault in self.run.faults:
+            if not fault.applies(name, now):
+                continue
+            if fault.kind == "latency":
+                delay_ms += fault.amount
+            elif self.random.random() < fault.amount:
+                injected = "injected failure (chaos)"
+        return delay_ms, injected
 
     def _after(self, visit: Visit, step: Step, response, status: int, failure: str | None,
                facts: dict, elapsed_s: float) -> None:
@@ -251,5 +269,8 @@ class CitizenUser(FastHttpUser):
     def on_stop(self) -> None:
         if self.in_flight:  # killed mid-request despite the stop timeout: say so, don't guess
             self.run.probes.unaccounted += 1
+            logger.warning("a citizen was stopped with a request in flight (stop timeout %ss, "
+                           "runner %s)", self.environment.stop_timeout,
+                           self.environment.runner.state)
         if self.visit is not None and self.visit.requests:
             self._end("incomplete")

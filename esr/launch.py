@@ -62,6 +62,7 @@ class RunSettings:
     user_scale: float = 1.0
     run_id: str | None = None
     request_log: Path | None = None  # a raw log of every request, to check ESR's own figures
+    allow_chaos_commands: bool = False  # a scenario is input, not code: shell commands opt in
 
 
 @dataclass
@@ -97,6 +98,11 @@ class Launch:
     def prepare(cls, settings: RunSettings, reports_dir: Path | None = None) -> Launch:
         _check_settings(settings)
         scenario = load_scenario(settings.scenario)
+        commands = [a for a in scenario.chaos if a.action == "command"]
+        if commands and not settings.allow_chaos_commands:
+            raise BadInput(f"{scenario.file}: chaos action 'command' runs a shell command "
+                           f"({commands[0].options['command']!r}); a scenario is input, not "
+                           "code, so this needs --allow-chaos-commands")
         run_id = settings.run_id or new_run_id(scenario.name)
         run_dir = settings.run_dir or (reports_dir or REPORTS_DIR) / run_id
         try:
@@ -140,6 +146,8 @@ class Launch:
                   "--headless", "--only-summary",
                   "--csv", str(self.run_dir / LOCUST_PREFIX), "--csv-full-history",
                   "--loglevel", "WARNING"]
+        if s.allow_chaos_commands:
+            common.append("--esr-allow-chaos-commands")
         if s.request_log is not None:
             s.request_log.mkdir(parents=True, exist_ok=True)
             common += ["--esr-request-log", str(s.request_log.resolve())]

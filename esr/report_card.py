@@ -55,12 +55,13 @@ def read_report_card(run_dir: Path) -> dict:
     latency = _latency_frame(run_dir, summary)
     phases = _phases(settings, summary)
     events = read_events(run_dir)
+    windows = _chaos_windows(summary)
     return {
         "summary": summary,
         "settings": settings,
         "missing": [vars(m) for m in missing],
         "verdict": _verdict(summary, missing),
-        "slo_scopes": _slo_scopes(settings, summary, latency, phases),
+        "slo_scopes": _slo_scopes(settings, summary, latency, [*phases, *windows]),
         "timeline": _timeline(run_dir, latency, summary),
         "phases": phases,
         "marks": _marks(events, summary),
@@ -71,7 +72,7 @@ def read_report_card(run_dir: Path) -> dict:
         "cohorts": _cohort_tests(summary["cohorts"]),
         "groups": _groups(run_dir),
         "legal_by_cohort": _legal_by_cohort(run_dir),
-        "chaos": summary.get("chaos", []),
+        "chaos": _chaos_effects(settings, summary, latency),
         "events": events,
     }
 
@@ -147,13 +148,43 @@ def _phases(settings: dict, summary: dict) -> list[dict]:
             if p["start"] < duration]
 
 
+def rows_in(latency: pd.DataFrame, start: float, end: float, rule: str) -> pd.DataFrame:
+    """Time buckets in a window. Buckets are aligned to the clock, not to events, so a
+    bucket can straddle an edge: phases take the buckets whose middle is inside; around a
+    fault, 'before' and 'after' take only buckets wholly inside and 'during' any that overlap,
+    so a fault's errors never leak into the windows that should be clean."""
+    first, last = latency["t"], latency["t"] + latency["bucket_s"]
+    if rule == "within":
+        return latency[(first >= start) & (last <= end)]
+    if rule == "overlap":
+        return latency[(first < end) & (last > start)]
+    middle = (first + last) / 2
+    return latency[(middle >= start) & (middle < end)]
+
+
+def _chaos_windows(summary: dict) -> list[dict]:
+    """Before, during and after each chaos action, as scopes for the SLO checks."""
+    end = summary["duration_s"] or 0
+    windows = []
+    for action in summary["chaos"]:
+        name = f"{action['action']} {action['target']}".strip()
+        start, until = action["at_s"], action["until_s"]
+        windows.append({"name": f"before {name}", "start": 0.0, "end": start, "rule": "within"})
+        if until is not None:
+            windows.append({"name": f"during {name}", "start": start, "end": until,
+                            "rule": "overlap"})
+        windows.append({"name": f"after {name}", "start": until or start, "end": end,
+                        "rule": "within"})
+    return [w for w in windows if w["end"] > w["start"]]
+
+
 def _slo_scopes(settings: dict, summary: dict, latency: pd.DataFrame,
                 phases: list[dict]) -> list[dict]:
-    """Every SLO check for the whole run, then within each phase."""
+    """Every SLO check for the whole run, then within each phase and chaos window."""
     checks = settings.get("slo", [])
     scopes = [{"scope": "whole run", **summary["slo"]}]
     for phase in phases:
-        rows = latency[(latency["t"] >= phase["start"]) & (latency["t"] < phase["end"])]
+        rows = rows_in(latency, phase["start"], phase["end"], phase.get("rule", "midpoint"))
         figures = _figures(rows)
         seconds = phase["end"] - phase["start"]
         scoped = {**summary, "requests": {**figures, "total": figures["requests"],
@@ -162,7 +193,7 @@ def _slo_scopes(settings: dict, summary: dict, latency: pd.DataFrame,
                   "endpoints": [{"name": name, **_figures(group)}
                                 for name, group in rows.groupby("endpoint")],
                   "duration_s": seconds}
-        label = f"{phase['name']} ({phase['start']:g}s-{phase['end']:g}s)"
+        label = f"{phase['name']} ({phase['start']:.3g}s-{phase['end']:.3g}s)"
         scopes.append({"scope": label, **evaluate_slos(checks, scoped)})
     return scopes
 
@@ -195,10 +226,43 @@ def _marks(events: list[dict], summary: dict) -> list[tuple[float, str]]:
         return []
     marks = []
     for event in events:
-        if event["event"] in ("chaos", "stopping", "worker_lost"):
-            label = event.get("action") or event["event"].replace("_", " ")
-            marks.append((_epoch(event["at"]) - start, label))
+        if event["event"] == "chaos":
+            label = f"{event['action']} {event['target']}".strip()
+            marks.append((event["at_s"], label + (" ends" if event["phase"] == "undo" else "")))
+        elif event["event"] in ("stopping", "worker_lost"):
+            marks.append((_epoch(event["at"]) - start, event["event"].replace("_", " ")))
     return marks
+
+
+# Recovery is judged against the scenario's SLOs, or these when it sets none.
+RECOVERY_DEFAULTS = {"error_rate": 0.01, "p95_ms": None}
+
+
+def _chaos_effects(settings: dict, summary: dict, latency: pd.DataFrame) -> list[dict]:
+    """Each action's effect (errors and p95 before and during) and its recovery time: from the
+    action's end until the first time bucket back within the SLOs."""
+    limits = {**RECOVERY_DEFAULTS, **{c["metric"]: c["threshold"] for c in settings.get("slo", [])
+                                      if c.get("endpoint") is None}}
+    buckets = [(t, _figures(rows)) for t, rows in latency.groupby("t")]
+    rows = []
+    for action in summary["chaos"]:
+        start, end = action["at_s"], action["until_s"] or action["at_s"]
+        before = _figures(rows_in(latency, 0.0, start, "within"))
+        during = _figures(rows_in(latency, start, end, "overlap")) if end > start else None
+        recovered = next((t for t, figures in buckets if t >= end and _within(figures, limits)),
+                         None)
+        rows.append({**action, "before": before, "during": during,
+                     "recovery_s": None if recovered is None else round(max(recovered - end, 0),
+                                                                          3)})
+    return rows
+
+
+def _within(figures: dict, limits: dict) -> bool:
+    if not figures["requests"]:
+        return False
+    if limits["error_rate"] is not None and figures["error_rate"] > limits["error_rate"]:
+        return False
+    return limits["p95_ms"] is None or figures.get("p95_ms", 0) <= limits["p95_ms"]
 
 
 def _endpoints(summary: dict) -> list[dict]:

@@ -29,7 +29,7 @@ from .demographics import (
     read_traits,
     template_file,
 )
-from .errors import ScenarioError
+from .errors import Problem, ScenarioError
 from .units import Span, format_duration
 from .yamlsource import Document, KeyPath, format_path, read_yaml
 
@@ -177,7 +177,7 @@ def load_scenario(path: str | Path) -> Scenario:
     scenario = _read_scenario(doc, path, problems) if not doc.problems else None
     problems.extend(doc.problems)
     if problems or scenario is None:
-        raise ScenarioError(problems or [f.Problem(str(path), 0, 0, "", "empty scenario")])
+        raise ScenarioError(problems or [Problem(str(path), 0, 0, "", "empty scenario")])
     return scenario
 
 
@@ -570,6 +570,13 @@ def _read_chaos(doc: Document, path: KeyPath, value: object) -> ChaosAction | No
         doc.problem(path, f"chaos action '{action}' needs a target")
     if action == "command" and "command" not in data:
         doc.problem(path, "chaos action 'command' needs a command")
+    if action == "latency":
+        if "delay" not in data:
+            doc.problem(path, "chaos action 'latency' needs a delay", "e.g. delay: 250ms")
+        else:
+            f.duration(doc, (*path, "delay"), data["delay"])
+    if action == "error_rate":
+        f.number(doc, (*path, "rate"), data.get("rate", 1.0), minimum=0, maximum=1)
     if f.INVALID in (action, target, after, duration) or "action" not in data \
             or "after" not in data:
         return None

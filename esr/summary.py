@@ -54,7 +54,7 @@ def build_summary(run_dir) -> dict:
         "arrivals": counters.get("arrivals", {}),
         "errors": [{"endpoint": r["endpoint"], "kind": r["kind"], "count": int(r["count"])}
                    for r in read_table(run_dir, "errors")],
-        "chaos": [],
+        "chaos": chaos_actions(read_events(run_dir)),
         "lost": {"workers": counters.get("lost_workers", []),
                  "requests_unaccounted": counters.get("requests_unaccounted", 0)},
         "complete": bool(counters),
@@ -63,6 +63,22 @@ def build_summary(run_dir) -> dict:
     }
     summary["slo"] = evaluate_slos(settings.get("slo", []), summary)
     return summary
+
+
+def chaos_actions(events: list[dict]) -> list[dict]:
+    """Each chaos action as it happened: when, whether it worked, and when it was undone."""
+    actions: dict[int, dict] = {}
+    for event in events:
+        if event["event"] != "chaos":
+            continue
+        if event["phase"] == "start":
+            actions[event["index"]] = {
+                "at_s": event["at_s"], "action": event["action"], "target": event["target"],
+                "ok": event["ok"], "detail": event["detail"], "until_s": None, "undo": None}
+        elif event["index"] in actions:
+            actions[event["index"]].update(until_s=event["at_s"], undo={
+                "ok": event["ok"], "detail": event["detail"], "early": event.get("early", False)})
+    return [actions[index] for index in sorted(actions)]
 
 
 def _seconds_between(start: str | None, end: str | None) -> float:

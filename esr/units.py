@@ -15,6 +15,7 @@ RATE_PATTERN = rf"^\s*(\d+(?:\.\d+)?)\s*/\s*({'|'.join(_PER)})\s*$"
 _RATE = re.compile(RATE_PATTERN)
 
 DURATION_EXAMPLES = "500ms, 90s, 5m or 1h30m"
+MAX_RATE_PER_S = 1_000_000
 MAX_DURATION_S = 30 * 24 * 3600  # a month: longer is a typo, and breaks arithmetic at infinity
 RATE_EXAMPLES = "20/s or 1000/min"
 
@@ -46,7 +47,10 @@ def parse_rate(value: object) -> float:
     match = _RATE.match(value) if isinstance(value, str) else None
     if not match:
         raise UnitError(f"expected a rate such as {RATE_EXAMPLES}")
-    return float(match.group(1)) / _PER[match.group(2)]
+    rate = float(match.group(1)) / _PER[match.group(2)]
+    if not rate <= MAX_RATE_PER_S:
+        raise UnitError(f"'{value[:40]}' is more than ESR can send ({MAX_RATE_PER_S:,}/s at most)")
+    return rate
 
 
 @dataclass(frozen=True)

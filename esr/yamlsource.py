@@ -34,6 +34,7 @@ class Document:
     values: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
     keys: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    built: int = 0  # values built so far, aliases counted each time they are expanded
 
     def place(self, path: KeyPath, at_key: bool = False) -> tuple[int, int]:
         """The line and column of a value (or its key), or of its nearest known parent."""
@@ -103,10 +104,17 @@ def _too_deep(text: str) -> tuple[int, int]:
 
 _scalars = yaml.SafeLoader("")  # only its constructor is used, for YAML 1.1 scalar rules
 MAX_DEPTH = 50  # no scenario nests this deep; a file that does is a mistake or an attack
+MAX_VALUES = 100_000  # values once aliases are expanded: stops a "billion laughs" at once
 
 
 def _build(node: yaml.Node, path: KeyPath, doc: Document, active: frozenset = frozenset()
            ) -> object:
+    doc.built += 1
+    if doc.built > MAX_VALUES:
+        if doc.built == MAX_VALUES + 1:
+            doc.problem(path, f"more than {MAX_VALUES:,} values once its aliases are expanded",
+                        "a scenario this large is a mistake, or an alias bomb")
+        return None
     doc.values[path] = _mark(node)
     if id(node) in active:
         doc.problem(path, "this alias refers to itself", "YAML anchors cannot contain themselves")
@@ -132,7 +140,7 @@ def _scalar(node: yaml.Node, path: KeyPath, doc: Document) -> object:
         return _scalars.construct_object(node, deep=True)
     except yaml.YAMLError as error:
         doc.problem(path, f"cannot read this value: {getattr(error, 'problem', error)}")
-    except (ValueError, KeyError, TypeError, OverflowError) as error:
+    except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as error:
         what = f"'{node.value[:40]}'" if isinstance(node.value, str) else "this value"
         doc.problem(path, f"cannot read {what} as {node.tag.rsplit(':', 1)[-1]}: {error}"[:200],
                     "quote it to keep it as text")

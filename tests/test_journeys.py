@@ -183,3 +183,28 @@ load_profile: {sustain: 4s}
     with open(run_dir / "esr_latency.csv") as latency:
         ours = sum(int(row["requests"]) for row in csv.DictReader(latency))
     assert ours == served(target, "web-ui-test")["requests"]["total"] > 10
+
+
+def test_citizens_walk_away_from_a_step_far_beyond_their_patience(tmp_path):
+    # Every application takes 60 ms; these citizens' patience is 20 ms, so each is
+    # frustrated by /apply and walks away before looking its application up.
+    with demo_target("--capacity", "8", "--service-ms", "60") as slow:
+        path = scenario(tmp_path, """
+scenario: impatient
+seed: 12
+citizens: {template: students, count: 4, behavior: {think_time: 0s..50ms, patience: 20ms,
+           retries: 0}}
+load_profile: {sustain: 3s}
+journey:
+  - {name: apply, request: POST /apply, json: {citizen_id: "{{ citizen.citizen_id }}",
+     name: "{{ citizen.name }}", age: "{{ citizen.age }}", income: "{{ citizen.income }}",
+     veteran: "{{ citizen.veteran }}", household_size: "{{ citizen.household_size }}"}}
+  - {name: status, request: "GET /status/{{ vars.id }}"}
+""")
+        result = run(RunSettings(scenario=path, host=slow, workers=0, run_dir=tmp_path / "run"))
+        seen = served(slow, result.run_id)
+    outcomes = result.summary["citizens"]["by_outcome"]
+    assert outcomes.get("abandoned", 0) > 5
+    assert set(outcomes) <= {"abandoned", "blocked", "paused", "incomplete"}
+    assert "GET /status/{id}" not in seen["requests"]["by_endpoint"]
+    assert result.summary["citizens"]["frustrated"] == result.summary["citizens"]["total"]

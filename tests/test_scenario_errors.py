@@ -696,3 +696,70 @@ def test_the_duplicate_group_hint_reads_as_a_sentence(tmp_path):
     path = write_case(tmp_path, _case("two-groups-same-name"))
     hints = [p.hint for p in problems_of(path) if p.path == "citizens[1]"]
     assert hints and not hints[0].endswith(":")
+
+
+# ---- more odd files, found later: a timestamp tag, infinite rates, a misfit preset, an alias bomb
+
+
+@pytest.mark.parametrize(("text", "line", "path"), [
+    pytest.param(doc("scenario: rehearsal", GROUP, "load_profile: {sustain: 10m}",
+                     "reference_date: !!timestamp soon"), 4, "reference_date", id="value"),
+    pytest.param(doc("scenario: rehearsal", GROUP, "load_profile: {sustain: 10m}",
+                     "!!timestamp soon: x"), 4, "soon", id="key"),
+])
+def test_a_timestamp_tag_on_text_is_a_problem_not_a_crash(tmp_path, text, line, path):
+    file = tmp_path / SCENARIO
+    file.write_text(text)
+    assert (line, path) in [(p.line, p.path) for p in problems_of(file)]
+
+
+def test_an_infinite_arrival_rate_is_a_problem(tmp_path):
+    file = tmp_path / SCENARIO
+    file.write_text(doc("scenario: rehearsal", GROUP,
+                        "load_profile: {sustain: 10m, arrival_rate: " + "9" * 400 + "/s}"))
+    assert "load_profile.arrival_rate" in [p.path for p in problems_of(file)]
+
+
+def test_a_preset_that_does_not_fit_language_is_a_problem(tmp_path):
+    file = tmp_path / SCENARIO
+    file.write_text(doc("scenario: rehearsal",
+                        "citizens:",
+                        "  - template: seniors",
+                        "    count: 100",
+                        "    traits: {language: {preset: us_population}}",
+                        "load_profile: {sustain: 10m}"))
+    assert_reported(problems_of(file), Expected(5, "citizens[0].traits.language.preset",
+                                                "does not fit language"))
+
+
+def test_a_template_missing_a_section_is_one_problem(tmp_path):
+    no_traits = GOOD_TEMPLATE.split("traits:")[0] + "behavior:" + GOOD_TEMPLATE.split(
+        "behavior:")[1]
+    problems = problems_of(write_case(tmp_path, Case(USES_MY_TEMPLATE, Expected(0, "", ""),
+                                                     {TEMPLATE: no_traits})))
+    assert [p.message for p in problems] == ["missing required key 'traits'"]
+
+
+def aliases(levels: int) -> str:
+    """A valid scenario whose journey body holds over 10**levels strings, in a few lines."""
+    lines = ["scenario: rehearsal", GROUP, "load_profile: {sustain: 10m}", "journey:",
+             "  - request: POST /apply", "    json:",
+             "      a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"      a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return doc(*lines)
+
+
+def test_a_few_aliases_are_fine(tmp_path):
+    """The premise of the alias bomb below: the same file, small, is a good scenario."""
+    path = tmp_path / SCENARIO
+    path.write_text(aliases(3))
+    body = esr.load_scenario(path).journey[0].json
+    assert len(body["a2"]) == 10 and body["a2"][9] == body["a1"] and len(body["a0"]) == 10
+
+
+def test_an_alias_bomb_is_refused_quickly(tmp_path):
+    path = tmp_path / SCENARIO
+    path.write_text(aliases(7))  # 10 million strings once expanded
+    result = subprocess.run([sys.executable, "-m", "esr.cli", "validate", str(path)],
+                            capture_output=True, text=True, timeout=6)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

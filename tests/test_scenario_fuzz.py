@@ -25,11 +25,11 @@ import esr
 from esr import demographics, scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-ESR_DIR = Path(esr.__file__).resolve().parent
 EXAMPLES = {p.stem: p.read_text(encoding="utf-8")
             for p in sorted((ROOT / "examples").glob("*.yml"))}
 TEMPLATES = {p.name: p.read_text(encoding="utf-8")
              for p in sorted((ROOT / "demographics").glob("*.yml"))}
+
 
 def fuzz(examples: int) -> settings:
     return settings(max_examples=examples, deadline=None,

@@ -1,0 +1,194 @@
+"""Chaos on the load's timeline: faults injected by the master at `after`, undone after `duration`.
+
+Only the master (or the single process) runs actions. Each start and undo is an
+event in events.jsonl with its result; a failed action is recorded and the run
+goes on. Anything left broken when the run ends (a service killed "for 10m" in a
+run that stopped early) is undone then, so the target is left as it was found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal as signals
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gevent
+
+from .rundir import append_event
+from .scenario import ChaosAction
+from .units import parse_duration
+
+
+def parse_delay_ms(value: object) -> float:
+    """A latency action's delay (validated as a duration when the scenario was loaded)."""
+    return parse_duration(value) * 1000
+
+HTTP_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 60.0
+DETAIL_LIMIT = 500  # characters of a response or a command's output kept in the event
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A client-side fault every process applies to matching requests until `until` (epoch s)."""
+
+    kind: str  # latency | error_rate
+    endpoint: str | None  # a step name; None for every request
+    amount: float  # added ms, or the share of requests failed
+    until: float
+
+    def applies(self, name: str, now: float) -> bool:
+        return now < self.until and self.endpoint in (None, name)
+
+    def wire(self) -> dict:  # msgpack-safe, for the master's message to its workers
+        return {"kind": self.kind, "endpoint": self.endpoint, "amount": self.amount,
+                "until": self.until}
+
+
+class Chaos:
+    """The chaos actions of one run, scheduled on the run's clock."""
+
+    def __init__(self, actions, *, host: str, time_scale: float, run_dir, started: float,
+                 allow_commands: bool, spread: Callable[[Fault], None]):
+        self.actions = actions
+        self.spread = spread  # sends a fault to every process that runs citizens
+        self.host = host.rstrip("/")
+        self.time_scale = time_scale
+        self.run_dir = run_dir
+        self.started = started
+        self.allow_commands = allow_commands
+        self._pending: list[gevent.Greenlet] = []
+        self._undos: dict[int, tuple[gevent.Greenlet, ChaosAction]] = {}
+
+    def start(self) -> None:
+        for index, action in enumerate(self.actions):
+            self._pending.append(gevent.spawn_later(action.after * self.time_scale, self._start,
+                                                    index, action))
+
+    def end(self) -> None:
+        """The run is over: cancel what has not started; undo now what is still in force."""
+        for greenlet in self._pending:
+            greenlet.kill(block=False)
+        for index, (greenlet, action) in list(self._undos.items()):
+            if not greenlet.dead:
+                greenlet.kill(block=False)
+                self._undo(index, action, early=True)
+
+    def _start(self, index: int, action: ChaosAction) -> None:
+        outcome = self._perform(action, undo=False)
+        self._record(index, action, "start", outcome)
+        if action.duration is not None and UNDO.get(action.action):
+            self._undos[index] = (gevent.spawn_later(action.duration * self.time_scale,
+                                                     self._undo, index, action), action)
+
+    def _undo(self, index: int, action: ChaosAction, early: bool = False) -> None:
+        outcome = self._perform(action, undo=True)
+        self._record(index, action, "undo", outcome, early=early)
+        self._undos.pop(index, None)
+
+    def _perform(self, action: ChaosAction, undo: bool) -> Outcome:
+        perform = (UNDO if undo else DO)[action.action]
+        try:
+            return perform(self, action)
+        except Exception as error:  # an action that fails is a finding, never a crash
+            return Outcome(False, f"{type(error).__name__}: {error}"[:DETAIL_LIMIT])
+
+    def _record(self, index: int, action: ChaosAction, phase: str, outcome: Outcome,
+                **extra) -> None:
+        append_event(self.run_dir, "chaos", index=index, phase=phase, action=action.action,
+                     target=action.target, at_s=round(time.time() - self.started, 3),
+                     ok=outcome.ok, detail=outcome.detail, **extra)
+
+    # ---- the actions -------------------------------------------------------------------------
+
+    def _service(self, action: ChaosAction, verb: str) -> Outcome:
+        """The demo target's admin endpoint (a compose project's `docker compose` comes later)."""
+        return self._request("POST", f"{self.host}/admin/services/{action.target}/{verb}",
+                             {}, None)
+
+    def _http(self, action: ChaosAction) -> Outcome:
+        options = action.options or {}
+        url = action.target if "://" in action.target else f"{self.host}{action.target}"
+        body = options.get("body")
+        if body is not None and not isinstance(body, str):
+            body = json.dumps(body)
+        return self._request(options.get("method", "POST"), url, options.get("headers") or {},
+                             body)
+
+    @staticmethod
+    def _request(method: str, url: str, headers: dict, body: str | None) -> Outcome:
+        request = urllib.request.Request(url, method=method, headers=headers,
+                                         data=body.encode() if body is not None else None)
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+                text = response.read(DETAIL_LIMIT).decode(errors="replace")
+                return Outcome(True, f"HTTP {response.status} {text}".strip())
+        except urllib.error.HTTPError as error:
+            return Outcome(False, f"HTTP {error.code} {error.reason}")
+        except (urllib.error.URLError, OSError) as error:
+            return Outcome(False, f"{url}: {getattr(error, 'reason', error)}")
+
+    def _fault(self, action: ChaosAction) -> Outcome:
+        options = action.options or {}
+        if action.action == "latency":
+            amount = parse_delay_ms(options.get("delay", 0))
+        else:
+            amount = float(options.get("rate", 1.0))
+        scaled = action.duration * self.time_scale if action.duration is not None else None
+        until = time.time() + scaled if scaled is not None else float("inf")
+        fault = Fault(action.action, options.get("endpoint"), amount, until)
+        self.spread(fault)
+        where = f"on {fault.endpoint}" if fault.endpoint else "on every request"
+        what = f"+{amount:g} ms" if action.action == "latency" else f"{amount:.0%} failed"
+        return Outcome(True, f"{what} {where}")
+
+    def _signal(self, action: ChaosAction, undo: bool = False) -> Outcome:
+        name = str((action.options or {}).get("signal", "SIGTERM")).upper()
+        if undo:  # only a stopped process can be given back
+            name = "SIGCONT"
+        number = getattr(signals, name if name.startswith("SIG") else f"SIG{name}")
+        with open(action.target) as pid_file:
+            pid = int(pid_file.read().split()[0])
+        os.kill(pid, number)
+        return Outcome(True, f"{name} sent to pid {pid}")
+
+    def _command(self, action: ChaosAction) -> Outcome:
+        if not self.allow_commands:  # the launcher refuses such runs; this guards other paths
+            return Outcome(False, "refused: chaos commands need --allow-chaos-commands")
+        command = str((action.options or {}).get("command"))
+        done = subprocess.run(command, shell=True, capture_output=True, text=True,
+                              timeout=COMMAND_TIMEOUT_S)
+        output = (done.stdout + done.stderr).strip()[-DETAIL_LIMIT:]
+        return Outcome(done.returncode == 0, f"exit {done.returncode}: {output}")
+
+
+DO: dict[str, Callable[[Chaos, ChaosAction], Outcome]] = {
+    "kill_pod": lambda chaos, action: chaos._service(action, "kill"),
+    "stop_service": lambda chaos, action: chaos._service(action, "kill"),
+    "restore_service": lambda chaos, action: chaos._service(action, "restore"),
+    "http": lambda chaos, action: chaos._http(action),
+    "signal": lambda chaos, action: chaos._signal(action),
+    "command": lambda chaos, action: chaos._command(action),
+    "latency": lambda chaos, action: chaos._fault(action),
+    "error_rate": lambda chaos, action: chaos._fault(action),
+}
+UNDO: dict[str, Callable[[Chaos, ChaosAction], Outcome]] = {
+    # Client-side faults end by themselves at `until`; their undo only says so.
+    "latency": lambda chaos, action: Outcome(True, "ended"),
+    "error_rate": lambda chaos, action: Outcome(True, "ended"),
+    "kill_pod": lambda chaos, action: chaos._service(action, "restore"),
+    "stop_service": lambda chaos, action: chaos._service(action, "restore"),
+    "signal": lambda chaos, action: chaos._signal(action, undo=True),
+}

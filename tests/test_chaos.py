@@ -1,0 +1,102 @@
+"""Chaos on the load's timeline, against the real demo target: faults, their windows, recovery."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from esr.demo import demo_target
+from esr.launch import RunSettings, run
+from esr.report_card import read_report_card
+from esr.rundir import read_table
+
+
+@pytest.fixture(scope="module")
+def target():
+    with demo_target() as url:
+        yield url
+
+
+def scenario(tmp_path: Path, chaos: str, sustain: str = "8s", slo: str = "") -> Path:
+    path = tmp_path / "scenario.yml"
+    path.write_text(f"""
+scenario: chaos rehearsal
+seed: 21
+citizens: {{template: low_income, count: 6, behavior: {{think_time: 50ms..150ms, retries: 0}}}}
+load_profile: {{sustain: {sustain}}}
+{slo}
+chaos:
+{chaos}
+""")
+    return path
+
+
+def services(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/admin/services", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_a_killed_service_fails_requests_only_inside_its_window(tmp_path, target):
+    path = scenario(tmp_path, "  - kill_pod svc-fee after 3s for 2s",
+                    slo="slo: {error_rate: 0.05}")
+    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run"))
+    (action,) = result.summary["chaos"]
+    assert action["action"] == "kill_pod" and action["ok"] is True
+    assert action["at_s"] == pytest.approx(3, abs=0.5)
+    assert action["until_s"] == pytest.approx(5, abs=0.5) and action["undo"]["ok"] is True
+    assert services(target) == {"svc-fee": "up"}
+    failing = [float(row["bucket_start"]) for row in read_table(tmp_path / "run", "latency")
+               if int(row["failures"])]
+    started = min(float(row["bucket_start"]) for row in read_table(tmp_path / "run", "latency"))
+    assert failing, "the outage should show as failed requests"
+    # Errors only inside the window, give or take one 1-second bucket.
+    assert all(action["at_s"] - 1.5 <= t - started <= action["until_s"] + 1.5 for t in failing)
+    card = read_report_card(tmp_path / "run")
+    (effect,) = card["chaos"]
+    assert effect["during"]["error_rate"] > 0.5 and effect["before"]["error_rate"] == 0
+    assert effect["recovery_s"] is not None and effect["recovery_s"] <= 2
+    scopes = {scope["scope"].split(" (")[0]: scope["passed"] for scope in card["slo_scopes"]}
+    assert scopes["during kill_pod svc-fee"] is False
+    assert scopes["before kill_pod svc-fee"] is True and scopes["after kill_pod svc-fee"] is True
+
+
+def test_a_failing_action_is_recorded_and_the_run_goes_on(tmp_path, target):
+    path = scenario(tmp_path, "\n".join([
+        "  - {action: http, target: 'http://127.0.0.1:9/nowhere', method: POST, after: 1s}",
+        "  - kill_pod svc-fee after 2s for 10m"]), sustain="4s")
+    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run"))
+    failed, outlived = result.summary["chaos"]
+    assert failed["ok"] is False and "127.0.0.1:9" in failed["detail"]
+    assert result.summary["requests"]["total"] > 10 and result.exit_code in (0, 1)
+    # Killed "for 10 minutes" in a 4-second run: restored when the run ended.
+    assert outlived["undo"] == {"ok": True, "detail": outlived["undo"]["detail"], "early": True}
+    assert services(target) == {"svc-fee": "up"}
+
+
+def test_client_side_latency_counts_in_the_window(tmp_path, target):
+    path = scenario(tmp_path, "  - {action: latency, delay: 300ms, endpoint: apply, after: 2s, "
+                    "duration: 2s}", sustain="6s")
+    result = run(RunSettings(scenario=path, host=target, workers=2, run_dir=tmp_path / "run"))
+    (effect,) = read_report_card(tmp_path / "run")["chaos"]
+    # Buckets at the window's edges mix in undelayed requests: the p95 shows the delay.
+    assert effect["ok"] and effect["during"]["p95_ms"] >= 300 > effect["before"]["p95_ms"]
+    assert result.summary["lost"]["requests_unaccounted"] == 0
+
+
+def test_commands_need_the_flag(tmp_path, target):
+    path = scenario(tmp_path, "  - {action: command, command: 'echo chaos-was-here', after: 1s}",
+                    sustain="2s")
+    refused = subprocess.run([sys.executable, "-m", "esr.cli", "run", str(path), "--host", target,
+                              "--workers", "0", "--run-dir", str(tmp_path / "refused")],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--allow-chaos-commands" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "refused").exists()
+    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run",
+                             allow_chaos_commands=True))
+    (action,) = result.summary["chaos"]
+    assert action["ok"] and "chaos-was-here" in action["detail"]
