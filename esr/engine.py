@@ -22,7 +22,7 @@ from pathlib import Path
 
 import gevent
 import gevent.queue
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from . import __version__
@@ -96,6 +96,7 @@ class EsrRun:
         self._final_pending = False
         self.lost_workers: list[dict] = []
         self.faults: list[Fault] = []  # client-side chaos in force (latency, error_rate)
+        self.aborted: dict | None = None
         self.chaos: Chaos | None = None
         self.started_at = self.ended_at = None
         self.configure()
@@ -202,6 +203,27 @@ class EsrRun:
             if self._progress is None or self._progress.dead:
                 self._progress = gevent.spawn(self._progress_loop)
             self._start_chaos()
+            if self.scenario.slo.abort_on_fail:
+                gevent.spawn(self._abort_on_fail)
+
+    def _abort_on_fail(self) -> None:
+        """Stop the run when an SLO fails over a whole window, as k6's abortOnFail does."""
+        window = self.scenario.slo.window * self.time_scale
+        # The master hears from workers every few seconds: judge a window that has arrived.
+        lag = WORKER_REPORT_INTERVAL if self.is_master else 0.0
+        began = time.time()
+        while self._finishing is None:
+            gevent.sleep(1.0)
+            now = time.time() - lag
+            if now - began < window:
+                continue
+            self._collect_local()
+            breach = self.tally.breach(self.scenario.slo.checks, now - window, now)
+            if breach:
+                self.aborted = {"at_s": round(time.time() - began, 3), "reason": breach}
+                append_event(self.run_dir, "aborted", reason=breach)
+                self.finish()
+                return
 
     def _start_chaos(self) -> None:
         options = self.environment.parsed_options
@@ -282,7 +304,7 @@ class EsrRun:
             write_tables(self.run_dir, self.tally, {
                 "run_id": self.run_id, "started_at": self.started_at,
                 "ended_at": self.ended_at, "workers": workers, "lost_workers": self.lost_workers,
-                "esr_version": __version__, "time_scale": self.time_scale,
+                "esr_version": __version__, "time_scale": self.time_scale, "aborted": self.aborted,
                 "user_scale": self.user_scale})
             self._write_live(final=True)
         # Request failures are findings for the report, not a failed process; the

@@ -123,7 +123,8 @@ class Launch:
             "host": s.host or scenario.target, "workers": s.workers,
             "time_scale": s.time_scale, "user_scale": s.user_scale,
             "planned_duration_s": self.planned_s,
-            "slo": [asdict(check) for check in scenario.slo],
+            "slo": [asdict(check) for check in scenario.slo.checks],
+            "slo_window_s": scenario.slo.window, "abort_on_fail": scenario.slo.abort_on_fail,
             "phases": [asdict(p) for p in plan_stages(scenario, s.time_scale, s.user_scale)],
         })
         source = yaml.safe_load(Path(scenario.file).read_text())

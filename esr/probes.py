@@ -226,6 +226,25 @@ class Tally:
     def failures(self) -> int:
         return sum(lat.failures for lat in self.latency.values())
 
+    def breach(self, checks, since: float, until: float) -> str | None:
+        """The first whole-run ceiling SLO broken by the requests of [since, until), worded."""
+        chosen = [lat for (_, bucket), lat in self.latency.items()
+                  if since <= bucket * self.bucket_s < until]
+        requests = sum(lat.requests for lat in chosen)
+        if not requests:
+            return None
+        histogram = merged(lat.histogram for lat in chosen)
+        figures = {"error_rate": sum(lat.failures for lat in chosen) / requests,
+                   "max_ms": max(lat.max_ms for lat in chosen),
+                   "avg_ms": sum(lat.total_ms for lat in chosen) / requests,
+                   **{f"p{q}_ms": percentile_ms(histogram, q) for q in (50, 90, 95, 99)}}
+        for check in checks:
+            actual = figures.get(check.metric)
+            if check.endpoint is None and actual is not None and actual > check.threshold:
+                return (f"{check.metric} {actual:.4g} above {check.threshold:g} over "
+                        f"{until - since:g}s")
+        return None
+
     def outcomes(self) -> Counter:
         totals: Counter = Counter()
         for (_, _, _, outcome, _), n in self.journeys.items():

@@ -59,7 +59,9 @@ CHAOS_KEYS = ("action", "target", "after", "duration", "method", "headers", "bod
               "delay", "rate", "endpoint", "command")
 SLO_METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "avg_ms", "error_rate",
                "rps_min", "impact_ratio_min")
-SLO_KEYS = (*SLO_METRICS, "endpoints")
+SLO_KEYS = (*SLO_METRICS, "endpoints", "window", "abort_on_fail")
+# With abort_on_fail and no window, a breach must last this long before the run is stopped.
+DEFAULT_ABORT_WINDOW_S = 10.0
 REPORT_KEYS = ("formats", "title")
 _CHAOS_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+after\s+(\S+)(?:\s+for\s+(\S+))?\s*$")
 EXTRACT_PATTERN = r"^(json(\.[A-Za-z0-9_-]+)+|header\.[A-Za-z0-9-]+|status)$"
@@ -144,6 +146,13 @@ class SloCheck:
 
 
 @dataclass(frozen=True)
+class Slo:
+    checks: tuple[SloCheck, ...] = ()
+    window: float | None = None  # each check also holds over every sliding window this long
+    abort_on_fail: bool = False  # stop the run when a check fails over a whole window
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     file: str
@@ -159,7 +168,7 @@ class Scenario:
     chaos: tuple[ChaosAction, ...]
     track_legal_blocks: bool
     hitl_skip: bool
-    slo: tuple[SloCheck, ...]
+    slo: Slo
     report_formats: tuple[str, ...]
     description: str = ""
     report_title: str | None = None
@@ -584,10 +593,20 @@ def _read_chaos(doc: Document, path: KeyPath, value: object) -> ChaosAction | No
     return ChaosAction(action, target, after, duration, options or None)
 
 
-def _read_slo(doc: Document, value: object) -> tuple[SloCheck, ...]:
+def _read_slo(doc: Document, value: object) -> Slo:
     data = f.mapping(doc, ("slo",), value, "SLO thresholds")
     if data is f.INVALID:
-        return ()
+        return Slo()
+    window = f.duration(doc, ("slo", "window"), data["window"]) if "window" in data else None
+    if window is not None and window is not f.INVALID and window <= 0:
+        doc.problem(("slo", "window"), "a window must last longer than zero")
+    abort = f.boolean(doc, ("slo", "abort_on_fail"), data.get("abort_on_fail", False))
+    if abort and window is None:
+        window = DEFAULT_ABORT_WINDOW_S
+    return Slo(_read_checks(doc, data), window or None, bool(abort))
+
+
+def _read_checks(doc: Document, data: dict) -> tuple[SloCheck, ...]:
     f.check_keys(doc, ("slo",), data, SLO_KEYS)
     checks = [check for metric in SLO_METRICS if metric in data
               if (check := _read_check(doc, ("slo", metric), metric, data[metric], None))]

@@ -114,7 +114,8 @@ def _chaos() -> dict:
 def _slo() -> dict:
     metrics = {m: {"type": "number", "minimum": 0} for m in s.SLO_METRICS}
     endpoints = {"type": "object", "additionalProperties": _closed(metrics)}
-    return _closed({**metrics, "endpoints": endpoints})
+    return _closed({**metrics, "endpoints": endpoints, "window": DURATION,
+                    "abort_on_fail": {"type": "boolean"}})
 
 
 def scenario_schema() -> dict:

@@ -28,7 +28,8 @@ def build_summary(run_dir) -> dict:
     counters = read_json(run_dir / COUNTERS) if (run_dir / COUNTERS).is_file() else {}
     started, ended = counters.get("started_at"), counters.get("ended_at")
     duration_s = _seconds_between(started, ended)
-    endpoints, total = _latency(read_table(run_dir, "latency"), duration_s)
+    latency = _decoded(read_table(run_dir, "latency"))
+    endpoints, total = _latency(latency, duration_s)
     journeys = read_table(run_dir, "journeys")
     by_outcome = Counter()
     for row in journeys:
@@ -61,7 +62,17 @@ def build_summary(run_dir) -> dict:
         "settings": {k: settings[k] for k in ("host", "time_scale", "user_scale")},
         "events": len(read_events(run_dir)),
     }
+    summary["aborted"] = counters.get("aborted")
     summary["slo"] = evaluate_slos(settings.get("slo", []), summary)
+    if settings.get("slo_window_s"):
+        windowed = worst_windows(settings.get("slo", []), summary, latency,
+                                 settings["slo_window_s"])
+        summary["slo"]["checks"] += windowed
+    if summary["aborted"]:
+        summary["slo"]["checks"].append({
+            "name": "not aborted", "metric": "abort_on_fail", "threshold": None,
+            "actual": summary["aborted"]["reason"], "passed": False})
+    summary["slo"]["passed"] = all(c["passed"] for c in summary["slo"]["checks"])
     return summary
 
 
@@ -88,12 +99,16 @@ def _seconds_between(start: str | None, end: str | None) -> float:
     return round(delta.total_seconds(), 3)
 
 
-def _latency(rows: list[dict], duration_s: float) -> tuple[list[dict], dict]:
+def _decoded(rows: list[dict]) -> list[tuple[dict, HdrHistogram]]:
+    return [(row, HdrHistogram.decode(row["hdr"].encode("ascii"))) for row in rows]
+
+
+def _latency(rows: list[tuple[dict, HdrHistogram]], duration_s: float
+             ) -> tuple[list[dict], dict]:
     by_endpoint: dict[str, dict] = {}
     overall = _Figures()
-    for row in rows:
+    for row, histogram in rows:
         figures = by_endpoint.setdefault(row["endpoint"], _Figures())
-        histogram = HdrHistogram.decode(row["hdr"].encode("ascii"))
         for target in (figures, overall):
             target.add(row, histogram)
     endpoints = [{"name": name, **figures.as_dict()}
@@ -166,6 +181,43 @@ def _legal_blocks(rows: list[dict]) -> dict:
     return dict(reasons)
 
 
+def worst_windows(checks: list[dict], summary: dict, latency: list, window: float) -> list[dict]:
+    """Each check over every sliding window of the run (stepping a time bucket at a time):
+    the worst window is its actual value, so a bad minute cannot hide in a good half hour."""
+    by_bucket: dict[float, list] = defaultdict(list)
+    for row, histogram in latency:
+        by_bucket[float(row["bucket_start"])].append((row, histogram))
+    buckets = sorted(by_bucket)
+    if not buckets:
+        return []
+    width = float(latency[0][0]["bucket_s"])
+    starts = [b for b in buckets if b + window <= buckets[-1] + width + 1e-9] or buckets[:1]
+    windowed = [c for c in checks if c["metric"] != "impact_ratio_min"]
+    worst: dict[int, tuple] = {}
+    for start in starts:
+        rows = [item for b in buckets if start <= b < start + window for item in by_bucket[b]]
+        endpoints, total = _latency(rows, window)
+        scoped = {**summary, "requests": total, "endpoints": endpoints, "duration_s": window}
+        for i, result in enumerate(evaluate_slos(windowed, scoped)["checks"]):
+            if result["actual"] is None:
+                continue
+            floor = result["metric"].endswith("_min")
+            better = i in worst and (result["actual"] >= worst[i][0] if floor
+                                     else result["actual"] <= worst[i][0])
+            if not better:
+                worst[i] = (result["actual"], start, result["passed"])
+    begin = buckets[0]
+    return [{"name": f"{_name(check)} (every {window:g}s window)",
+             "metric": check["metric"], "threshold": check["threshold"],
+             "actual": worst[i][0], "passed": worst[i][2], "window_s": window,
+             "worst_at_s": round(worst[i][1] - begin, 3)}
+            for i, check in enumerate(windowed) if i in worst]
+
+
+def _name(check: dict) -> str:
+    return f"{check['endpoint']} {check['metric']}" if check.get("endpoint") else check["metric"]
+
+
 def evaluate_slos(checks: list[dict], summary: dict) -> dict:
     """Each SLO check against the run; thresholds named *_min are floors, the rest ceilings."""
     results = []
@@ -174,7 +226,7 @@ def evaluate_slos(checks: list[dict], summary: dict) -> dict:
         actual = _actual(metric, summary, endpoint)
         floor = metric.endswith("_min")
         passed = actual is not None and (actual >= threshold if floor else actual <= threshold)
-        name = f"{endpoint} {metric}" if endpoint else metric
+        name = _name(check)
         results.append({"name": name, "metric": metric, "threshold": threshold,
                         "actual": actual, "passed": passed})
     return {"passed": all(r["passed"] for r in results), "checks": results}

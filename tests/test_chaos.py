@@ -100,3 +100,38 @@ def test_commands_need_the_flag(tmp_path, target):
                              allow_chaos_commands=True))
     (action,) = result.summary["chaos"]
     assert action["ok"] and "chaos-was-here" in action["detail"]
+
+
+def test_a_bad_minute_cannot_hide_in_a_good_run(tmp_path, target):
+    """Sliding windows: the whole run is within its error budget, its worst window is not."""
+    path = scenario(tmp_path, "  - kill_pod svc-fee after 3s for 2s", sustain="10s",
+                    slo="slo: {error_rate: 0.4, window: 2s}")
+    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run"))
+    checks = {c["name"]: c for c in result.summary["slo"]["checks"]}
+    assert checks["error_rate"]["passed"] is True
+    windowed = checks["error_rate (every 2s window)"]
+    assert windowed["passed"] is False and windowed["actual"] > 0.4
+    assert 1.5 <= windowed["worst_at_s"] <= 5.5
+    assert result.exit_code == 1
+
+
+def test_abort_on_fail_stops_a_failing_run_early(tmp_path, target):
+    urllib.request.urlopen(urllib.request.Request(
+        f"{target}/admin/services/svc-fee/kill", method="POST", data=b""), timeout=10).close()
+    try:
+        path = scenario(tmp_path, "  - restore_service svc-fee after 50s", sustain="60s",
+                        slo="slo: {error_rate: 0.05, window: 2s, abort_on_fail: true}")
+        result = subprocess.run(
+            [sys.executable, "-m", "esr.cli", "run", str(path), "--host", target,
+             "--workers", "0", "--run-dir", str(tmp_path / "run")],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        urllib.request.urlopen(urllib.request.Request(
+            f"{target}/admin/services/svc-fee/restore", method="POST", data=b""),
+            timeout=10).close()
+    assert result.returncode == 1, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["aborted"] and "error_rate" in summary["aborted"]["reason"]
+    assert summary["duration_s"] < 20
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Stopped early by abort_on_fail" in html and ">FAIL<" in html

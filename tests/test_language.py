@@ -46,7 +46,8 @@ def test_the_seed_scenario_reads_as_written():
     assert [(g.template, g.count) for g in seed.citizens] == [("low_income", 10000)]
     assert (seed.load_profile.ramp_up, seed.load_profile.sustain) == (300, 1500)
     assert seed.probes == ("latency", "errors", "act_route")
-    assert seed.slo == (SloCheck("p95_ms", 800.0), SloCheck("error_rate", 0.01))
+    assert seed.slo.checks == (SloCheck("p95_ms", 800.0), SloCheck("error_rate", 0.01))
+    assert seed.slo.window is None and not seed.slo.abort_on_fail
     assert seed.seed == 42 and seed.target == "http://127.0.0.1:8080"
     assert seed.reference_date == dt.date(2026, 1, 1)
 
