@@ -29,7 +29,7 @@ from .rundir import (
     read_json,
     write_json,
 )
-from .summary import build_summary, evaluate_slos
+from .summary import RUN_LEVEL_METRICS, build_summary, evaluate_slos
 
 SIGNIFICANCE = 0.05  # p-value below which a cohort's difference is called significant
 TOP_ERRORS = 10
@@ -72,7 +72,7 @@ def read_report_card(run_dir: Path) -> dict:
         "cohorts": _cohort_tests(summary["cohorts"]),
         "groups": _groups(run_dir),
         "legal_by_cohort": _legal_by_cohort(run_dir),
-        "chaos": _chaos_effects(settings, summary, latency),
+        "chaos": _chaos_effects(summary, latency),
         "events": events,
     }
 
@@ -181,7 +181,7 @@ def _chaos_windows(summary: dict) -> list[dict]:
 def _slo_scopes(settings: dict, summary: dict, latency: pd.DataFrame,
                 phases: list[dict]) -> list[dict]:
     """Every SLO check for the whole run, then within each phase and chaos window."""
-    checks = settings.get("slo", [])
+    checks = [c for c in settings.get("slo", []) if c["metric"] not in RUN_LEVEL_METRICS]
     scopes = [{"scope": "whole run", **summary["slo"]}]
     for phase in phases:
         rows = rows_in(latency, phase["start"], phase["end"], phase.get("rule", "midpoint"))
@@ -234,35 +234,15 @@ def _marks(events: list[dict], summary: dict) -> list[tuple[float, str]]:
     return marks
 
 
-# Recovery is judged against the scenario's SLOs, or these when it sets none.
-RECOVERY_DEFAULTS = {"error_rate": 0.01, "p95_ms": None}
-
-
-def _chaos_effects(settings: dict, summary: dict, latency: pd.DataFrame) -> list[dict]:
-    """Each action's effect (errors and p95 before and during) and its recovery time: from the
-    action's end until the first time bucket back within the SLOs."""
-    limits = {**RECOVERY_DEFAULTS, **{c["metric"]: c["threshold"] for c in settings.get("slo", [])
-                                      if c.get("endpoint") is None}}
-    buckets = [(t, _figures(rows)) for t, rows in latency.groupby("t")]
+def _chaos_effects(summary: dict, latency: pd.DataFrame) -> list[dict]:
+    """Each action with its effect: errors and percentiles before it and while it lasted."""
     rows = []
     for action in summary["chaos"]:
         start, end = action["at_s"], action["until_s"] or action["at_s"]
-        before = _figures(rows_in(latency, 0.0, start, "within"))
         during = _figures(rows_in(latency, start, end, "overlap")) if end > start else None
-        recovered = next((t for t, figures in buckets if t >= end and _within(figures, limits)),
-                         None)
-        rows.append({**action, "before": before, "during": during,
-                     "recovery_s": None if recovered is None else round(max(recovered - end, 0),
-                                                                          3)})
+        rows.append({**action, "before": _figures(rows_in(latency, 0.0, start, "within")),
+                     "during": during})
     return rows
-
-
-def _within(figures: dict, limits: dict) -> bool:
-    if not figures["requests"]:
-        return False
-    if limits["error_rate"] is not None and figures["error_rate"] > limits["error_rate"]:
-        return False
-    return limits["p95_ms"] is None or figures.get("p95_ms", 0) <= limits["p95_ms"]
 
 
 def _endpoints(summary: dict) -> list[dict]:

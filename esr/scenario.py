@@ -58,7 +58,7 @@ STEP_KEYS = ("name", "request", "json", "form", "body", "headers", "expect", "ex
 CHAOS_KEYS = ("action", "target", "after", "duration", "method", "headers", "body", "signal",
               "delay", "rate", "endpoint", "command")
 SLO_METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "avg_ms", "error_rate",
-               "rps_min", "impact_ratio_min")
+               "rps_min", "impact_ratio_min", "recovery_time_s")
 SLO_KEYS = (*SLO_METRICS, "endpoints", "window", "abort_on_fail")
 # With abort_on_fail and no window, a breach must last this long before the run is stopped.
 DEFAULT_ABORT_WINDOW_S = 10.0

@@ -20,6 +20,10 @@ IMPACT_RATIO_FLOOR = 0.8
 # The best cohort is chosen among those with at least this many citizens (when any has),
 # so five lucky applicants cannot set the bar for everyone.
 MIN_REFERENCE_COHORT = 20
+# Metrics of the run as a whole: not scored per phase, window or endpoint.
+RUN_LEVEL_METRICS = ("impact_ratio_min", "recovery_time_s")
+# Recovery after a chaos action is judged against the run's SLOs, or these where it sets none.
+RECOVERY_DEFAULTS = {"error_rate": 0.01, "p95_ms": None}
 SUCCESSFUL = ("approved",)
 
 
@@ -55,7 +59,8 @@ def build_summary(run_dir) -> dict:
         "arrivals": counters.get("arrivals", {}),
         "errors": [{"endpoint": r["endpoint"], "kind": r["kind"], "count": int(r["count"])}
                    for r in read_table(run_dir, "errors")],
-        "chaos": chaos_actions(read_events(run_dir)),
+        "chaos": _with_recovery(chaos_actions(read_events(run_dir)), latency, started,
+                                settings.get("slo", [])),
         "lost": {"workers": counters.get("lost_workers", []),
                  "requests_unaccounted": counters.get("requests_unaccounted", 0)},
         "complete": bool(counters),
@@ -90,6 +95,36 @@ def chaos_actions(events: list[dict]) -> list[dict]:
             actions[event["index"]].update(until_s=event["at_s"], undo={
                 "ok": event["ok"], "detail": event["detail"], "early": event.get("early", False)})
     return [actions[index] for index in sorted(actions)]
+
+
+def _with_recovery(actions: list[dict], latency: list, started: str | None,
+                   checks: list[dict]) -> list[dict]:
+    """Each action's recovery time: from its end (its undo, or the action itself) to the
+    first time bucket wholly after it that is back within the run's SLOs."""
+    if not actions or not latency or not started:
+        return actions
+    begin = dt.datetime.fromisoformat(started).timestamp()
+    limits = {**RECOVERY_DEFAULTS, **{c["metric"]: c["threshold"] for c in checks
+                                      if c.get("endpoint") is None}}
+    by_bucket: dict[float, list] = defaultdict(list)
+    for row, histogram in latency:
+        by_bucket[float(row["bucket_start"]) - begin].append((row, histogram))
+    healthy = [t for t, rows in sorted(by_bucket.items()) if _healthy(rows, limits)]
+    for action in actions:
+        end = action["until_s"] if action["until_s"] is not None else action["at_s"]
+        back = next((t for t in healthy if t >= end), None)
+        action["recovery_s"] = None if back is None else round(back - end, 3)
+    return actions
+
+
+def _healthy(rows: list, limits: dict) -> bool:
+    _, figures = _latency(rows, 1.0)
+    if not figures["total"]:
+        return False
+    if limits["error_rate"] is not None and \
+            figures["failures"] / figures["total"] > limits["error_rate"]:
+        return False
+    return limits["p95_ms"] is None or figures["p95_ms"] <= limits["p95_ms"]
 
 
 def _seconds_between(start: str | None, end: str | None) -> float:
@@ -192,7 +227,7 @@ def worst_windows(checks: list[dict], summary: dict, latency: list, window: floa
         return []
     width = float(latency[0][0]["bucket_s"])
     starts = [b for b in buckets if b + window <= buckets[-1] + width + 1e-9] or buckets[:1]
-    windowed = [c for c in checks if c["metric"] != "impact_ratio_min"]
+    windowed = [c for c in checks if c["metric"] not in RUN_LEVEL_METRICS]
     worst: dict[int, tuple] = {}
     for start in starts:
         rows = [item for b in buckets if start <= b < start + window for item in by_bucket[b]]
@@ -236,6 +271,9 @@ def _actual(metric: str, summary: dict, endpoint: str | None) -> float | None:
     if metric == "impact_ratio_min":
         ratios = [c["impact_ratio"] for c in summary["cohorts"] if c["impact_ratio"] is not None]
         return min(ratios) if ratios else None
+    if metric == "recovery_time_s":  # the slowest recovery; never recovered fails the check
+        times = [a.get("recovery_s") for a in summary["chaos"]]
+        return None if None in times else max(times, default=0.0)
     figures = summary["requests"]
     if endpoint is not None:
         figures = next((e for e in summary["endpoints"] if e["name"] == endpoint), None)

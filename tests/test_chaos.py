@@ -43,7 +43,7 @@ def services(url: str) -> dict:
 
 def test_a_killed_service_fails_requests_only_inside_its_window(tmp_path, target):
     path = scenario(tmp_path, "  - kill_pod svc-fee after 3s for 2s",
-                    slo="slo: {error_rate: 0.05}")
+                    slo="slo: {error_rate: 0.05, recovery_time_s: 3}")
     result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run"))
     (action,) = result.summary["chaos"]
     assert action["action"] == "kill_pod" and action["ok"] is True
@@ -60,6 +60,8 @@ def test_a_killed_service_fails_requests_only_inside_its_window(tmp_path, target
     (effect,) = card["chaos"]
     assert effect["during"]["error_rate"] > 0.5 and effect["before"]["error_rate"] == 0
     assert effect["recovery_s"] is not None and effect["recovery_s"] <= 2
+    checks = {c["name"]: c for c in result.summary["slo"]["checks"]}
+    assert checks["recovery_time_s"]["passed"] and checks["recovery_time_s"]["actual"] <= 2
     scopes = {scope["scope"].split(" (")[0]: scope["passed"] for scope in card["slo_scopes"]}
     assert scopes["during kill_pod svc-fee"] is False
     assert scopes["before kill_pod svc-fee"] is True and scopes["after kill_pod svc-fee"] is True
