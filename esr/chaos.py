@@ -114,9 +114,22 @@ class Chaos:
     # ---- the actions -------------------------------------------------------------------------
 
     def _service(self, action: ChaosAction, verb: str) -> Outcome:
-        """The demo target's admin endpoint (a compose project's `docker compose` comes later)."""
+        """A compose project's service through `docker compose`, else the demo target's admin
+        endpoint."""
+        project = (action.options or {}).get("compose_project")
+        if project:
+            command = ["docker", "compose", "-p", str(project),
+                       "kill" if verb == "kill" else "start", action.target]
+            return self._run(command)
         return self._request("POST", f"{self.host}/admin/services/{action.target}/{verb}",
                              {}, None)
+
+    @staticmethod
+    def _run(command: list[str] | str) -> Outcome:
+        done = subprocess.run(command, shell=isinstance(command, str), capture_output=True,
+                              text=True, timeout=COMMAND_TIMEOUT_S)
+        output = (done.stdout + done.stderr).strip()[-DETAIL_LIMIT:]
+        return Outcome(done.returncode == 0, f"exit {done.returncode}: {output}")
 
     def _http(self, action: ChaosAction) -> Outcome:
         options = action.options or {}
@@ -167,11 +180,7 @@ class Chaos:
     def _command(self, action: ChaosAction) -> Outcome:
         if not self.allow_commands:  # the launcher refuses such runs; this guards other paths
             return Outcome(False, "refused: chaos commands need --allow-chaos-commands")
-        command = str((action.options or {}).get("command"))
-        done = subprocess.run(command, shell=True, capture_output=True, text=True,
-                              timeout=COMMAND_TIMEOUT_S)
-        output = (done.stdout + done.stderr).strip()[-DETAIL_LIMIT:]
-        return Outcome(done.returncode == 0, f"exit {done.returncode}: {output}")
+        return self._run(str((action.options or {}).get("command")))
 
 
 DO: dict[str, Callable[[Chaos, ChaosAction], Outcome]] = {

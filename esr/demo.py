@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 
 from .errors import EsrError
+from .launch import end_process
 
 READY_PREFIX = "esr target listening on "
 
@@ -24,9 +25,4 @@ def demo_target(*arguments: str) -> Iterator[str]:
             raise EsrError(f"the demo target did not start: {line}{process.stderr.read()}")
         yield line[len(READY_PREFIX):].strip()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process, grace_s=10)

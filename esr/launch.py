@@ -226,12 +226,7 @@ class Launch:
             try:
                 process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                end_process(process)
 
     def _kill_all(self) -> None:
         for process in self.processes:
@@ -251,6 +246,17 @@ class Launch:
         summary = build_summary(self.run_dir)
         write_json(self.run_dir / SUMMARY, summary)
         return RunResult(self.run_id, self.run_dir, summary, exit_code_of(summary))
+
+
+def end_process(process: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Ask a child process to stop (SIGTERM), insist (SIGKILL) after grace_s, and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def exit_code_of(summary: dict) -> int:

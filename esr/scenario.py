@@ -56,7 +56,7 @@ STAGE_KEYS = ("duration", "citizens", "spawn_rate")
 STEP_KEYS = ("name", "request", "json", "form", "body", "headers", "expect", "extract",
              "think_time")
 CHAOS_KEYS = ("action", "target", "after", "duration", "method", "headers", "body", "signal",
-              "delay", "rate", "endpoint", "command")
+              "delay", "rate", "endpoint", "command", "compose_project")
 SLO_METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "avg_ms", "error_rate",
                "rps_min", "impact_ratio_min", "recovery_time_s")
 SLO_KEYS = (*SLO_METRICS, "endpoints", "window", "abort_on_fail")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -137,3 +138,20 @@ def test_abort_on_fail_stops_a_failing_run_early(tmp_path, target):
     assert summary["duration_s"] < 20
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Stopped early by abort_on_fail" in html and ">FAIL<" in html
+
+
+def test_a_compose_project_is_driven_with_docker_compose(tmp_path, target, monkeypatch):
+    """No Docker engine runs here: a stand-in `docker` on PATH records what ESR asks of it."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "docker-calls.txt"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho done\n')
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    path = scenario(tmp_path, "  - {action: kill_pod, target: svc-fee, compose_project: esr, "
+                    "after: 1s, duration: 1s}", sustain="3s")
+    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run"))
+    (action,) = result.summary["chaos"]
+    assert action["ok"] and action["undo"]["ok"]
+    assert calls.read_text().splitlines() == ["compose -p esr kill svc-fee",
+                                              "compose -p esr start svc-fee"]
+    assert result.summary["requests"]["failures"] == 0  # the demo target was left alone
