@@ -78,6 +78,7 @@ class EsrRun:
         self.scenario = scenario
         self.renderers = [StepRenderer(step) for step in scenario.journey or (DEFAULT_STEP,)]
         self.jitter_ms = scenario.network_jitter_ms
+        self.report_traits = scenario.report_traits
         self.hitl_skip = scenario.hitl_skip
         self.is_master = isinstance(environment.runner, MasterRunner)
         self.is_worker = isinstance(environment.runner, WorkerRunner)

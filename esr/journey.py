@@ -262,7 +262,8 @@ class CitizenUser(FastHttpUser):
     def _end(self, outcome: str) -> None:
         citizen = self.visit.citizen
         self.run.probes.journey(self.group.name, citizen["age_band"], citizen["veteran"],
-                                outcome, self.visit.frustrated)
+                                outcome, self.visit.frustrated,
+                                tuple((t, citizen[t]) for t in self.run.report_traits))
         self.visit = None
         self.pause = self.run.think(self.behavior.think_time, self.random)
 

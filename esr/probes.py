@@ -125,6 +125,7 @@ class Probes:
         self.legal_blocks: Counter = Counter()  # (reason, age_band, veteran)
         self.hitl: Counter = Counter()  # paused, skipped
         self.journeys: Counter = Counter()  # (group, age_band, veteran, outcome, frustrated)
+        self.traits: Counter = Counter()  # (trait, value, outcome) for the traits a report names
         self.arrivals: Counter = Counter()  # on_time, late, late_ms_total, missed
         self.arrival_late_max_ms = 0.0
         self.unaccounted = 0  # requests cut off mid-flight: sent, but their fate unknown
@@ -148,8 +149,10 @@ class Probes:
             self.hitl["skipped"] += 1
 
     def journey(self, group: str, age_band: str, veteran: bool, outcome: str,
-                frustrated: bool) -> None:
+                frustrated: bool, traits: tuple = ()) -> None:
         self.journeys[(group, age_band, veteran, outcome, frustrated)] += 1
+        for trait, value in traits:
+            self.traits[(trait, value, outcome)] += 1
 
     def arrival(self, late_s: float) -> None:
         """An open-model arrival that started `late_s` after its scheduled time."""
@@ -169,6 +172,7 @@ class Probes:
             "legal_blocks": [[*key, n] for key, n in self.legal_blocks.items()],
             "hitl": dict(self.hitl),
             "journeys": [[*key, n] for key, n in self.journeys.items()],
+            "traits": [[*key, n] for key, n in self.traits.items()],
             "arrivals": {**self.arrivals, "late_ms_max": self.arrival_late_max_ms},
             "unaccounted": self.unaccounted,
         }
@@ -186,6 +190,7 @@ class Tally:
         self.legal_blocks: Counter = Counter()
         self.hitl: Counter = Counter()
         self.journeys: Counter = Counter()
+        self.traits: Counter = Counter()
         self.arrivals: Counter = Counter()
         self.arrival_late_max_ms = 0.0
         self.unaccounted = 0
@@ -211,6 +216,8 @@ class Tally:
         self.hitl.update(data["hitl"])
         for *key, n in data["journeys"]:
             self.journeys[tuple(key)] += n
+        for *key, n in data["traits"]:
+            self.traits[tuple(key)] += n
         arrivals = dict(data["arrivals"])
         self.arrival_late_max_ms = max(self.arrival_late_max_ms, arrivals.pop("late_ms_max", 0))
         self.arrivals.update(arrivals)

@@ -27,6 +27,7 @@ TABLES = {
                                      "failures", "total_ms", "min_ms", "max_ms", "hdr")),
     "journeys": ("esr_journeys.csv", ("group", "age_band", "veteran", "outcome", "frustrated",
                                        "citizens")),
+    "traits": ("esr_traits.csv", ("trait", "value", "outcome", "citizens")),
     "errors": ("esr_errors.csv", ("endpoint", "kind", "count")),
     "routes": ("esr_routes.csv", ("route", "count")),
     "legal_blocks": ("esr_legal_blocks.csv", ("reason", "age_band", "veteran", "count")),
@@ -63,6 +64,7 @@ def write_tables(run_dir: Path, tally, counters: dict) -> None:
                      lat.histogram.encode().decode("ascii")]
                     for (name, bucket), lat in sorted(tally.latency.items())],
         "journeys": [[*key, n] for key, n in sorted(tally.journeys.items())],
+        "traits": [[*key, n] for key, n in sorted(tally.traits.items(), key=str)],
         "errors": [[*key, n] for key, n in sorted(tally.errors.items())],
         "routes": sorted(tally.routes.items()),
         "legal_blocks": [[*key, n] for key, n in sorted(tally.legal_blocks.items())],

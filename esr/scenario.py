@@ -62,7 +62,11 @@ SLO_METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "avg_ms", "erro
 SLO_KEYS = (*SLO_METRICS, "endpoints", "window", "abort_on_fail")
 # With abort_on_fail and no window, a breach must last this long before the run is stopped.
 DEFAULT_ABORT_WINDOW_S = 10.0
-REPORT_KEYS = ("formats", "title")
+REPORT_KEYS = ("formats", "title", "traits")
+# Traits the report can break outcomes down by: few values each (age has its bands already;
+# income would make a row per dollar).
+REPORT_TRAITS = ("veteran", "disability", "employment", "state", "language", "digital_comfort",
+                 "household_size")
 _CHAOS_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+after\s+(\S+)(?:\s+for\s+(\S+))?\s*$")
 EXTRACT_PATTERN = r"^(json(\.[A-Za-z0-9_-]+)+|header\.[A-Za-z0-9-]+|status)$"
 _EXTRACT = re.compile(EXTRACT_PATTERN)
@@ -172,6 +176,7 @@ class Scenario:
     report_formats: tuple[str, ...]
     description: str = ""
     report_title: str | None = None
+    report_traits: tuple[str, ...] = ()  # outcomes are also broken down by these traits
     language_version: int = LANGUAGE_VERSION
 
 
@@ -218,7 +223,7 @@ def _read_scenario(doc: Document, path: Path, problems: list) -> Scenario | None
     flags = {key: f.boolean(doc, (key,), data.get(key, False))
              for key in ("track_legal_blocks", "hitl_skip")}
     slo = _read_slo(doc, data.get("slo", {}))
-    formats, title = _read_report(doc, data.get("report", {}))
+    formats, title, report_traits = _read_report(doc, data.get("report", {}))
     description = data.get("description", "")
     if profile:
         _check_timeline(doc, profile, groups, chaos)
@@ -232,7 +237,8 @@ def _read_scenario(doc: Document, path: Path, problems: list) -> Scenario | None
         load_profile=profile, journey=journey, probes=probes, network_jitter_ms=jitter,
         chaos=chaos, track_legal_blocks=flags["track_legal_blocks"],
         hitl_skip=flags["hitl_skip"], slo=slo, report_formats=formats,
-        description=description if isinstance(description, str) else "", report_title=title)
+        description=description if isinstance(description, str) else "", report_title=title,
+        report_traits=report_traits)
 
 
 def _read_target(doc: Document, value: object) -> str:
@@ -630,17 +636,21 @@ def _read_check(doc, path, metric, value, endpoint) -> SloCheck | None:
     return None if threshold is f.INVALID else SloCheck(metric, float(threshold), endpoint)
 
 
-def _read_report(doc: Document, value: object) -> tuple[tuple[str, ...], str | None]:
+def _read_report(doc: Document, value: object
+                 ) -> tuple[tuple[str, ...], str | None, tuple[str, ...]]:
     data = f.mapping(doc, ("report",), value, "report settings")
     if data is f.INVALID:
-        return REPORT_FORMATS, None
+        return REPORT_FORMATS, None, ()
     f.check_keys(doc, ("report",), data, REPORT_KEYS)
     formats = [name for path, item in
                f.items(doc, ("report", "formats"), data.get("formats", list(REPORT_FORMATS)),
                        "a list of report formats")
                if (name := f.choice(doc, path, item, REPORT_FORMATS, what="report format"))]
     title = f.text(doc, ("report", "title"), data["title"]) if "title" in data else None
-    return tuple(formats), title or None
+    traits = [name for path, item in f.items(doc, ("report", "traits"), data.get("traits", []),
+                                             "a list of traits")
+              if (name := f.choice(doc, path, item, REPORT_TRAITS, what="report trait"))]
+    return tuple(formats), title or None, tuple(dict.fromkeys(traits))
 
 
 def age_band(age: int) -> str:

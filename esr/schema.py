@@ -137,7 +137,8 @@ def scenario_schema() -> dict:
         "hitl_skip": {"type": "boolean"},
         "slo": _slo(),
         "report": _closed({"formats": {"type": "array", "items": {"enum": list(s.REPORT_FORMATS)}},
-                           "title": {"type": "string"}}),
+                           "title": {"type": "string"},
+                           "traits": {"type": "array", "items": {"enum": list(s.REPORT_TRAITS)}}}),
     }
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
             "title": "ESR scenario", **_closed({key: kinds[key] for key in s.SCENARIO_KEYS},

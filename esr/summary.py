@@ -52,6 +52,7 @@ def build_summary(run_dir) -> dict:
                      "frustrated": sum(int(r["citizens"]) for r in journeys
                                        if r["frustrated"] == "True")},
         "cohorts": cohorts,
+        "by_trait": _by_trait(read_table(run_dir, "traits")),
         "routes": {r["route"]: int(r["count"]) for r in read_table(run_dir, "routes")},
         "legal_blocks": _legal_blocks(read_table(run_dir, "legal_blocks")),
         "hitl": {"paused": counters.get("hitl", {}).get("paused", 0),
@@ -190,14 +191,17 @@ def _cohorts(journeys: list[dict]) -> list[dict]:
     for row in journeys:
         table[(row["age_band"], row["veteran"] == "True")][row["outcome"]] += int(row["citizens"])
     order = {label: i for i, (_, _, label) in enumerate(AGE_BANDS)}
-    rows = []
-    for (band, veteran), outcomes in sorted(table.items(),
-                                            key=lambda kv: (order.get(kv[0][0], -1), kv[0][1])):
-        citizens = sum(outcomes.values())
-        rows.append({"age_band": band, "veteran": veteran, "citizens": citizens,
-                     "by_outcome": dict(outcomes),
-                     "approval_rate": outcomes["approved"] / citizens,
-                     "rejection_rate": outcomes["rejected"] / citizens})
+    ordered = sorted(table.items(), key=lambda kv: (order.get(kv[0][0], -1), kv[0][1]))
+    return _rated([{"age_band": band, "veteran": veteran, "citizens": sum(outcomes.values()),
+                    "by_outcome": dict(outcomes)} for (band, veteran), outcomes in ordered])
+
+
+def _rated(rows: list[dict]) -> list[dict]:
+    """Approval and rejection rates, and each row's impact ratio against the best row's
+    approval rate (the four-fifths rule), the best chosen among rows of sizable groups."""
+    for row in rows:
+        row["approval_rate"] = row["by_outcome"].get("approved", 0) / row["citizens"]
+        row["rejection_rate"] = row["by_outcome"].get("rejected", 0) / row["citizens"]
     sizable = [row for row in rows if row["citizens"] >= MIN_REFERENCE_COHORT] or rows
     best = max((row["approval_rate"] for row in sizable), default=0.0)
     for row in rows:
@@ -207,6 +211,17 @@ def _cohorts(journeys: list[dict]) -> list[dict]:
         row["approval_rate"] = round(row["approval_rate"], 4)
         row["rejection_rate"] = round(row["rejection_rate"], 4)
     return rows
+
+
+def _by_trait(rows: list[dict]) -> dict:
+    """Outcomes by each trait the scenario's report names, with the same rates and flags."""
+    table: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    for row in rows:
+        table[row["trait"]][row["value"]][row["outcome"]] += int(row["citizens"])
+    return {trait: _rated([{"value": value, "citizens": sum(outcomes.values()),
+                            "by_outcome": dict(outcomes)}
+                           for value, outcomes in sorted(values.items())])
+            for trait, values in sorted(table.items())}
 
 
 def _legal_blocks(rows: list[dict]) -> dict:

@@ -34,6 +34,7 @@ citizens:
     behavior: {think_time: 50ms..300ms}
 load_profile: {ramp_up: 1s, sustain: 6s}
 slo: {p95_ms: 500, error_rate: 0.02, p99_ms: 0.5}
+report: {traits: [disability, language]}
 """
 
 
@@ -104,6 +105,16 @@ def test_the_html_says_the_verdict_flags_the_planted_bias_and_loads_nothing(repo
     assert not {"script", "iframe", "link", "object", "embed"} & set(page.tags)
     assert all(ref.startswith(("data:", "#")) for ref in page.references), page.references
     assert "Report card &lt;check&gt; &amp; co" in html
+
+
+def test_outcomes_by_the_traits_the_scenario_names(report):
+    summary = report["result"].summary
+    assert set(summary["by_trait"]) == {"disability", "language"}
+    for rows in summary["by_trait"].values():
+        assert sum(row["citizens"] for row in rows) == summary["citizens"]["total"]
+        assert all({"impact_ratio", "flagged", "approval_rate"} <= set(row) for row in rows)
+    html = report["files"]["html"].read_text()
+    assert 'id="trait-disability"' in html and 'id="trait-language"' in html
 
 
 def test_the_pdf_has_the_same_verdict_and_cohort_rows_as_text(report):
