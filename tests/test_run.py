@@ -253,3 +253,17 @@ def test_bad_input_exits_2_before_anything_runs(tmp_path):
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_workers_that_never_connect_are_a_run_error(tmp_path, target, monkeypatch):
+    """Workers that die before connecting (here: started as `locust --version`)."""
+    from esr import launch
+
+    monkeypatch.setattr(launch, "WORKERS_CONNECT_TIMEOUT_S", 3)
+    spawn = launch.Launch._spawn
+    monkeypatch.setattr(launch.Launch, "_spawn", lambda self, role, arguments: spawn(
+        self, role, arguments if role == "master" else ["--version"]))
+    path = write_scenario(tmp_path, COUNTING % {"sustain": "2s"})
+    with pytest.raises(launch.RunError, match="workers never connected") as raised:
+        run(RunSettings(scenario=path, host=target, workers=2, run_dir=tmp_path / "run"))
+    assert raised.value.exit_code == 3
