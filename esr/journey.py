@@ -37,8 +37,6 @@ from .wire import (
 
 logger = logging.getLogger(__name__)
 
-OUTCOMES = ("approved", "rejected", "blocked", "paused", "abandoned", "error", "completed",
-            "incomplete")
 # A step slower than this many times the citizen's patience makes it walk away.
 WALK_AWAY_FACTOR = 2.0
 DEFAULT_STEP = Step(name="apply", method="POST", path="/apply")

@@ -17,11 +17,10 @@ from .errors import BadInput
 from .report_card import read_report_card
 from .rundir import SUMMARY
 from .summary import IMPACT_RATIO_FLOOR, MIN_REFERENCE_COHORT
+from .wire import OUTCOMES
 
 FORMATS = ("html", "pdf", "json", "junit")
 FILES = {"html": "report.html", "pdf": "report.pdf", "json": SUMMARY, "junit": "junit.xml"}
-OUTCOME_ORDER = ("approved", "rejected", "blocked", "paused", "abandoned", "error", "completed",
-                 "incomplete")
 _TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                          autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
                          lstrip_blocks=True)
@@ -60,7 +59,7 @@ def write_report_card(run_dir: Path, formats=FORMATS, out_dir: Path | None = Non
 
 
 def render_html(card: dict) -> str:
-    outcomes = [o for o in OUTCOME_ORDER if any(
+    outcomes = [o for o in OUTCOMES if any(
         c["by_outcome"].get(o) for c in card["cohorts"]) or card["citizens"]["by_outcome"].get(o)]
     return _TEMPLATES.get_template("report.html.j2").render(
         card=card, charts=_charts(card), outcomes=outcomes or ["approved", "rejected"],
@@ -77,7 +76,7 @@ def _charts(card: dict) -> dict[str, str]:
     labels = [f"{c['age_band']} {'veteran' if c['veteran'] else 'non-veteran'}"
               for c in cohorts]
     outcomes = sorted({o for c in cohorts for o in c["by_outcome"]},
-                      key=lambda o: OUTCOME_ORDER.index(o) if o in OUTCOME_ORDER else 99)
+                      key=lambda o: OUTCOMES.index(o) if o in OUTCOMES else 99)
     return {
         "throughput": charts.line_chart(
             {"requests/s": timeline["rps"], "failures/s": timeline["errors"]},

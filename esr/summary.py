@@ -24,7 +24,6 @@ MIN_REFERENCE_COHORT = 20
 RUN_LEVEL_METRICS = ("impact_ratio_min", "recovery_time_s")
 # Recovery after a chaos action is judged against the run's SLOs, or these where it sets none.
 RECOVERY_DEFAULTS = {"error_rate": 0.01, "p95_ms": None}
-SUCCESSFUL = ("approved",)
 
 
 def build_summary(run_dir) -> dict:

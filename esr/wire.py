@@ -10,6 +10,10 @@ ROUTE_HEADER = "X-ACT-Route"  # a routing decision (act_route probe)
 VERDICT_HEADER = "X-ESQ-Verdict"  # "blocked; reason=HIPAA" (legal_blocks probe)
 HITL_HEADER = "X-HITL-Pending"  # with HTTP 202: paused for human review (hitl probe)
 
+# Every journey ends in exactly one of these, decided by its last response (journey.py).
+OUTCOMES = ("approved", "rejected", "blocked", "paused", "abandoned", "error", "completed",
+            "incomplete")
+
 # The default journey (the seed's bot) POSTs these traits of the citizen to /apply.
 DEFAULT_BODY_FIELDS = ("citizen_id", "name", "age", "income", "veteran", "household_size",
                        "date_of_birth", "disability", "employment", "state", "zip", "language")
