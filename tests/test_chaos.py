@@ -155,3 +155,29 @@ def test_a_compose_project_is_driven_with_docker_compose(tmp_path, target, monke
     assert calls.read_text().splitlines() == ["compose -p esr kill svc-fee",
                                               "compose -p esr start svc-fee"]
     assert result.summary["requests"]["failures"] == 0  # the demo target was left alone
+
+
+def test_injected_failures_and_signals(tmp_path, target):
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        pid_file = tmp_path / "sleeper.pid"
+        pid_file.write_text(f"{sleeper.pid}\n")
+        path = scenario(tmp_path, "\n".join([
+            "  - {action: error_rate, rate: 1.0, endpoint: apply, after: 1s, duration: 1s}",
+            f"  - {{action: signal, target: '{pid_file}', signal: SIGTERM, after: 2s}}"]),
+            sustain="3s")
+        result = run(RunSettings(scenario=path, host=target, workers=0,
+                                 run_dir=tmp_path / "run"))
+        assert sleeper.wait(timeout=10) == -15  # the signal reached the process
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+    injected, signalled = result.summary["chaos"]
+    assert injected["ok"] and signalled["ok"] and f"pid {sleeper.pid}" in signalled["detail"]
+    errors = {e["kind"]: e["count"] for e in result.summary["errors"]}
+    assert errors.get("injected failure (chaos)", 0) > 0
+    # Injected failures are still real requests: the target served every one.
+    served = json.loads(urllib.request.urlopen(
+        f"{target}/admin/stats?run={result.run_id}", timeout=10).read())
+    assert served["requests"]["total"] == result.summary["requests"]["total"]
