@@ -268,6 +268,54 @@ def _print_summary(summary: dict) -> None:
         print(f"  lost: {summary['lost']}", file=sys.stderr)
 
 
+def _master_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", metavar="SCENARIO")
+    parser.add_argument("--expect-workers", type=_positive_int, default=1, metavar="N",
+                        help="start when N workers have connected (default 1)")
+    parser.add_argument("--bind", type=_host_port, default=("0.0.0.0", 5557),
+                        metavar="HOST:PORT", help="where workers connect (default 0.0.0.0:5557)")
+    parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
+    parser.add_argument("--run-dir", metavar="DIR")
+    parser.add_argument("--allow-chaos-commands", action="store_true")
+    _scale_arguments(parser)
+
+
+def master(args: argparse.Namespace) -> int:
+    """A headless master for workers on other hosts; it writes the run and its report card."""
+    from .launch import RunSettings
+
+    settings = RunSettings(scenario=Path(args.scenario), host=args.host,
+                           workers=args.expect_workers, bind=args.bind,
+                           run_dir=Path(args.run_dir) if args.run_dir else None,
+                           time_scale=args.time_scale, user_scale=args.user_scale,
+                           allow_chaos_commands=args.allow_chaos_commands)
+    return _run_and_report(settings)
+
+
+def _worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", metavar="SCENARIO",
+                        help="the same scenario file as the master's (checked by its hash)")
+    parser.add_argument("--master", type=_host_port, required=True, metavar="HOST:PORT")
+
+
+def worker(args: argparse.Namespace) -> int:
+    import os
+
+    from .launch import worker_command
+
+    command, env = worker_command(Path(args.scenario), args.master)
+    os.execve(command[0], command, env)  # signals (docker stop) reach Locust directly
+    return EXIT_OK  # not reached
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:5557, "
+                                         f"got '{text}'")
+    return host.strip("[]"), int(port)
+
+
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=_non_negative_int, default=8080, help="0 picks a free port")
@@ -326,6 +374,9 @@ COMMANDS: dict[str, tuple[Callable, str, Callable]] = {
                 _compile_arguments),
     "run": (run, "run a scenario headless and write its run directory", _run_arguments),
     "report": (report, "build the report card of a run directory", _report_arguments),
+    "master": (master, "run as the master of workers on other hosts (headless)",
+               _master_arguments),
+    "worker": (worker, "run as a worker of a master on another host", _worker_arguments),
     "target": (target, "serve the bundled demo rental-assistance service", _target_arguments),
     "demo": (demo, "run the demo scenario against the bundled target", _demo_arguments),
 }

@@ -13,6 +13,7 @@ worker's final report, and only then quits and writes the probe tables.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import gevent
 import gevent.queue
+from locust.rpc import Message
 from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
@@ -35,6 +37,8 @@ from .scenario import Scenario
 from .stages import Phase, open_model_pool, plan_stages
 from .units import Span
 from .wire import STOP_TIMEOUT_S
+
+logger = logging.getLogger(__name__)
 
 # Citizen blocks are dealt to processes in strides of this many, so any worker index
 # below it makes citizens no other process makes, and worker 0 makes what one process would.
@@ -94,6 +98,7 @@ class EsrRun:
         self._progress = None
         self._phase: Phase | None = None
         self._finals: set[str] = set()
+        self._refused: set[str] = set()
         self._final_pending = False
         self.lost_workers: list[dict] = []
         self.faults: list[Fault] = []  # client-side chaos in force (latency, error_rate)
@@ -109,7 +114,12 @@ class EsrRun:
             events.worker_report.add_listener(self._on_worker_report)
         else:
             events.request.add_listener(self._on_request)
+        if self.is_master:
+            environment.runner.register_message("esr_hello", self._on_hello)
         if self.is_worker:
+            # Tell the master which scenario this worker runs: it refuses a different one.
+            environment.runner.send_message("esr_hello", {
+                "sha256": scenario.sha256, "version": __version__, "file": scenario.file})
             events.report_to_master.add_listener(self._on_report_to_master)
             environment.runner.register_message(
                 "esr_fault", lambda msg, **_: self.faults.append(Fault(**msg.data)))
@@ -170,6 +180,18 @@ class EsrRun:
         if self.request_log is not None:
             self.request_log.write(f"{name},{response_time!r},{int(failure is not None)}\n")
 
+    def _on_hello(self, environment, msg, **_):
+        theirs = msg.data
+        if (theirs["sha256"], theirs["version"]) == (self.scenario.sha256, __version__):
+            return
+        reason = (f"worker {msg.node_id} runs {theirs['file']} (sha256 {theirs['sha256'][:16]}, "
+                  f"ESR {theirs['version']}) but this master runs {self.scenario.file} "
+                  f"(sha256 {self.scenario.sha256[:16]}, ESR {__version__})")
+        logger.error("refusing a worker: %s", reason)
+        self._refused.add(msg.node_id)
+        append_event(self.run_dir, "worker_refused", worker=msg.node_id, reason=reason)
+        environment.runner.server.send_to_client(Message("quit", None, msg.node_id))
+
     def _on_report_to_master(self, client_id, data):
         data["esr"] = self.probes.drain()
         if self._final_pending:
@@ -177,6 +199,8 @@ class EsrRun:
             self._final_pending = False
 
     def _on_worker_report(self, client_id, data):
+        if client_id in self._refused:  # another scenario's figures must not mix with ours
+            return
         if "esr" in data:
             self.tally.merge(data["esr"])
         if data.get("esr_final"):
@@ -256,6 +280,10 @@ class EsrRun:
             # The remainder goes now, ahead of the worker's "client_stopped" message.
             self._final_pending = True
             environment.runner._send_stats()
+            # Locust's worker next sleeps out the stop timeout before it reads another
+            # message, so the master's quit would wait 35 s: the users are stopped already.
+            # (The next spawn message brings the master's stop timeout back.)
+            environment.stop_timeout = 0
 
     def finish(self, *_):
         """End the run gracefully: at the shape's end, on SIGUSR1 (Ctrl-C in `esr-locust run`)

@@ -63,6 +63,7 @@ class RunSettings:
     run_id: str | None = None
     request_log: Path | None = None  # a raw log of every request, to check ESR's own figures
     allow_chaos_commands: bool = False  # a scenario is input, not code: shell commands opt in
+    bind: tuple[str, int] | None = None  # a master for workers on other hosts: where it listens
 
 
 @dataclass
@@ -155,11 +156,13 @@ class Launch:
         if s.workers == 0:
             self._spawn("locust", common)
             return
-        port = _free_port()
-        self._spawn("master", [*common, "--master", "--master-bind-host", "127.0.0.1",
+        host, port = s.bind or ("127.0.0.1", _free_port())
+        self._spawn("master", [*common, "--master", "--master-bind-host", host,
                                "--master-bind-port", str(port), "--expect-workers",
                                str(s.workers), "--expect-workers-max-wait",
                                str(WORKERS_CONNECT_TIMEOUT_S)])
+        if s.bind is not None:
+            return  # the workers are started on their own hosts (esr-locust worker)
         for index in range(s.workers):
             self._spawn(f"worker-{index}", ["--worker", "--master-host", "127.0.0.1",
                                             "--master-port", str(port), "--loglevel", "WARNING"])
@@ -257,6 +260,14 @@ def end_process(process: subprocess.Popen, grace_s: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def worker_command(scenario: Path, master: tuple[str, int]) -> tuple[list[str], dict]:
+    """The Locust worker an `esr-locust worker` becomes (it replaces its own process)."""
+    load_scenario(scenario)  # bad input is reported here, clearly, not by Locust
+    env = {**os.environ, "ESR_SCENARIO": str(Path(scenario).resolve())}
+    return ([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+             "--master-host", master[0], "--master-port", str(master[1])], env)
 
 
 def exit_code_of(summary: dict) -> int:

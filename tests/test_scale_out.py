@@ -1,0 +1,120 @@
+"""A master and workers started as separate commands, as on separate hosts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from esr.demo import demo_target
+from esr.launch import end_process
+from esr.rundir import read_events
+
+SCENARIO = """
+scenario: spread out
+seed: 31
+citizens: {template: students, count: 4, behavior: {think_time: 50ms..150ms}}
+load_profile: {sustain: 5s}
+"""
+
+
+@pytest.fixture(scope="module")
+def target():
+    with demo_target() as url:
+        yield url
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def esr_locust(*args: str) -> list[str]:
+    return [sys.executable, "-m", "esr.cli", *args]
+
+
+def test_the_master_refuses_a_worker_with_another_scenario(tmp_path, target):
+    scenario, other = tmp_path / "scenario.yml", tmp_path / "other.yml"
+    scenario.write_text(SCENARIO)
+    other.write_text(SCENARIO.replace("seed: 31", "seed: 32"))
+    port, run_dir = free_port(), tmp_path / "run"
+    master = subprocess.Popen(esr_locust(
+        "master", str(scenario), "--expect-workers", "1", "--bind", f"127.0.0.1:{port}",
+        "--host", target, "--run-dir", str(run_dir)), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    good = subprocess.Popen(esr_locust("worker", str(scenario), "--master", f"127.0.0.1:{port}"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (run_dir / "live.json").is_file():
+            time.sleep(0.2)
+        # A second worker, with another scenario file, joins the running test: refused.
+        refused = subprocess.run(esr_locust("worker", str(other), "--master",
+                                            f"127.0.0.1:{port}"),
+                                 capture_output=True, text=True, timeout=60)
+        out, err = master.communicate(timeout=120)
+        good.wait(timeout=30)  # told to quit by the master when the run ended
+    finally:
+        for process in (master, good):
+            end_process(process)
+    assert refused.returncode == 0  # told to quit by the master, it leaves cleanly
+    assert master.returncode == 0, err
+    assert good.returncode == 0
+    (event,) = [e for e in read_events(run_dir) if e["event"] == "worker_refused"]
+    assert str(other) in event["reason"] and str(scenario) in event["reason"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["requests"]["total"] > 10 and out.strip().endswith("report.html")
+
+
+def test_bad_master_addresses_and_scenarios_are_bad_input(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("scenario: x\n")
+    for args in (["worker", str(bad), "--master", "127.0.0.1:5557"],
+                 ["worker", str(bad), "--master", "nowhere"],
+                 ["master", str(bad), "--bind", "127.0.0.1:99999"]):
+        result = subprocess.run(esr_locust(*args), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (args, result.stderr)
+
+
+def test_every_command_the_compose_file_needs_exists():
+    for command in ("master", "worker", "target"):
+        result = subprocess.run(esr_locust(command, "--help"), capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0 and "usage" in result.stdout
+    assert Path(__file__).resolve().parent.parent.joinpath("locustfiles", "esr.py").is_file()
+
+
+COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
+
+
+def test_the_compose_file_is_valid_for_a_real_compose_implementation():
+    """Debian's docker-compose (1.29) checks the file without a Docker engine."""
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (scripts/test installs it)")
+    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_compose_layout_scales_workers_and_runs_esr_commands():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert set(services) == {"target", "master", "worker"}
+    worker = services["worker"]
+    # `docker compose up --scale worker=8` needs no fixed name and no published port.
+    assert "container_name" not in worker and "ports" not in worker
+    assert worker["command"][:1] == ["worker"] and "master:5557" in worker["command"]
+    assert "--expect-workers" in services["master"]["command"]
+    for service in services.values():
+        assert any(v.endswith(":/esr/examples:ro") for v in service["volumes"])
+        assert any(v.endswith(":/esr/reports") for v in service["volumes"])
+        help_text = subprocess.run(esr_locust(service["command"][0], "--help"),
+                                   capture_output=True, text=True, timeout=60)
+        assert help_text.returncode == 0
