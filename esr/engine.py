@@ -112,10 +112,9 @@ class EsrRun:
         events.quitting.add_listener(self._on_quitting)
         if self.is_master:
             events.worker_report.add_listener(self._on_worker_report)
+            environment.runner.register_message("esr_hello", self._on_hello)
         else:
             events.request.add_listener(self._on_request)
-        if self.is_master:
-            environment.runner.register_message("esr_hello", self._on_hello)
         if self.is_worker:
             # Tell the master which scenario this worker runs: it refuses a different one.
             environment.runner.send_message("esr_hello", {
