@@ -320,8 +320,12 @@ class ProgressLine:
         self.stream = stream
         self.tty = stream.isatty()
         self.last_plain = 0.0
+        self.ended = False
 
     def __call__(self, live: dict) -> None:
+        if self.ended:  # the final figures stay on screen until the process exits: once is enough
+            return
+        self.ended = bool(live.get("final"))
         text = describe_progress(live)
         if self.tty:
             self.stream.write("\r\033[K" + text)

@@ -91,3 +91,18 @@ def test_the_launcher_and_the_api_never_import_locust():
     code = ("import sys, esr, esr.launch, esr.client, esr.report_render, esr.cli; "
             "sys.exit('locust' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_plain_progress_lines_say_the_final_figures_once():
+    import io
+
+    from esr.launch import ProgressLine
+
+    out = io.StringIO()  # not a terminal: plain lines, as in CI logs
+    line = ProgressLine(out)
+    for final in (False, False, True, True, True):
+        line({"phase": "plateau", "citizens": 3, "requests": 10, "failures": 1,
+              "outcomes": {"approved": 9}, "final": final})
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2  # the first, then the final one (the others within 5 s are skipped)
+    assert "[plateau] citizens 3" in lines[-1] and "errors 10.0%" in lines[-1]
