@@ -17,7 +17,7 @@ from hdrh.histogram import HdrHistogram
 from scipy import stats as scipy_stats
 
 from .errors import BadInput
-from .probes import merged, percentile_ms
+from .probes import percentile_ms
 from .rundir import (
     COUNTERS,
     EVENTS,
@@ -29,7 +29,7 @@ from .rundir import (
     read_json,
     write_json,
 )
-from .summary import RUN_LEVEL_METRICS, build_summary, evaluate_slos
+from .summary import RUN_LEVEL_METRICS, Figures, build_summary, evaluate_slos
 
 SIGNIFICANCE = 0.05  # p-value below which a cohort's difference is called significant
 TOP_ERRORS = 10
@@ -116,18 +116,12 @@ def _epoch(iso: str | None) -> float | None:
 
 def _figures(rows: pd.DataFrame) -> dict:
     """Requests, failures and percentiles of some latency rows (clamped to the exact max)."""
-    requests = int(rows["requests"].sum()) if len(rows) else 0
-    if not requests:
+    figures = Figures()
+    for row in rows.itertuples():
+        figures.add(row.requests, row.failures, row.total_ms, row.max_ms, row.histogram)
+    if not figures.requests:
         return {"requests": 0, "failures": 0, "error_rate": None}
-    histogram = merged(rows["histogram"])
-    max_ms = float(rows["max_ms"].max())
-    figures = {"requests": requests, "failures": int(rows["failures"].sum()),
-               "max_ms": round(max_ms, 3),
-               "avg_ms": round(float(rows["total_ms"].sum()) / requests, 3)}
-    for q in (50, 90, 95, 99):
-        figures[f"p{q}_ms"] = round(min(percentile_ms(histogram, q), max_ms), 3)
-    figures["error_rate"] = figures["failures"] / requests
-    return figures
+    return {**figures.as_dict(), "error_rate": figures.failures / figures.requests}
 
 
 # ---- sections ----------------------------------------------------------------------------------

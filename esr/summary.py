@@ -141,11 +141,12 @@ def _decoded(rows: list[dict]) -> list[tuple[dict, HdrHistogram]]:
 def _latency(rows: list[tuple[dict, HdrHistogram]], duration_s: float
              ) -> tuple[list[dict], dict]:
     by_endpoint: dict[str, dict] = {}
-    overall = _Figures()
+    overall = Figures()
     for row, histogram in rows:
-        figures = by_endpoint.setdefault(row["endpoint"], _Figures())
+        figures = by_endpoint.setdefault(row["endpoint"], Figures())
         for target in (figures, overall):
-            target.add(row, histogram)
+            target.add(row["requests"], row["failures"], row["total_ms"], row["max_ms"],
+                       histogram)
     endpoints = [{"name": name, **figures.as_dict()}
                  for name, figures in sorted(by_endpoint.items())]
     total = {"total": overall.requests, "failures": overall.failures,
@@ -154,7 +155,10 @@ def _latency(rows: list[tuple[dict, HdrHistogram]], duration_s: float
     return endpoints, total
 
 
-class _Figures:
+class Figures:
+    """Requests, failures and percentiles of some latency rows, percentiles clamped to the
+    exact maximum (so p99 never exceeds max); shared by the summary and the report card."""
+
     def __init__(self):
         self.requests = self.failures = 0
         self.total_ms = 0.0
@@ -162,11 +166,11 @@ class _Figures:
         self.histograms = []
         self._merged = None
 
-    def add(self, row: dict, histogram: HdrHistogram) -> None:
-        self.requests += int(row["requests"])
-        self.failures += int(row["failures"])
-        self.total_ms += float(row["total_ms"])
-        self.max_ms = max(self.max_ms, float(row["max_ms"]))
+    def add(self, requests, failures, total_ms, max_ms, histogram: HdrHistogram) -> None:
+        self.requests += int(requests)
+        self.failures += int(failures)
+        self.total_ms += float(total_ms)
+        self.max_ms = max(self.max_ms, float(max_ms))
         self.histograms.append(histogram)
 
     def percentile(self, q: float) -> float:
