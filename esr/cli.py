@@ -277,7 +277,21 @@ def _master_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
     parser.add_argument("--run-dir", metavar="DIR")
     parser.add_argument("--allow-chaos-commands", action="store_true")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--headless", dest="web", action="store_false",
+                      help="run the scenario at once and end with the report card (default)")
+    mode.add_argument("--web", dest="web", action="store_true",
+                      help="serve Locust's web UI with ESR's tab; runs start from the browser")
+    _web_arguments(parser)
     _scale_arguments(parser)
+
+
+def _web_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--web-bind", type=_host_port, default=("0.0.0.0", 8089),
+                        metavar="HOST:PORT", help="where the web UI listens (default 0.0.0.0:8089)")
+    parser.add_argument("--web-login", action="store_true",
+                        help="require a login to the web UI (user and password from "
+                             "ESR_WEB_USER and ESR_WEB_PASSWORD)")
 
 
 def master(args: argparse.Namespace) -> int:

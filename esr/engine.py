@@ -24,7 +24,14 @@ from pathlib import Path
 import gevent
 import gevent.queue
 from locust.rpc import Message
-from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
+from locust.runners import (
+    STATE_MISSING,
+    STATE_RUNNING,
+    STATE_SPAWNING,
+    WORKER_REPORT_INTERVAL,
+    MasterRunner,
+    WorkerRunner,
+)
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from . import __version__
@@ -37,6 +44,7 @@ from .scenario import Scenario
 from .stages import Phase, open_model_pool, plan_stages
 from .units import Span
 from .wire import STOP_TIMEOUT_S
+from .workers import MASTER_SILENCE_S, WATCH_INTERVAL_S, WorkerLedger
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +108,7 @@ class EsrRun:
         self._finals: set[str] = set()
         self._refused: set[str] = set()
         self._final_pending = False
-        self.lost_workers: list[dict] = []
+        self.ledger = WorkerLedger()  # the master's: workers heard from, and those lost
         self.faults: list[Fault] = []  # client-side chaos in force (latency, error_rate)
         self.aborted: dict | None = None
         self.chaos: Chaos | None = None
@@ -113,6 +121,9 @@ class EsrRun:
         if self.is_master:
             events.worker_report.add_listener(self._on_worker_report)
             environment.runner.register_message("esr_hello", self._on_hello)
+            # A worker gone missing hands its citizens to the others (Locust's rebalancing).
+            if environment.parsed_options is not None:
+                environment.parsed_options.enable_rebalancing = True
         else:
             events.request.add_listener(self._on_request)
         if self.is_worker:
@@ -122,6 +133,7 @@ class EsrRun:
             events.report_to_master.add_listener(self._on_report_to_master)
             environment.runner.register_message(
                 "esr_fault", lambda msg, **_: self.faults.append(Fault(**msg.data)))
+            gevent.spawn(self._stop_citizens_when_the_master_is_silent)
         else:
             self._hold_quit_until_finished()
             gevent.signal_handler(signal.SIGUSR1, self.finish)
@@ -182,6 +194,7 @@ class EsrRun:
     def _on_hello(self, environment, msg, **_):
         theirs = msg.data
         if (theirs["sha256"], theirs["version"]) == (self.scenario.sha256, __version__):
+            self.ledger.hello(msg.node_id, time.time())
             return
         reason = (f"worker {msg.node_id} runs {theirs['file']} (sha256 {theirs['sha256'][:16]}, "
                   f"ESR {theirs['version']}) but this master runs {self.scenario.file} "
@@ -192,6 +205,10 @@ class EsrRun:
         environment.runner.server.send_to_client(Message("quit", None, msg.node_id))
 
     def _on_report_to_master(self, client_id, data):
+        runner = self.environment.runner
+        data["esr_requests"] = sum(lat.requests for lat in self.probes.latency.values())
+        data["esr_citizens"] = max(runner.user_count,
+                                   sum(runner.target_user_classes_count.values()))
         data["esr"] = self.probes.drain()
         if self._final_pending:
             data["esr_final"] = True
@@ -202,6 +219,7 @@ class EsrRun:
             return
         if "esr" in data:
             self.tally.merge(data["esr"])
+            self.ledger.heard(client_id, time.time(), data["esr_requests"], data["esr_citizens"])
         if data.get("esr_final"):
             self._finals.add(client_id)
 
@@ -214,6 +232,7 @@ class EsrRun:
     def _on_test_start(self, environment, **_):
         self.configure()
         self._finals.clear()
+        self.ledger.lost.clear()
         self._finishing = None
         if self.is_worker or not self.is_master:
             self.arrivals = Arrivals.for_run(self) if self.scenario.load_profile.arrival_rate \
@@ -295,7 +314,8 @@ class EsrRun:
         if self.chaos is not None:
             self.chaos.end()
         append_event(self.run_dir, "stopping", phase=self._phase.name if self._phase else None)
-        expected = {c.id for c in runner.clients.all} if self.is_master else set()
+        expected = {c.id for c in runner.clients.all if c.state != STATE_MISSING
+                    and c.id not in self.ledger.lost} if self.is_master else set()
         runner.stop()  # users finish the request they are in; workers send their remainder
         if not self.is_master:
             return
@@ -303,9 +323,34 @@ class EsrRun:
         while not expected <= self._finals and time.monotonic() < deadline:
             gevent.sleep(0.05)
         for worker in sorted(expected - self._finals):
-            self.lost_workers.append({"worker": worker, "at": now_iso(),
-                                      "reason": "no final report"})
-            append_event(self.run_dir, "worker_lost", worker=worker, reason="no final report")
+            self._lose(worker, "no final report")
+
+    # ---- workers lost mid-run --------------------------------------------------------------
+
+    def _notice_lost_workers(self) -> None:
+        for client in self.environment.runner.clients.missing:
+            if client.id not in self.ledger.lost and client.id not in self._refused:
+                self._lose(client.id, "missed heartbeats")
+
+    def _lose(self, worker: str, reason: str) -> None:
+        lost = self.ledger.lose(worker, time.time(), reason)
+        if lost is not None:
+            logger.warning("worker %s lost (%s): at most %d of its requests went unreported",
+                           worker, reason, lost["unreported_max"])
+            append_event(self.run_dir, "worker_lost", **lost)
+
+    def _stop_citizens_when_the_master_is_silent(self) -> None:
+        """A worker cut off from its master stops its citizens: the master has handed them
+        to other workers by now, and what they would send could never be reported."""
+        runner = self.environment.runner
+        while True:
+            gevent.sleep(WATCH_INTERVAL_S)
+            heard = runner.last_heartbeat_timestamp
+            if heard and time.time() - heard > MASTER_SILENCE_S \
+                    and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+                logger.error("no word from the master for %.0f s: stopping this worker's "
+                             "citizens", time.time() - heard)
+                runner.stop()
 
     def _hold_quit_until_finished(self) -> None:
         """Locust quits as soon as the shape greenlet ends, which our stop ends first: make
@@ -331,7 +376,8 @@ class EsrRun:
             workers = (len(environment.runner.worker_indexes) if self.is_master else 0)
             write_tables(self.run_dir, self.tally, {
                 "run_id": self.run_id, "started_at": self.started_at,
-                "ended_at": self.ended_at, "workers": workers, "lost_workers": self.lost_workers,
+                "ended_at": self.ended_at, "workers": workers,
+                "lost_workers": list(self.ledger.lost.values()),
                 "esr_version": __version__, "time_scale": self.time_scale, "aborted": self.aborted,
                 "user_scale": self.user_scale})
             self._write_live(final=True)
@@ -350,6 +396,8 @@ class EsrRun:
             if self.ended_at is not None:  # the final figures are written; don't overwrite them
                 return
             self._collect_local()
+            if self.is_master:
+                self._notice_lost_workers()
             self._write_live(final=False)
 
     def _write_live(self, final: bool) -> None:

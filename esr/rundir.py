@@ -44,6 +44,10 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
+def iso_at(epoch_s: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat(timespec="milliseconds")
+
+
 def write_json(path: Path, data: object) -> None:
     """Write atomically, so a reader (progress, a pipeline) never sees half a file."""
     partial = path.with_name(path.name + ".partial")

@@ -29,6 +29,7 @@ RECOVERY_DEFAULTS = {"error_rate": 0.01, "p95_ms": None}
 def build_summary(run_dir) -> dict:
     settings = read_json(run_dir / RUN_SETTINGS)
     counters = read_json(run_dir / COUNTERS) if (run_dir / COUNTERS).is_file() else {}
+    lost_workers = counters.get("lost_workers", [])
     started, ended = counters.get("started_at"), counters.get("ended_at")
     duration_s = _seconds_between(started, ended)
     latency = _decoded(read_table(run_dir, "latency"))
@@ -61,7 +62,8 @@ def build_summary(run_dir) -> dict:
                    for r in read_table(run_dir, "errors")],
         "chaos": _with_recovery(chaos_actions(read_events(run_dir)), latency, started,
                                 settings.get("slo", [])),
-        "lost": {"workers": counters.get("lost_workers", []),
+        "lost": {"workers": lost_workers,
+                 "requests_unreported_max": sum(w.get("unreported_max", 0) for w in lost_workers),
                  "requests_unaccounted": counters.get("requests_unaccounted", 0)},
         "complete": bool(counters),
         "settings": {k: settings[k] for k in ("host", "time_scale", "user_scale")},

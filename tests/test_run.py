@@ -85,7 +85,8 @@ def assert_counts_match(summary: dict, served: dict) -> None:
     requests = summary["requests"]
     assert requests["total"] == served["requests"]["total"] > 0
     assert requests["failures"] == served["requests"]["by_status"].get("503", 0)
-    assert summary["lost"] == {"workers": [], "requests_unaccounted": 0}
+    assert summary["lost"] == {"workers": [], "requests_unaccounted": 0,
+                               "requests_unreported_max": 0}
     # Journeys per cohort and outcome: every decided journey ended on the response the
     # target decided; a 503 either ended a journey (error) or was retried.
     ours = Counter()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,64 @@ def test_the_master_refuses_a_worker_with_another_scenario(tmp_path, target):
     assert str(other) in event["reason"] and str(scenario) in event["reason"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["requests"]["total"] > 10 and out.strip().endswith("report.html")
+
+
+LONGER = """
+scenario: a worker dies
+seed: 32
+citizens: {template: students, count: 30, behavior: {think_time: 50ms..150ms}}
+load_profile: {sustain: 24s}
+"""
+
+
+def served(url: str, run_id: str) -> dict:
+    with urllib.request.urlopen(f"{url}/admin/stats?run={run_id}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_a_worker_killed_mid_run_is_recorded_with_a_bound_and_its_citizens_go_on(tmp_path,
+                                                                                 target):
+    scenario, run_dir, port = tmp_path / "scenario.yml", tmp_path / "run", free_port()
+    scenario.write_text(LONGER)
+    master = subprocess.Popen(esr_locust(
+        "master", str(scenario), "--expect-workers", "3", "--bind", f"127.0.0.1:{port}",
+        "--host", target, "--run-dir", str(run_dir)), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    workers = [subprocess.Popen(esr_locust("worker", str(scenario), "--master",
+                                           f"127.0.0.1:{port}"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _requests_flowing(run_dir):
+            time.sleep(0.2)
+        time.sleep(3)
+        workers[0].kill()  # no goodbye, no final report: as if its host vanished
+        killed_at = time.time()
+        _, err = master.communicate(timeout=120)
+    finally:
+        for process in (master, *workers):
+            end_process(process)
+    assert master.returncode == 0, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (lost,) = summary["lost"]["workers"]
+    assert lost["reason"] == "missed heartbeats" and lost["citizens"] == 10
+    assert summary["lost"]["requests_unreported_max"] == lost["unreported_max"]
+    unreported = served(target, summary["run_id"])["requests"]["total"] \
+        - summary["requests"]["total"]
+    assert 0 <= unreported <= lost["unreported_max"], (unreported, lost)
+    # The other two workers took over its citizens within seconds of Locust missing it.
+    history = list(csv.DictReader((run_dir / "locust_stats_history.csv").open()))
+    after = [int(row["User Count"]) for row in history
+             if row["Name"] == "Aggregated" and int(row["Timestamp"]) > killed_at + 8]
+    assert after and max(after) == 30, after
+
+
+def _requests_flowing(run_dir: Path) -> bool:
+    try:
+        return json.loads((run_dir / "live.json").read_text())["requests"] > 0
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def test_bad_master_addresses_and_scenarios_are_bad_input(tmp_path):
