@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import fields
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_OK
+    # `docker stop` sends SIGTERM: stop as gracefully as after a Ctrl-C, losing nothing.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.handler(args) or EXIT_OK
     except EsrError as error:
@@ -37,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `esr-locust citizens … | head` closed our output early
         sys.stderr.close()
         return EXIT_OK
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -286,24 +293,67 @@ def _master_arguments(parser: argparse.ArgumentParser) -> None:
     _scale_arguments(parser)
 
 
-def _web_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--web-bind", type=_host_port, default=("0.0.0.0", 8089),
-                        metavar="HOST:PORT", help="where the web UI listens (default 0.0.0.0:8089)")
+def _web_arguments(parser: argparse.ArgumentParser, default=("0.0.0.0", 8089)) -> None:
+    parser.add_argument("--web-bind", type=_host_port, default=default, metavar="HOST:PORT",
+                        help=f"where the web UI listens (default {default[0]}:{default[1]})")
     parser.add_argument("--web-login", action="store_true",
                         help="require a login to the web UI (user and password from "
                              "ESR_WEB_USER and ESR_WEB_PASSWORD)")
 
 
 def master(args: argparse.Namespace) -> int:
-    """A headless master for workers on other hosts; it writes the run and its report card."""
+    """A master for workers on other hosts: one headless run and its report card, or the
+    web UI, where each run started gets its own run directory and report card."""
     from .launch import RunSettings
 
     settings = RunSettings(scenario=Path(args.scenario), host=args.host,
                            workers=args.expect_workers, bind=args.bind,
                            run_dir=Path(args.run_dir) if args.run_dir else None,
                            time_scale=args.time_scale, user_scale=args.user_scale,
-                           allow_chaos_commands=args.allow_chaos_commands)
-    return _run_and_report(settings)
+                           allow_chaos_commands=args.allow_chaos_commands,
+                           web=args.web_bind if args.web else None, web_login=args.web_login,
+                           reports_dir=Path(args.run_dir or "reports"))
+    return _serve_web_ui(settings) if args.web else _run_and_report(settings)
+
+
+def _ui_arguments(parser: argparse.ArgumentParser) -> None:
+    from .launch import default_workers
+
+    parser.add_argument("scenario", metavar="SCENARIO")
+    parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
+    parser.add_argument("--workers", type=_non_negative_int, default=default_workers(),
+                        metavar="N", help="0: one process; N: a local master and N workers "
+                        "(default: one per core)")
+    parser.add_argument("--reports-dir", default="reports", metavar="DIR",
+                        help="where each run started in the UI gets its directory "
+                        "(default reports/)")
+    parser.add_argument("--allow-chaos-commands", action="store_true",
+                        help="let chaos actions of kind 'command' run shell commands")
+    _web_arguments(parser, default=("127.0.0.1", 8089))
+    _scale_arguments(parser)
+
+
+def ui(args: argparse.Namespace) -> int:
+    """Locust's web UI with ESR's classes, shape and tab, and local workers."""
+    from .launch import RunSettings
+
+    return _serve_web_ui(RunSettings(
+        scenario=Path(args.scenario), host=args.host, workers=args.workers,
+        time_scale=args.time_scale, user_scale=args.user_scale,
+        allow_chaos_commands=args.allow_chaos_commands, web=args.web_bind,
+        web_login=args.web_login, reports_dir=Path(args.reports_dir)))
+
+
+def _serve_web_ui(settings) -> int:
+    from .launch import Launch
+
+    launch = Launch.prepare(settings)
+    launch.start()
+    host, port = settings.web
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    print(f"esr-locust: web UI on http://{shown}:{port}/ (runs go to {settings.reports_dir}/; "
+          "Ctrl-C ends)", file=sys.stderr)
+    return launch.serve()
 
 
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -388,7 +438,8 @@ COMMANDS: dict[str, tuple[Callable, str, Callable]] = {
                 _compile_arguments),
     "run": (run, "run a scenario headless and write its run directory", _run_arguments),
     "report": (report, "build the report card of a run directory", _report_arguments),
-    "master": (master, "run as the master of workers on other hosts (headless)",
+    "ui": (ui, "serve Locust's web UI with the scenario and ESR's tab", _ui_arguments),
+    "master": (master, "run as the master of workers on other hosts (headless or web UI)",
                _master_arguments),
     "worker": (worker, "run as a worker of a master on another host", _worker_arguments),
     "target": (target, "serve the bundled demo rental-assistance service", _target_arguments),

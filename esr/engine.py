@@ -18,6 +18,8 @@ import math
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,7 +41,7 @@ from .chaos import Chaos, Fault
 from .citizens import CitizenFactory, identity_pool
 from .journey import DEFAULT_STEP, StepRenderer
 from .probes import Probes, Tally, response_facts
-from .rundir import LIVE, append_event, now_iso, write_json, write_tables
+from .rundir import LIVE, append_event, new_run_id, now_iso, write_json, write_tables
 from .scenario import Scenario
 from .stages import Phase, open_model_pool, plan_stages
 from .units import Span
@@ -73,6 +75,9 @@ def install(events, scenario: Scenario) -> None:
         group.add_argument("--esr-request-log", default="",
                            help="folder for a raw log of every request (for checking ESR's "
                                 "figures; costly, not for load)")
+        group.add_argument("--esr-reports-dir", default="reports",
+                           help="web UI: where each run started from the browser gets its "
+                                "run directory and report card")
 
     def on_init(environment, **_):
         if getattr(environment, "esr", None) is None:  # init may fire more than once
@@ -94,6 +99,9 @@ class EsrRun:
         self.hitl_skip = scenario.hitl_skip
         self.is_master = isinstance(environment.runner, MasterRunner)
         self.is_worker = isinstance(environment.runner, WorkerRunner)
+        # With Locust's web UI, every start in the browser is a run of its own.
+        self.web = environment.web_ui is not None
+        self.report_card: dict | None = None  # web UI: the last run's report card, when built
         # Citizens stopped without a timeout would be killed mid-request (Locust's default 0,
         # as in its web UI): always give them time to finish. Workers get the master's value.
         environment.stop_timeout = max(environment.stop_timeout or 0, STOP_TIMEOUT_S)
@@ -103,6 +111,7 @@ class EsrRun:
         self.arrivals: Arrivals | None = None
         self._streams: dict[int, object] = {}
         self._finishing = None
+        self._concluding = None
         self._progress = None
         self._phase: Phase | None = None
         self._finals: set[str] = set()
@@ -137,6 +146,13 @@ class EsrRun:
         else:
             self._hold_quit_until_finished()
             gevent.signal_handler(signal.SIGUSR1, self.finish)
+        if self.web:
+            from .webui import add_esr_to_web_ui  # Flask and the UI only where a UI runs
+
+            add_esr_to_web_ui(self)
+            # Ctrl-C in `esr-locust ui`, or docker stop: end the run in progress, then leave.
+            gevent.signal_handler(signal.SIGUSR1, self.shut_down)
+            gevent.signal_handler(signal.SIGTERM, self.shut_down)
 
     # ---- settings --------------------------------------------------------------------------
 
@@ -230,6 +246,8 @@ class EsrRun:
     # ---- the run's life --------------------------------------------------------------------
 
     def _on_test_start(self, environment, **_):
+        if self.web:
+            self._begin_web_run()
         self.configure()
         self._finals.clear()
         self.ledger.lost.clear()
@@ -237,9 +255,10 @@ class EsrRun:
         if self.is_worker or not self.is_master:
             self.arrivals = Arrivals.for_run(self) if self.scenario.load_profile.arrival_rate \
                 else None
-        if not self.is_worker:
+        if not self.is_worker and not self.web:
             # Locust installs its own SIGTERM handler only after a headless shape ends.
             gevent.signal_handler(signal.SIGTERM, self.finish)
+        if not self.is_worker:
             self.started_at = now_iso()
             append_event(self.run_dir, "test_start", run_id=self.run_id,
                          phases=[vars(p) for p in self.phases])
@@ -302,6 +321,8 @@ class EsrRun:
             # message, so the master's quit would wait 35 s: the users are stopped already.
             # (The next spawn message brings the master's stop timeout back.)
             environment.stop_timeout = 0
+        elif self.web:
+            self._concluding = gevent.spawn(self._conclude_web_run)
 
     def finish(self, *_):
         """End the run gracefully: at the shape's end, on SIGUSR1 (Ctrl-C in `esr-locust run`)
@@ -310,15 +331,21 @@ class EsrRun:
             self._finishing = gevent.spawn(self._finish)
 
     def _finish(self) -> None:
-        runner = self.environment.runner
         if self.chaos is not None:
             self.chaos.end()
         append_event(self.run_dir, "stopping", phase=self._phase.name if self._phase else None)
-        expected = {c.id for c in runner.clients.all if c.state != STATE_MISSING
-                    and c.id not in self.ledger.lost} if self.is_master else set()
-        runner.stop()  # users finish the request they are in; workers send their remainder
+        expected = self._reporting_workers()
+        self.environment.runner.stop()  # citizens finish their request; workers report the rest
+        self._await_final_reports(expected)
+
+    def _reporting_workers(self) -> set[str]:
+        """The workers whose final reports the run waits for: all but those lost or refused."""
         if not self.is_master:
-            return
+            return set()
+        return {c.id for c in self.environment.runner.clients.all
+                if c.state != STATE_MISSING and c.id not in self.ledger.lost}
+
+    def _await_final_reports(self, expected: set[str]) -> None:
         deadline = time.monotonic() + FINAL_REPORT_TIMEOUT_S
         while not expected <= self._finals and time.monotonic() < deadline:
             gevent.sleep(0.05)
@@ -369,24 +396,85 @@ class EsrRun:
     def _on_quitting(self, environment, **_):
         if self.is_worker:
             return
-        self._collect_local()
-        self.ended_at = now_iso()
-        if self.run_dir is not None:
-            append_event(self.run_dir, "test_end")
-            workers = (len(environment.runner.worker_indexes) if self.is_master else 0)
-            write_tables(self.run_dir, self.tally, {
-                "run_id": self.run_id, "started_at": self.started_at,
-                "ended_at": self.ended_at, "workers": workers,
-                "lost_workers": list(self.ledger.lost.values()),
-                "esr_version": __version__, "time_scale": self.time_scale, "aborted": self.aborted,
-                "user_scale": self.user_scale})
-            self._write_live(final=True)
+        if self.ended_at is None and (self.started_at is not None or not self.web):
+            self._write_results()
         # Request failures are findings for the report, not a failed process; the
         # launcher decides the exit code from the SLOs.
         environment.process_exit_code = 0
         # Locust's CSV writer wakes once a second and not at exit: one more turn, so its
         # files hold the last requests too.
         gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.25)
+
+    def _write_results(self) -> None:
+        """The run's probe tables and counters, once every process has reported."""
+        self._collect_local()
+        self.ended_at = now_iso()
+        if self.run_dir is None:
+            return
+        append_event(self.run_dir, "test_end")
+        runner = self.environment.runner
+        write_tables(self.run_dir, self.tally, {
+            "run_id": self.run_id, "started_at": self.started_at, "ended_at": self.ended_at,
+            "workers": len(runner.worker_indexes) if self.is_master else 0,
+            "lost_workers": list(self.ledger.lost.values()), "esr_version": __version__,
+            "time_scale": self.time_scale, "user_scale": self.user_scale,
+            "aborted": self.aborted})
+        self._write_live(final=True)
+
+    # ---- runs started from the web UI ------------------------------------------------------
+
+    def _begin_web_run(self) -> None:
+        """A start in the browser is a run of its own: a new id, directory and tally."""
+        from .launch import RunSettings, write_run_files  # the launcher never imports Locust
+
+        options = self.environment.parsed_options
+        run_id = new_run_id(self.scenario.name)
+        run_dir = (Path(options.esr_reports_dir) / run_id).resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # Workers receive the options with their spawn message: the run id labels requests.
+        options.esr_run_id, options.esr_run_dir = run_id, str(run_dir)
+        write_run_files(run_dir, run_id, self.scenario, RunSettings(
+            scenario=Path(self.scenario.file), host=self.environment.host or None,
+            workers=self.environment.runner.worker_count if self.is_master else 0,
+            time_scale=options.esr_time_scale, user_scale=options.esr_user_scale))
+        self.tally = Tally()
+        self.ended_at = self.aborted = self._phase = None
+        self.report_card = {"run_id": run_id, "state": "running"}
+
+    def _conclude_web_run(self) -> None:
+        """A browser run has stopped (at its end, or Stop pressed): its files, its report card."""
+        finishing = self._finishing
+        if finishing is not None:
+            finishing.join()
+        else:  # Stop pressed: Locust has stopped the workers already
+            if self.chaos is not None:
+                self.chaos.end()
+            self._await_final_reports(self._reporting_workers())
+        self._write_results()
+        self.report_card["state"] = "building"
+        # A process of its own: building the card is CPU work that would stall this one.
+        formats = ",".join(self.scenario.report_formats)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "esr.cli", "report", str(self.run_dir), "--format", formats],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, error = process.communicate()
+        self.report_card["state"] = "ready" if process.returncode == 0 else "failed"
+        if process.returncode:
+            self.report_card["error"] = error.strip().splitlines()[-1:]
+            logger.error("the report card of %s failed: %s", self.run_id, error.strip())
+
+    def shut_down(self, *_) -> None:
+        """Web UI: end the run in progress gracefully, then stop serving, so Locust exits."""
+        gevent.spawn(self._shut_down)
+
+    def _shut_down(self) -> None:
+        if self.environment.runner.state in (STATE_SPAWNING, STATE_RUNNING):
+            self.finish()
+        deadline = time.monotonic() + STOP_TIMEOUT_S + FINAL_REPORT_TIMEOUT_S + 60
+        while self.report_card and self.report_card["state"] in ("running", "building") \
+                and time.monotonic() < deadline:
+            gevent.sleep(0.2)
+        self.environment.web_ui.stop()
 
     # ---- live progress ---------------------------------------------------------------------
 

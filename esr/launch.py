@@ -64,6 +64,9 @@ class RunSettings:
     request_log: Path | None = None  # a raw log of every request, to check ESR's own figures
     allow_chaos_commands: bool = False  # a scenario is input, not code: shell commands opt in
     bind: tuple[str, int] | None = None  # a master for workers on other hosts: where it listens
+    web: tuple[str, int] | None = None  # Locust's web UI here instead of one headless run
+    web_login: bool = False  # the web UI asks for ESR_WEB_USER / ESR_WEB_PASSWORD
+    reports_dir: Path = Path("reports")  # web UI: each run started there gets a directory here
 
 
 @dataclass
@@ -86,9 +89,11 @@ def run(settings: RunSettings, on_progress: Callable[[dict], None] | None = None
 
 
 class Launch:
-    """A run in progress: its directory and its Locust processes."""
+    """A run in progress, with its directory and its Locust processes; or, with the web UI,
+    Locust's processes serving it (each run started there makes its own directory)."""
 
-    def __init__(self, settings: RunSettings, scenario: Scenario, run_id: str, run_dir: Path):
+    def __init__(self, settings: RunSettings, scenario: Scenario, run_id: str | None,
+                 run_dir: Path | None):
         self.settings, self.scenario = settings, scenario
         self.run_id, self.run_dir = run_id, run_dir
         self.processes: list[subprocess.Popen] = []
@@ -104,6 +109,8 @@ class Launch:
             raise BadInput(f"{scenario.file}: chaos action 'command' runs a shell command "
                            f"({commands[0].options['command']!r}); a scenario is input, not "
                            "code, so this needs --allow-chaos-commands")
+        if settings.web is not None:
+            return cls(settings, scenario, None, None)
         run_id = settings.run_id or new_run_id(scenario.name)
         run_dir = settings.run_dir or (reports_dir or REPORTS_DIR) / run_id
         try:
@@ -112,42 +119,16 @@ class Launch:
             raise BadInput(f"cannot create the run directory {run_dir}: {error.strerror}") \
                 from None
         launch = cls(settings, scenario, run_id, run_dir.resolve())
-        launch._write_settings()
+        write_run_files(launch.run_dir, run_id, scenario, settings)
         return launch
-
-    def _write_settings(self) -> None:
-        s, scenario = self.settings, self.scenario
-        write_json(self.run_dir / RUN_SETTINGS, {
-            "run_id": self.run_id, "esr_version": __version__, "created_at": now_iso(),
-            "scenario_name": scenario.name, "scenario_file": str(Path(scenario.file).resolve()),
-            "scenario_sha256": scenario.sha256, "seed": scenario.seed,
-            "host": s.host or scenario.target, "workers": s.workers,
-            "time_scale": s.time_scale, "user_scale": s.user_scale,
-            "planned_duration_s": self.planned_s,
-            "slo": [asdict(check) for check in scenario.slo.checks],
-            "slo_window_s": scenario.slo.window, "abort_on_fail": scenario.slo.abort_on_fail,
-            "phases": [asdict(p) for p in plan_stages(scenario, s.time_scale, s.user_scale)],
-        })
-        source = yaml.safe_load(Path(scenario.file).read_text())
-        resolved = {**source, "seed": scenario.seed, "target": s.host or scenario.target,
-                    "esr_run": {"run_id": self.run_id, "esr_version": __version__,
-                                "time_scale": s.time_scale, "user_scale": s.user_scale,
-                                "workers": s.workers, "scenario_sha256": scenario.sha256},
-                    "esr_templates": {g.name: _template_text(g.template, scenario)
-                                      for g in scenario.citizens}}
-        (self.run_dir / RESOLVED_SCENARIO).write_text(
-            yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
 
     # ---- processes ---------------------------------------------------------------------------
 
     def start(self) -> None:
         s = self.settings
         common = ["--host", s.host or self.scenario.target,
-                  "--esr-run-id", self.run_id, "--esr-run-dir", str(self.run_dir),
                   "--esr-time-scale", repr(s.time_scale), "--esr-user-scale", repr(s.user_scale),
-                  "--headless", "--only-summary",
-                  "--csv", str(self.run_dir / LOCUST_PREFIX), "--csv-full-history",
-                  "--loglevel", "WARNING"]
+                  *self._mode_arguments()]
         if s.allow_chaos_commands:
             common.append("--esr-allow-chaos-commands")
         if s.request_log is not None:
@@ -157,26 +138,38 @@ class Launch:
             self._spawn("locust", common)
             return
         host, port = s.bind or ("127.0.0.1", _free_port())
+        expect = [] if s.web else ["--expect-workers", str(s.workers),
+                                   "--expect-workers-max-wait", str(WORKERS_CONNECT_TIMEOUT_S)]
         self._spawn("master", [*common, "--master", "--master-bind-host", host,
-                               "--master-bind-port", str(port), "--expect-workers",
-                               str(s.workers), "--expect-workers-max-wait",
-                               str(WORKERS_CONNECT_TIMEOUT_S)])
+                               "--master-bind-port", str(port), *expect])
         if s.bind is not None:
             return  # the workers are started on their own hosts (esr-locust worker)
         for index in range(s.workers):
             self._spawn(f"worker-{index}", ["--worker", "--master-host", "127.0.0.1",
                                             "--master-port", str(port), "--loglevel", "WARNING"])
 
+    def _mode_arguments(self) -> list[str]:
+        s = self.settings
+        if s.web is None:
+            return ["--esr-run-id", self.run_id, "--esr-run-dir", str(self.run_dir),
+                    "--headless", "--only-summary", "--csv", str(self.run_dir / LOCUST_PREFIX),
+                    "--csv-full-history", "--loglevel", "WARNING"]
+        return ["--web-host", s.web[0], "--web-port", str(s.web[1]),
+                "--esr-reports-dir", str(s.reports_dir.resolve()), "--loglevel", "INFO",
+                *(["--web-login"] if s.web_login else [])]
+
     def _spawn(self, role: str, arguments: list[str]) -> None:
         env = {**os.environ, "ESR_SCENARIO": str(Path(self.scenario.file).resolve())}
-        log = open(self.run_dir / f"{role}.log", "w")  # noqa: SIM115 - lives as long as the child
+        # With the web UI, Locust's log is the console's, as with `locust` itself.
+        log = open(self.run_dir / f"{role}.log", "w") if self.run_dir else None  # noqa: SIM115
         # A session of its own: a Ctrl-C at the terminal reaches this launcher only, which
         # then stops the run gracefully instead of Locust dropping what is in flight.
         self.processes.append(subprocess.Popen(
             [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *arguments],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True))
-        log.close()
+            stdout=log, stderr=subprocess.STDOUT if log else None, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True))
+        if log:
+            log.close()
 
     @property
     def lead(self) -> subprocess.Popen:
@@ -187,6 +180,23 @@ class Launch:
         """Ask for a graceful stop: citizens finish their request, everything is written."""
         if self.lead.poll() is None:
             self.lead.send_signal(signal.SIGUSR1)
+
+    def serve(self) -> int:
+        """Web UI: serve until Ctrl-C (or SIGTERM), which ends a run in progress gracefully
+        (its report card is built) before Locust exits."""
+        try:
+            self.lead.wait()
+        except KeyboardInterrupt:
+            self.stop()
+            print("\nesr-locust: ending the run in progress, if any, and its report card; "
+                  "press Ctrl-C again to leave at once", file=sys.stderr)
+            try:
+                self.lead.wait()
+            except KeyboardInterrupt:
+                self._kill_all()
+        finally:
+            self._end_workers()
+        return EXIT_OK if self.lead.returncode == 0 else EXIT_RUN_ERROR
 
     def wait(self, on_progress: Callable[[dict], None] | None = None) -> RunResult:
         deadline = time.monotonic() + self.planned_s + OVERRUN_S + (
@@ -251,6 +261,32 @@ class Launch:
         return RunResult(self.run_id, self.run_dir, summary, exit_code_of(summary))
 
 
+def write_run_files(run_dir: Path, run_id: str, scenario: Scenario, s: RunSettings) -> None:
+    """What a run directory holds before the load starts: its settings and the scenario
+    resolved (the file, its seed and target, and the text of every template it uses)."""
+    phases = plan_stages(scenario, s.time_scale, s.user_scale)
+    write_json(run_dir / RUN_SETTINGS, {
+        "run_id": run_id, "esr_version": __version__, "created_at": now_iso(),
+        "scenario_name": scenario.name, "scenario_file": str(Path(scenario.file).resolve()),
+        "scenario_sha256": scenario.sha256, "seed": scenario.seed,
+        "host": s.host or scenario.target, "workers": s.workers,
+        "time_scale": s.time_scale, "user_scale": s.user_scale,
+        "planned_duration_s": max(p.end for p in phases),
+        "slo": [asdict(check) for check in scenario.slo.checks],
+        "slo_window_s": scenario.slo.window, "abort_on_fail": scenario.slo.abort_on_fail,
+        "phases": [asdict(p) for p in phases],
+    })
+    source = yaml.safe_load(Path(scenario.file).read_text())
+    resolved = {**source, "seed": scenario.seed, "target": s.host or scenario.target,
+                "esr_run": {"run_id": run_id, "esr_version": __version__,
+                            "time_scale": s.time_scale, "user_scale": s.user_scale,
+                            "workers": s.workers, "scenario_sha256": scenario.sha256},
+                "esr_templates": {g.name: _template_text(g.template, scenario)
+                                  for g in scenario.citizens}}
+    (run_dir / RESOLVED_SCENARIO).write_text(
+        yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+
 def end_process(process: subprocess.Popen, grace_s: float = 5.0) -> None:
     """Ask a child process to stop (SIGTERM), insist (SIGKILL) after grace_s, and reap it."""
     if process.poll() is None:
@@ -280,6 +316,9 @@ def exit_code_of(summary: dict) -> int:
 
 
 def _check_settings(settings: RunSettings) -> None:
+    if settings.web_login and not os.environ.get("ESR_WEB_PASSWORD"):
+        raise BadInput("--web-login needs a password: set ESR_WEB_PASSWORD (and ESR_WEB_USER, "
+                       "default 'esr') in the environment")
     if settings.workers < 0:
         raise BadInput(f"--workers must be 0 or more, got {settings.workers}")
     for name in ("time_scale", "user_scale"):

@@ -15,12 +15,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from . import charts
 from .errors import BadInput
 from .report_card import read_report_card
-from .rundir import SUMMARY
-from .summary import IMPACT_RATIO_FLOOR, MIN_REFERENCE_COHORT
+from .rundir import COUNTERS, REPORT_CARD, SUMMARY, write_json
+from .summary import IMPACT_RATIO_FLOOR, MIN_REFERENCE_COHORT, build_summary
 from .wire import OUTCOMES
 
 FORMATS = ("html", "pdf", "json", "junit")
-FILES = {"html": "report.html", "pdf": "report.pdf", "json": SUMMARY, "junit": "junit.xml"}
 _TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                          autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
                          lstrip_blocks=True)
@@ -39,13 +38,16 @@ def write_report_card(run_dir: Path, formats=FORMATS, out_dir: Path | None = Non
                       ) -> dict[str, Path]:
     """Build the report card of a run directory; the paths of the files written, by format."""
     run_dir = Path(run_dir)
+    if not (run_dir / SUMMARY).is_file() and (run_dir / COUNTERS).is_file():
+        # A run no launcher summarised: one started from the web UI.
+        write_json(run_dir / SUMMARY, build_summary(run_dir))
     card = read_report_card(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     html = render_html(card) if {"html", "pdf"} & set(formats) else None
     for fmt in formats:
-        path = out_dir / FILES[fmt]
+        path = out_dir / REPORT_CARD[fmt]
         if fmt == "html":
             path.write_text(html, encoding="utf-8")
         elif fmt == "pdf":

@@ -20,6 +20,8 @@ EVENTS = "events.jsonl"
 LIVE = "live.json"
 SUMMARY = "summary.json"
 COUNTERS = "esr_counters.json"
+# The report card's files, by format.
+REPORT_CARD = {"html": "report.html", "pdf": "report.pdf", "json": SUMMARY, "junit": "junit.xml"}
 LOCUST_PREFIX = "locust"  # Locust's own CSVs: locust_stats.csv, locust_stats_history.csv, …
 
 TABLES = {

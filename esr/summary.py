@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from hdrh.histogram import HdrHistogram
 
@@ -191,10 +192,16 @@ class Figures:
 
 
 def _cohorts(journeys: list[dict]) -> list[dict]:
-    """Outcomes by age band x veteran, with each cohort's approval rate against the best's."""
+    return cohorts((row["age_band"], row["veteran"] == "True", row["outcome"],
+                    int(row["citizens"])) for row in journeys)
+
+
+def cohorts(journeys: Iterable[tuple[str, bool, str, int]]) -> list[dict]:
+    """Outcomes by age band x veteran, with each cohort's approval rate against the best's,
+    from (age band, veteran, outcome, citizens) counts."""
     table: dict[tuple[str, bool], Counter] = defaultdict(Counter)
-    for row in journeys:
-        table[(row["age_band"], row["veteran"] == "True")][row["outcome"]] += int(row["citizens"])
+    for band, veteran, outcome, citizens in journeys:
+        table[(band, veteran)][outcome] += citizens
     order = {label: i for i, (_, _, label) in enumerate(AGE_BANDS)}
     ordered = sorted(table.items(), key=lambda kv: (order.get(kv[0][0], -1), kv[0][1]))
     return _rated([{"age_band": band, "veteran": veteran, "citizens": sum(outcomes.values()),
