@@ -289,6 +289,7 @@ def _master_arguments(parser: argparse.ArgumentParser) -> None:
                       help="run the scenario at once and end with the report card (default)")
     mode.add_argument("--web", dest="web", action="store_true",
                       help="serve Locust's web UI with ESR's tab; runs start from the browser")
+    parser.set_defaults(web=False)
     _web_arguments(parser)
     _scale_arguments(parser)
 

@@ -106,3 +106,12 @@ def test_plain_progress_lines_say_the_final_figures_once():
     lines = out.getvalue().splitlines()
     assert len(lines) == 2  # the first, then the final one (the others within 5 s are skipped)
     assert "[plateau] citizens 3" in lines[-1] and "errors 10.0%" in lines[-1]
+
+
+def test_the_master_is_headless_unless_asked_for_the_web_ui():
+    from esr.cli import _parser
+
+    parse = _parser().parse_args
+    assert parse(["master", "s.yml"]).web is False
+    assert parse(["master", "s.yml", "--headless"]).web is False
+    assert parse(["master", "s.yml", "--web"]).web is True
