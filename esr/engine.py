@@ -501,7 +501,7 @@ class EsrRun:
             "requests": self.tally.requests, "failures": self.tally.failures,
             "p95_ms": stats.get_current_response_time_percentile(0.95),
             "outcomes": dict(self.tally.outcomes()),
-            "workers": len(self.environment.runner.clients) if self.is_master else 0})
+            "workers": self.environment.runner.worker_count if self.is_master else 0})
 
 
 def bucket_width(duration_s: float) -> float:

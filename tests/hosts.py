@@ -1,0 +1,212 @@
+"""A virtual LAN of hosts on one machine, for tests that need real machines talking over TCP.
+
+A master and workers on loopback share one address, one hostname and one network: they cannot
+show name resolution between hosts, a master bound to 0.0.0.0, or one host's link failing.
+Here each host is a network namespace with its own address on 10.77.0.0/24, its own hostname
+(as a container has) and an /etc/hosts naming every other host, plugged into a bridge. The
+bridge lives in a namespace of its own, so nothing in the machine's own network changes and
+the subnet cannot clash with anything: traffic never leaves the LAN.
+
+    with virtual_lan(["target", "master", "worker-1"]) as lan:
+        lan["master"].start([...], cwd=..., env=..., stdout=..., stderr=...)
+        lan.cut("worker-1")   # its cable pulled: the process runs on, nothing gets through
+
+Leaving the `with` ends every process in every host (by PID, including grandchildren that
+started sessions of their own) and deletes the namespaces, veths, bridge and /etc/netns files.
+Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2; otherwise `NamespacesUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+SUBNET = "10.77.0"  # /24; private to this LAN's bridge, so a fixed one is safe
+BRIDGE = "br0"
+NETNS_ETC = Path("/etc/netns")  # `ip netns exec` bind-mounts /etc/netns/<ns>/* over /etc/*
+COMMAND_TIMEOUT_S = 10
+END_GRACE_S = 5.0
+_serial = itertools.count(1)  # several LANs in one test process get distinct names
+
+
+class NamespacesUnavailable(Exception):
+    """Network namespaces cannot be created here (not root, no iproute2, a restricted kernel)."""
+
+
+def ip(*args: str) -> str:
+    """Run `ip ARGS` and return its output; a failure raises with ip's own message."""
+    result = subprocess.run(["ip", *args], capture_output=True, text=True,
+                            timeout=COMMAND_TIMEOUT_S)
+    if result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+class Host:
+    """One machine on the LAN: a network namespace, its address, and the processes it runs."""
+
+    def __init__(self, name: str, namespace: str, address: str, bridge_port: str):
+        self.name, self.namespace, self.address = name, namespace, address
+        self.bridge_port = bridge_port  # its veth's other end, on the bridge
+        self.processes: list[subprocess.Popen] = []
+
+    def __repr__(self) -> str:
+        return f"Host({self.name} {self.address} in {self.namespace})"
+
+    def command(self, argv: list[str]) -> list[str]:
+        """argv as run on this host: in its network namespace, under its own hostname."""
+        # unshare and sh exec in turn, so the PID Popen sees is the program's own.
+        return ["ip", "netns", "exec", self.namespace, "unshare", "--uts", "--",
+                "sh", "-c", 'hostname "$0" && exec "$@"', self.name, *argv]
+
+    def start(self, argv: list[str], *, cwd: Path, env: dict[str, str], stdout: Path,
+              stderr: Path) -> subprocess.Popen:
+        """Start a long-running program on this host; it is ended when the LAN is torn down."""
+        with open(stdout, "w") as out, open(stderr, "w") as err:
+            process = subprocess.Popen(self.command(argv), cwd=cwd, env=env, stdout=out,
+                                       stderr=err, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def get_json(self, url: str) -> dict:
+        """GET url from this host (the test process itself is not on the LAN)."""
+        fetch = ("import json, sys, urllib.request\n"
+                 "with urllib.request.urlopen(sys.argv[1], timeout=5) as r:\n"
+                 "    print(r.read().decode())")
+        result = subprocess.run(self.command([sys.executable, "-c", fetch, url]),
+                                capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        if result.returncode != 0:
+            raise RuntimeError(f"GET {url} from {self.name}: {result.stderr.strip()[-500:]}")
+        return json.loads(result.stdout)
+
+    def listening(self, port: int) -> bool:
+        return bool(self._sockets("-Hltn", f"sport = :{port}"))
+
+    def peers(self, port: int) -> set[str]:
+        """Addresses with an established TCP connection to this host's local port."""
+        lines = self._sockets("-Htn", "state", "established", f"sport = :{port}")
+        return {line.split()[-1].rsplit(":", 1)[0] for line in lines}
+
+    def _sockets(self, *args: str) -> list[str]:
+        result = subprocess.run(["ss", "-N", self.namespace, *args], capture_output=True,
+                                text=True, timeout=COMMAND_TIMEOUT_S)
+        return result.stdout.splitlines()
+
+    def stop_processes(self) -> None:
+        """Ask what was started here to stop (SIGTERM); `end_processes` makes sure."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+
+    def end_processes(self, deadline: float) -> None:
+        """Reap what was started here (killed if still running at `deadline`), then end
+        anything else left in the namespace, by PID."""
+        for process in self.processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for _ in range(int(END_GRACE_S / 0.1)):
+            pids = [int(pid) for pid in ip("netns", "pids", self.namespace).split()]
+            if not pids:
+                return
+            for pid in pids:  # e.g. a child that started a session of its own
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        raise RuntimeError(f"processes {pids} would not end in {self.namespace}")
+
+
+class Lan:
+    """Hosts joined by one bridge; `lan[name]` is a host, `lan.cut(name)` pulls its cable."""
+
+    def __init__(self, names: list[str]):
+        prefix = f"esr-{os.getpid()}-{next(_serial)}"
+        self.bridge_namespace = f"{prefix}-lan"
+        self.hosts = {name: Host(name, f"{prefix}-{name}", f"{SUBNET}.{i}",
+                                 f"p{i}-{name}"[:15])
+                      for i, name in enumerate(names, start=1)}
+        self.created: list[str] = []  # namespaces, in the order made, for the teardown
+
+    def __getitem__(self, name: str) -> Host:
+        return self.hosts[name]
+
+    def build(self) -> None:
+        try:
+            ip("netns", "add", self.bridge_namespace)
+        except (OSError, RuntimeError) as error:
+            raise NamespacesUnavailable(str(error)) from None
+        self.created.append(self.bridge_namespace)
+        lan = ("-n", self.bridge_namespace)
+        ip(*lan, "link", "add", BRIDGE, "type", "bridge")
+        ip(*lan, "link", "set", BRIDGE, "up")
+        for host in self.hosts.values():
+            self._plug_in(host)
+
+    def _plug_in(self, host: Host) -> None:
+        ip("netns", "add", host.namespace)
+        self.created.append(host.namespace)
+        self._write_etc_hosts(host)
+        # The veth is made on the bridge's side, its peer goes straight into the host as eth0.
+        ip("-n", self.bridge_namespace, "link", "add", host.bridge_port, "type", "veth",
+           "peer", "name", "eth0", "netns", host.namespace)
+        ip("-n", self.bridge_namespace, "link", "set", host.bridge_port, "master", BRIDGE, "up")
+        ip("-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", "eth0")
+        ip("-n", host.namespace, "link", "set", "eth0", "up")
+        ip("-n", host.namespace, "link", "set", "lo", "up")
+
+    def _write_etc_hosts(self, host: Host) -> None:
+        folder = NETNS_ETC / host.namespace
+        folder.mkdir(parents=True, exist_ok=True)
+        names = "".join(f"{h.address}\t{h.name}\n" for h in self.hosts.values())
+        (folder / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{names}")
+
+    def cut(self, name: str) -> None:
+        """Pull a host's cable: its bridge port goes down; its processes run on, unreachable."""
+        ip("-n", self.bridge_namespace, "link", "set", self.hosts[name].bridge_port, "down")
+
+    def tear_down(self) -> None:
+        """Everything goes, whatever state the build or the test left it in."""
+        problems = []
+        hosts = [host for host in self.hosts.values() if host.namespace in self.created]
+        for host in hosts:  # all at once, so the grace periods run side by side
+            host.stop_processes()
+        deadline = time.monotonic() + END_GRACE_S
+        for host in hosts:
+            try:
+                host.end_processes(deadline)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+                problems.append(f"{host.name}: {error}")
+        # Deleting a host's namespace deletes its veth pair; the bridge's, the bridge.
+        for namespace in reversed(self.created):
+            try:
+                ip("netns", "delete", namespace)
+            except RuntimeError as error:
+                problems.append(str(error))
+            shutil.rmtree(NETNS_ETC / namespace, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            NETNS_ETC.rmdir()  # only if this LAN was its last user
+        if problems:
+            raise RuntimeError("the virtual LAN was not fully torn down: " + "; ".join(problems))
+
+
+@contextlib.contextmanager
+def virtual_lan(names: list[str]) -> Iterator[Lan]:
+    """A LAN with one host per name (also its hostname); gone again on leaving the `with`."""
+    lan = Lan(names)
+    try:
+        lan.build()
+        yield lan
+    finally:
+        lan.tear_down()

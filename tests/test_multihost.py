@@ -1,0 +1,341 @@
+"""ESR on real hosts: the compose file's services, each on a machine of its own, counted exactly.
+
+test_scale_out.py runs a master and workers on loopback; that cannot show what happens between
+machines: names resolved by /etc/hosts, a master bound to 0.0.0.0, traffic from several
+addresses, a worker whose link fails mid-run. Here the demo target, the master and three
+workers each get a host on a virtual LAN of network namespaces (tests/hosts.py) and run exactly
+the commands `docker-compose config` resolves from docker-compose.yml, as the image's
+entrypoint (esr-locust) would, with the service's environment, in a working directory laid out
+like the container's /esr (its volumes: examples/ and reports/).
+
+Skipped, with the reason, only where namespaces cannot be created or docker-compose is missing
+(scripts/test installs it).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from hosts import Lan, NamespacesUnavailable, virtual_lan
+
+from esr.citizens import BLOCK
+from esr.rundir import read_events
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+CONTAINER_WORKDIR = Path("/esr")  # the image's WORKDIR (Dockerfile)
+SCENARIO = "examples/multihost.yml"  # relative to the working directory, as in the container
+WORKERS = 3
+SCALE = {"worker": WORKERS}  # docker compose up --scale worker=3
+CITIZENS = 30  # 18 seniors and 12 veterans, below
+SCENARIO_TEXT = """
+scenario: multi-host
+seed: 77
+citizens:
+  - name: seniors
+    template: seniors
+    count: 18
+    behavior: {think_time: 50ms..200ms, patience: 10s}
+  - name: veterans
+    template: veterans
+    count: 12
+    behavior: {think_time: 50ms..200ms, patience: 10s}
+load_profile: {ramp_up: 1s, sustain: %(sustain)s}
+report: {formats: [html]}
+"""
+DECIDED = ("approved", "rejected", "blocked", "paused")  # outcomes the target decides
+READY_TIMEOUT_S = 30
+CUT = "worker-2"
+WORKER_REPORT_S = 3.0  # locust.runners.WORKER_REPORT_INTERVAL (importing Locust here would
+# monkey-patch the test process)
+REPORTS_BEFORE_CUT_S = 5.0  # every worker has reported before its link is cut
+LOSS_NOTICED_S = 10.0  # Locust calls a worker missing after about 3 s without heartbeats
+REBALANCED_WITHIN_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def services() -> dict:
+    """docker-compose.yml resolved by a real Compose implementation, for a headless run."""
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (scripts/test installs it)")
+    env = {**os.environ, "SCENARIO": SCENARIO, "WORKERS": str(WORKERS),
+           "MASTER_MODE": "headless"}
+    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
+@pytest.fixture
+def lan(services) -> Iterator[Lan]:
+    try:
+        with virtual_lan([host for name in start_order(services)
+                          for host in hosts_of(name)]) as lan:
+            yield lan
+    except NamespacesUnavailable as error:
+        pytest.skip(f"cannot create network namespaces here: {error}")
+
+
+# ---- the compose file, run on the LAN ----------------------------------------------------------
+
+
+def start_order(services: dict) -> list[str]:
+    """Services after those they depend on (depends_on), as Compose starts them."""
+    order: list[str] = []
+    while len(order) < len(services):
+        order += [name for name, service in services.items() if name not in order
+                  and set(service.get("depends_on", ())) <= set(order)]
+    return order
+
+
+def hosts_of(service: str) -> list[str]:
+    if service not in SCALE:
+        return [service]
+    return [f"{service}-{i}" for i in range(1, SCALE[service] + 1)]
+
+
+def container_folders(services: dict) -> set[Path]:
+    """The mounted folders, relative to the container's working directory."""
+    folders = set()
+    for service in services.values():
+        for volume in service.get("volumes", ()):
+            inside = volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
+            folders.add(Path(inside).relative_to(CONTAINER_WORKDIR))
+    return folders
+
+
+def master_option(services: dict, option: str) -> str:
+    command = services["master"]["command"]
+    return command[command.index(option) + 1]
+
+
+@dataclass
+class Deployment:
+    """The compose project running on the LAN: one process per host, and its files."""
+
+    lan: Lan
+    workdir: Path  # what the containers see as /esr
+    logs: Path
+    processes: dict[str, subprocess.Popen]
+
+    @property
+    def master(self) -> subprocess.Popen:
+        return self.processes["master"]
+
+    @property
+    def workers(self) -> list[str]:
+        return [host for host in self.processes if host.startswith("worker-")]
+
+    def tail(self, host: str, lines: int = 15) -> str:
+        """The end of a host's output, for assertion messages."""
+        return "".join(f"\n--- {host}.{kind} ---\n" + "\n".join(
+            (self.logs / f"{host}.{kind}").read_text(errors="replace").splitlines()[-lines:])
+            for kind in ("out", "err"))
+
+    def run_dir(self) -> Path | None:
+        runs = [path for path in (self.workdir / "reports").iterdir() if path.is_dir()]
+        return runs[0] if len(runs) == 1 else None
+
+    def live(self) -> dict | None:
+        run_dir = self.run_dir()
+        try:
+            return json.loads((run_dir / "live.json").read_text()) if run_dir else None
+        except (OSError, ValueError):
+            return None
+
+    def summary(self) -> dict:
+        return json.loads((self.run_dir() / "summary.json").read_text())
+
+    def served(self, url: str, path: str) -> dict:
+        """The target's own figures, asked from the master's host as ESR would."""
+        return self.lan["master"].get_json(url + path)
+
+    def wait_for_master(self, timeout_s: float, meanwhile: Callable[[], object]) -> int:
+        deadline = time.monotonic() + timeout_s
+        while self.master.poll() is None:
+            assert time.monotonic() < deadline, f"the master ran over {timeout_s} s" + \
+                self.tail("master")
+            meanwhile()
+            time.sleep(0.5)
+        return self.master.returncode
+
+    def wait_for_workers(self, hosts: list[str], timeout_s: float = 20) -> dict[str, int]:
+        """Exit codes of workers told to quit by the master (None: still running)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(self.processes[h].poll() is None
+                                                  for h in hosts):
+            time.sleep(0.2)
+        return {host: self.processes[host].poll() for host in hosts}
+
+
+class Timeline:
+    """live.json's figures after a moment, as they change: printed when a test fails."""
+
+    def __init__(self, deployment: Deployment, since: float):
+        self.deployment, self.since = deployment, since
+        self.rows: list[tuple] = [("s after", "citizens", "workers", "requests")]
+
+    def __call__(self) -> None:
+        live = self.deployment.live()
+        if live and self.rows[-1][1:] != (row := (live["citizens"], live["workers"],
+                                                   live["requests"])):
+            self.rows.append((round(time.time() - self.since, 1), *row))
+
+    def __str__(self) -> str:
+        return "\n".join("  ".join(f"{cell:>8}" for cell in row) for row in self.rows)
+
+
+def deploy(lan: Lan, services: dict, tmp_path: Path, scenario: str) -> Deployment:
+    """Start every service's command on its host(s), in order, each ready before the next."""
+    workdir, logs = tmp_path / "esr", tmp_path / "logs"
+    for folder in container_folders(services):
+        (workdir / folder).mkdir(parents=True)
+    logs.mkdir()
+    scenario_file = workdir / SCENARIO
+    assert scenario_file.parent.is_dir(), f"compose mounts no {scenario_file.parent.name}/"
+    scenario_file.write_text(scenario)
+    deployment = Deployment(lan, workdir, logs, {})
+    for name in start_order(services):
+        service = services[name]
+        env = {**os.environ, **{k: str(v) for k, v in service.get("environment", {}).items()}}
+        for host in hosts_of(name):
+            # The image's entrypoint is esr-locust: a service's command is its arguments.
+            deployment.processes[host] = lan[host].start(
+                [sys.executable, "-m", "esr.cli", *service["command"]], cwd=workdir, env=env,
+                stdout=logs / f"{host}.out", stderr=logs / f"{host}.err")
+        for host in hosts_of(name):
+            for port in service.get("expose", ()):
+                wait_until(lambda h=host, p=int(port): lan[h].listening(p),
+                           f"{host} listening on port {port}", deployment, host)
+    return deployment
+
+
+def wait_until(condition: Callable[[], object], what: str, deployment: Deployment,
+               host: str, timeout_s: float = READY_TIMEOUT_S) -> object:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        process = deployment.processes[host]
+        assert process.poll() is None, f"{host} exited ({process.returncode}) before " \
+            f"{what}" + deployment.tail(host)
+        assert time.monotonic() < deadline, f"no {what} after {timeout_s} s" + \
+            deployment.tail(host)
+        time.sleep(0.2)
+    return value
+
+
+# ---- what the target served and what ESR counted -----------------------------------------------
+
+
+def journeys_counted(summary: dict) -> Counter:
+    return Counter({(c["age_band"], c["veteran"], outcome): n for c in summary["cohorts"]
+                    for outcome, n in c["by_outcome"].items() if n})
+
+
+def journeys_served(served: dict) -> Counter:
+    return Counter({(row["age_band"], row["veteran"], row["outcome"]): row["n"]
+                    for row in served["outcomes"] if row["n"]})
+
+
+def worker_indexes(applicants: dict) -> set[int]:
+    """Which workers made these citizens: worker k's first citizens are block k of each group."""
+    return {int(citizen.rpartition("-")[2]) // BLOCK for citizen in applicants}
+
+
+def user_counts(run_dir: Path) -> list[tuple[int, int]]:
+    """(unix second, citizens running) from Locust's CSV history, written by the master."""
+    with open(run_dir / "locust_stats_history.csv") as history:
+        return [(int(row["Timestamp"]), int(row["User Count"]))
+                for row in csv.DictReader(history) if row["Name"] == "Aggregated"]
+
+
+def unix_time(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
+
+
+def assert_lost_when_cut(entry: dict, cut_at: float) -> None:
+    """summary.json's record of the worker cut off at cut_at."""
+    # Locust names a worker <hostname>_<uuid>: the one lost is the one cut off.
+    assert entry["worker"].startswith(f"{CUT}_") and entry["reason"] == "missed heartbeats"
+    assert cut_at < unix_time(entry["at"]) < cut_at + LOSS_NOTICED_S
+    assert cut_at - 2 * WORKER_REPORT_S < unix_time(entry["last_report_at"]) < cut_at + 1
+    assert isinstance(entry["unreported_max"], int) and entry["unreported_max"] >= 0
+
+
+# ---- the tests ---------------------------------------------------------------------------------
+
+
+def test_counts_across_hosts_equal_what_the_target_served(lan, services, tmp_path):
+    deployment = deploy(lan, services, tmp_path, SCENARIO_TEXT % {"sustain": "5s"})
+    target_url, port = master_option(services, "--host"), int(services["target"]["expose"][0])
+    peers: set[str] = set()
+    code = deployment.wait_for_master(60, lambda: peers.update(lan["target"].peers(port)))
+    assert code == 0, deployment.tail("master")
+    assert deployment.wait_for_workers(deployment.workers) == dict.fromkeys(deployment.workers, 0)
+
+    summary = deployment.summary()
+    run_id = summary["run_id"]
+    served = deployment.served(target_url, f"/admin/stats?run={run_id}")
+    assert summary["requests"]["total"] == served["requests"]["total"] > 100
+    assert summary["requests"]["failures"] == 0
+    assert journeys_counted(summary) == journeys_served(served)
+    assert set(summary["citizens"]["by_outcome"]) <= set(DECIDED)
+    assert summary["lost"]["workers"] == []
+    # All three workers took part, each from its own address.
+    applicants = deployment.served(target_url, f"/admin/applicants?run={run_id}")
+    assert worker_indexes(applicants) == set(range(WORKERS))
+    assert peers == {lan[host].address for host in deployment.workers}
+    # The master ends with its report card's path, in the run directory under reports/.
+    report = deployment.workdir / (deployment.logs / "master.out").read_text().split()[-1]
+    assert report == deployment.run_dir() / "report.html" and report.is_file()
+
+
+def test_a_worker_cut_off_mid_run_loses_no_more_than_the_bound(lan, services, tmp_path):
+    deployment = deploy(lan, services, tmp_path, SCENARIO_TEXT % {"sustain": "28s"})
+    target_url = master_option(services, "--host")
+    live = wait_until(lambda: (d := deployment.live()) and d["requests"] > 0 and d,
+                      "requests in live.json", deployment, "master")
+    time.sleep(REPORTS_BEFORE_CUT_S)
+    counted_before = deployment.live()["requests"]
+    served_before = deployment.served(target_url, f"/admin/stats?run={live['run_id']}")
+    cut_at = time.time()
+    lan.cut(CUT)
+    timeline = Timeline(deployment, since=cut_at)
+    code = deployment.wait_for_master(90, timeline)
+    print(f"live.json after {CUT} was cut off at {dt.datetime.fromtimestamp(cut_at, dt.UTC)}:",
+          timeline, sep="\n")
+    assert code == 0, deployment.tail("master")
+    remaining = [host for host in deployment.workers if host != CUT]
+    assert deployment.wait_for_workers(remaining) == dict.fromkeys(remaining, 0)
+
+    summary = deployment.summary()
+    served = deployment.served(target_url, f"/admin/stats?run={summary['run_id']}")
+    counted, lost = summary["requests"]["total"], summary["lost"]
+    print(f"served {served['requests']['total']}, counted {counted}, lost:",
+          json.dumps(lost, indent=1))
+    (entry,) = lost["workers"]
+    assert_lost_when_cut(entry, cut_at)
+    bound = lost["requests_unreported_max"]
+    assert bound == entry["unreported_max"]
+    # (a) The bound holds: what the target served and nobody reported is at most the bound.
+    assert 0 <= served["requests"]["total"] - counted <= bound
+    # (b) Nothing reported before the loss was dropped, the cut worker's share included.
+    assert counted >= max(counted_before, served_before["requests"]["total"] - bound)
+    # (c) The two workers left took over the cut worker's citizens, until the run stopped.
+    (stopping,) = [unix_time(e["at"]) for e in read_events(deployment.run_dir())
+                   if e["event"] == "stopping"]
+    later = [users for second, users in user_counts(deployment.run_dir())
+             if cut_at + REBALANCED_WITHIN_S <= second < stopping - 1]
+    assert len(later) >= 5 and set(later) == {CITIZENS}, later
