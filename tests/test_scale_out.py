@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -178,3 +179,17 @@ def test_the_compose_layout_scales_workers_and_runs_esr_commands():
         help_text = subprocess.run(esr_locust(service["command"][0], "--help"),
                                    capture_output=True, text=True, timeout=60)
         assert help_text.returncode == 0
+
+
+@pytest.mark.parametrize("mode, expected", [(None, "--web"), ("headless", "--headless")])
+def test_the_compose_master_serves_the_web_ui_unless_told_to_run_headless(mode, expected):
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (scripts/test installs it)")
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_MODE", "WORKERS")}
+    if mode:
+        env["MASTER_MODE"] = mode
+    resolved = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config"], env=env,
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+    master = yaml.safe_load(resolved)["services"]["master"]
+    assert expected in master["command"]
+    assert {"published": 8089, "target": 8089} in master["ports"]
