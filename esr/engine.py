@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import gevent
+import gevent.event
 import gevent.queue
 from locust.rpc import Message
 from locust.runners import (
@@ -56,6 +57,8 @@ MAX_WORKERS = 256
 PROGRESS_INTERVAL_S = 1.0
 # How long the master waits, after the workers stopped, for their final reports.
 FINAL_REPORT_TIMEOUT_S = 15.0
+# How long a worker given citizens waits for the master to accept its scenario.
+WELCOME_TIMEOUT_S = 10.0
 ARRIVAL_BACKLOG = 100_000  # arrivals due but not started; beyond this they count as missed
 
 
@@ -143,6 +146,7 @@ class EsrRun:
             environment.runner.register_message(
                 "esr_fault", lambda msg, **_: self.faults.append(Fault(**msg.data)))
             gevent.spawn(self._stop_citizens_when_the_master_is_silent)
+            self._hold_citizens_until_welcomed()
         else:
             self._hold_quit_until_finished()
             gevent.signal_handler(signal.SIGUSR1, self.finish)
@@ -211,6 +215,7 @@ class EsrRun:
         theirs = msg.data
         if (theirs["sha256"], theirs["version"]) == (self.scenario.sha256, __version__):
             self.ledger.hello(msg.node_id, time.time())
+            environment.runner.send_message("esr_welcome", None, client_id=msg.node_id)
             return
         reason = (f"worker {msg.node_id} runs {theirs['file']} (sha256 {theirs['sha256'][:16]}, "
                   f"ESR {theirs['version']}) but this master runs {self.scenario.file} "
@@ -378,6 +383,25 @@ class EsrRun:
                 logger.error("no word from the master for %.0f s: stopping this worker's "
                              "citizens", time.time() - heard)
                 runner.stop()
+
+    def _hold_citizens_until_welcomed(self) -> None:
+        """Locust may hand a worker citizens the moment it connects, before the master has
+        checked its scenario: a worker starts none until the master has welcomed it. One
+        refused is told to quit instead, having sent nothing the report would miss."""
+        runner = self.environment.runner
+        welcomed = gevent.event.Event()
+        runner.register_message("esr_welcome", lambda msg, **_: welcomed.set())
+        start_worker = runner.start_worker
+
+        def start_when_welcomed(user_classes_count, **kwargs):
+            if not welcomed.wait(WELCOME_TIMEOUT_S):
+                logger.error("the master has not welcomed this worker in %.0f s (is it an "
+                             "ESR master of version %s?): running no citizens",
+                             WELCOME_TIMEOUT_S, __version__)
+                return
+            start_worker(user_classes_count, **kwargs)
+
+        runner.start_worker = start_when_welcomed
 
     def _hold_quit_until_finished(self) -> None:
         """Locust quits as soon as the shape greenlet ends, which our stop ends first: make

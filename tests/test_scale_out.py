@@ -75,6 +75,8 @@ def test_the_master_refuses_a_worker_with_another_scenario(tmp_path, target):
     assert str(other) in event["reason"] and str(scenario) in event["reason"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["requests"]["total"] > 10 and out.strip().endswith("report.html")
+    # The refused worker started no citizens: the target saw only what the report counts.
+    assert served(target, summary["run_id"])["requests"]["total"] == summary["requests"]["total"]
 
 
 LONGER = """
