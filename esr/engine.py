@@ -114,7 +114,6 @@ class EsrRun:
         self.arrivals: Arrivals | None = None
         self._streams: dict[int, object] = {}
         self._finishing = None
-        self._concluding = None
         self._progress = None
         self._phase: Phase | None = None
         self._finals: set[str] = set()
@@ -327,7 +326,7 @@ class EsrRun:
             # (The next spawn message brings the master's stop timeout back.)
             environment.stop_timeout = 0
         elif self.web:
-            self._concluding = gevent.spawn(self._conclude_web_run)
+            gevent.spawn(self._conclude_web_run)
 
     def finish(self, *_):
         """End the run gracefully: at the shape's end, on SIGUSR1 (Ctrl-C in `esr-locust run`)
