@@ -2,8 +2,11 @@
 
 Both send POST /apply with a JSON body to the same fast target (nginx answering
 from memory, so the load generator is what is measured), from one Locust
-process on one core, in alternating rounds of the same run. Read the ratios:
-absolute figures drift by tens of percent between runs on shared machines.
+process on one core, in alternating rounds of the same run. Throughput is counted
+per CPU-second the Locust process itself used (requests between two moments of the
+steady state / its CPU time between them): "per core", and unmoved by CPU time other
+processes or the hypervisor take. Wall-clock requests/s are printed too. Read the
+ratios: absolute figures drift by tens of percent between runs on shared machines.
 Goal (issue 3): ESR at 0.9x bare Locust or better.
 
     apt-get install -y nginx-light      # once
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+STARTUP_S = 3.5  # Locust's imports (about 1.5 s) and the spawn are over by then
 BARE_LOCUSTFILE = '''
 from locust import FastHttpUser, constant, task
 
@@ -92,27 +96,48 @@ def start_nginx(work: Path) -> tuple[subprocess.Popen, str]:
     sys.exit("nginx did not start")
 
 
-def locust(arguments: list[str], env: dict, sample_at: float | None = None) -> int | None:
-    """Run one Locust process to its end; the RSS in KB sampled at `sample_at` seconds."""
+def locust(arguments: list[str], env: dict, sample_at: float | None = None,
+           cpu_window: tuple[float, float] | None = None) -> tuple[int | None, list]:
+    """Run one Locust process to its end. Returns its RSS in KB sampled at `sample_at`
+    seconds, and (wall time, CPU seconds used) at both ends of `cpu_window`."""
     process = subprocess.Popen([sys.executable, "-m", "locust", *arguments], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rss = None
-    if sample_at is not None:
-        time.sleep(sample_at)
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        rss = int(next(line.split()[1] for line in status.splitlines()
-                       if line.startswith("VmRSS:")))
+    started, rss, cpu = time.monotonic(), None, []
+    for moment in sorted(m for m in (sample_at, *(cpu_window or ())) if m is not None):
+        time.sleep(max(0.0, started + moment - time.monotonic()))
+        if moment == sample_at:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            rss = int(next(line.split()[1] for line in status.splitlines()
+                           if line.startswith("VmRSS:")))
+        if cpu_window and moment in cpu_window:
+            cpu.append((time.time(), cpu_seconds(process.pid)))
     process.wait(timeout=600)
-    return rss
+    return rss, cpu
 
 
-def requests_per_second(csv_prefix: Path) -> float:
-    """Steady-state throughput: the median of Locust's per-second figures, without the
-    first two seconds (spawning) and the last one (stopping)."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(csv_prefix: Path, cpu: list) -> tuple[float, float]:
+    """Steady state: (requests per CPU-second of the Locust process, requests per second)."""
     with open(f"{csv_prefix}_stats_history.csv") as history:
-        rows = [float(r["Requests/s"]) for r in csv.DictReader(history)
-                if r["Name"] == "Aggregated" and r["Requests/s"] not in ("", "N/A")]
-    return statistics.median(rows[2:-1])
+        rows = [(float(r["Timestamp"]), float(r["Total Request Count"]))
+                for r in csv.DictReader(history) if r["Name"] == "Aggregated"]
+    (t0, cpu0), (t1, cpu1) = cpu
+    requests = requests_at(rows, t1) - requests_at(rows, t0)
+    return requests / (cpu1 - cpu0), requests / (t1 - t0)
+
+
+def requests_at(rows: list[tuple[float, float]], moment: float) -> float:
+    """Locust's cumulative request count at a moment, between its once-a-second rows."""
+    before = max((row for row in rows if row[0] <= moment), default=rows[0])
+    after = min((row for row in rows if row[0] > moment), default=rows[-1])
+    if after[0] == before[0]:
+        return before[1]
+    return before[1] + (after[1] - before[1]) * (moment - before[0]) / (after[0] - before[0])
 
 
 def citizen_body(work: Path) -> dict:
@@ -126,33 +151,42 @@ def citizen_body(work: Path) -> dict:
     return {key: citizen[key] for key in DEFAULT_BODY_FIELDS}
 
 
+def steady(seconds: int) -> tuple[float, float]:
+    """The moments, in seconds after the process starts, between which a run is steady:
+    after imports and spawning, before the stop."""
+    return (STARTUP_S, float(seconds))
+
+
 def run_bare(work: Path, host: str, users: int, seconds: int, think: float,
-             sample_at: float | None = None) -> tuple[float, int | None]:
+             sample_at: float | None = None) -> tuple[tuple[float, float] | None, int | None]:
     locustfile = work / "bare_locustfile.py"
     locustfile.write_text(BARE_LOCUSTFILE % {"think": think, "body": repr(citizen_body(work))})
     prefix = work / f"bare-{time.monotonic_ns()}"
-    rss = locust(["-f", str(locustfile), "--headless", "-u", str(users), "-r", str(users),
-                  "-t", f"{seconds + 1}s", "--host", host, "--csv", str(prefix),
-                  "--only-summary"], os.environ.copy(), sample_at)
-    return requests_per_second(prefix), rss
+    window = None if sample_at else steady(seconds)
+    rss, cpu = locust(["-f", str(locustfile), "--headless", "-u", str(users), "-r", str(users),
+                       "-t", f"{seconds + 1}s", "--host", host, "--csv", str(prefix),
+                       "--only-summary"], os.environ.copy(), sample_at, window)
+    return (throughput(prefix, cpu) if window else None), rss
 
 
 def run_esr(work: Path, host: str, users: int, seconds: int, think: float,
-            sample_at: float | None = None) -> tuple[float, int | None]:
+            sample_at: float | None = None) -> tuple[tuple[float, float] | None, int | None]:
     scenario = work / f"esr-{users}-{think}.yml"
     scenario.write_text(ESR_SCENARIO % {"users": users, "think": think, "seconds": seconds})
     run_dir = work / f"esr-run-{time.monotonic_ns()}"
     run_dir.mkdir()
-    rss = locust(["-f", str(ROOT / "locustfiles" / "esr.py"), "--headless", "--host", host,
-                  "--esr-run-dir", str(run_dir), "--esr-run-id", "benchmark",
-                  "--csv", str(run_dir / "locust"), "--stop-timeout", "35", "--only-summary"],
-                 {**os.environ, "ESR_SCENARIO": str(scenario)}, sample_at)
-    return requests_per_second(run_dir / "locust"), rss
+    window = None if sample_at else steady(seconds)
+    rss, cpu = locust(["-f", str(ROOT / "locustfiles" / "esr.py"), "--headless", "--host", host,
+                       "--esr-run-dir", str(run_dir), "--esr-run-id", "benchmark",
+                       "--csv", str(run_dir / "locust"), "--stop-timeout", "35",
+                       "--only-summary"],
+                      {**os.environ, "ESR_SCENARIO": str(scenario)}, sample_at, window)
+    return (throughput(run_dir / "locust", cpu) if window else None), rss
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=textwrap.dedent(__doc__).splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=10, help="per round; at least 6")
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--idle-citizens", type=int, default=4000,
@@ -175,15 +209,17 @@ def main() -> None:
         finally:
             nginx.terminate()
             nginx.wait()
-    b, e = statistics.median(bare), statistics.median(esr)
     print(f"target: nginx on loopback; one Locust process, {args.users} users, no think time, "
           f"{args.seconds}s x {args.rounds} rounds")
-    rounds = {name: ", ".join(f"{x:,.0f}" for x in xs) for name, xs in (("bare", bare),
-                                                                          ("esr", esr))}
-    print(f"bare FastHttpUser:   {b:>9,.0f} req/s   (rounds: {rounds['bare']})")
-    print(f"ESR citizens:        {e:>9,.0f} req/s   (rounds: {rounds['esr']})")
-    print(f"ratio ESR / bare:    {e / b:>9.2f}    "
-          f"(goal >= 0.90: {'met' if e / b >= 0.9 else 'NOT met'})")
+    for name, results in (("bare FastHttpUser", bare), ("ESR citizens", esr)):
+        per_cpu = ", ".join(f"{r[0]:,.0f}" for r in results)
+        per_s = ", ".join(f"{r[1]:,.0f}" for r in results)
+        print(f"{name + ':':<20} {statistics.median(r[0] for r in results):>9,.0f} req per "
+              f"CPU-second (rounds: {per_cpu}; wall clock req/s: {per_s})")
+    ratio = statistics.median(r[0] for r in esr) / statistics.median(r[0] for r in bare)
+    wall = statistics.median(r[1] for r in esr) / statistics.median(r[1] for r in bare)
+    print(f"ratio ESR / bare:    {ratio:>9.2f}    per CPU-second (goal >= 0.90: "
+          f"{'met' if ratio >= 0.9 else 'NOT met'}); wall clock {wall:.2f}")
     ratio = memory["esr"] / memory["bare"]
     print(f"memory per idle user: bare {memory['bare']:.1f} KB, ESR citizen "
           f"{memory['esr']:.1f} KB, ratio {ratio:.2f} (goal <= 1.2: "

@@ -226,10 +226,10 @@ class EsrRun:
 
     def _on_report_to_master(self, client_id, data):
         runner = self.environment.runner
-        data["esr_requests"] = sum(lat.requests for lat in self.probes.latency.values())
+        data["esr"] = drained = self.probes.drain()
+        data["esr_requests"] = sum(row[2] for row in drained["latency"])  # [name, bucket, n…]
         data["esr_citizens"] = max(runner.user_count,
                                    sum(runner.target_user_classes_count.values()))
-        data["esr"] = self.probes.drain()
         if self._final_pending:
             data["esr_final"] = True
             self._final_pending = False

@@ -51,6 +51,23 @@ def merged(histograms) -> HdrHistogram:
     return total
 
 
+def record_values(histogram: HdrHistogram, micros: np.ndarray) -> None:
+    """HDR's record_value for many values at once: the same counts index for each (HDR's
+    own formula, vectorised), a few microseconds per request saved on the hot path."""
+    h = histogram
+    micros = micros.astype(np.int64)
+    bit_length = np.frexp((micros | h.sub_bucket_mask).astype(np.float64))[1]  # exact < 2**53
+    bucket = bit_length - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = micros >> (bucket + h.unit_magnitude)
+    index = ((bucket + 1) << h.sub_bucket_half_count_magnitude) \
+        + (sub_bucket - h.sub_bucket_half_count)
+    counts = np.ctypeslib.as_array(h.counts)
+    counts += np.bincount(index, minlength=h.counts_len)[:h.counts_len].astype(counts.dtype)
+    h.total_count += len(micros)
+    h.min_value = min(h.min_value, int(micros.min()))
+    h.max_value = max(h.max_value, int(micros.max()))
+
+
 def percentile_ms(histogram: HdrHistogram, q: float) -> float:
     """HDR's value at a percentile, in ms, found with numpy instead of a Python loop."""
     if not histogram.total_count:
@@ -64,7 +81,10 @@ def percentile_ms(histogram: HdrHistogram, q: float) -> float:
 
 @dataclass
 class Latency:
-    """Requests of one endpoint in one time bucket: exact counts and extremes, HDR percentiles."""
+    """Requests of one endpoint in one time bucket: exact counts and extremes, HDR percentiles.
+
+    A request only notes its time; the figures take them in at `settle()`, all at once
+    in numpy (drains come every few seconds, so memory stays bounded)."""
 
     requests: int = 0
     failures: int = 0
@@ -72,15 +92,22 @@ class Latency:
     min_ms: float = float("inf")
     max_ms: float = 0.0
     histogram: HdrHistogram = field(default_factory=new_histogram)
+    pending: list = field(default_factory=list)  # response times (ms) not yet settled
 
     def record(self, ms: float, failed: bool) -> None:
-        self.requests += 1
+        self.pending.append(ms)
         self.failures += failed
-        self.total_ms += ms
-        self.min_ms = min(self.min_ms, ms)
-        self.max_ms = max(self.max_ms, ms)
-        micros = min(max(int(ms * 1000), 1), _HDR_RANGE[1])
-        self.histogram.record_value(micros)
+
+    def settle(self) -> None:
+        if not self.pending:
+            return
+        values = np.array(self.pending, dtype=np.float64)
+        self.pending = []
+        self.requests += len(values)
+        self.total_ms += float(values.sum())
+        self.min_ms = min(self.min_ms, float(values.min()))
+        self.max_ms = max(self.max_ms, float(values.max()))
+        record_values(self.histogram, np.clip((values * 1000).astype(np.int64), 1, _HDR_RANGE[1]))
 
     def merge(self, requests, failures, total_ms, min_ms, max_ms, encoded) -> None:
         self.requests += requests
@@ -91,6 +118,7 @@ class Latency:
         self.histogram.decode_and_add(encoded)
 
     def row(self) -> list:
+        self.settle()
         return [self.requests, self.failures, self.total_ms, self.min_ms, self.max_ms,
                 self.histogram.encode()]
 

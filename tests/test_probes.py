@@ -52,3 +52,20 @@ def test_drained_data_survives_msgpack_and_merges_exactly():
 def test_other_wire_versions_are_refused():
     with pytest.raises(ValueError, match="wire version"):
         Tally().merge({"v": 999})
+
+
+def test_values_recorded_at_once_land_where_hdr_puts_them_one_by_one():
+    from esr.probes import _HDR_RANGE, record_values
+
+    rng = np.random.default_rng(11)
+    edges = [1, 2, 127, 128, 255, 256, 1023, 1024, 2**20 - 1, 2**20, 2**31, _HDR_RANGE[1]]
+    values = np.concatenate([edges, rng.integers(1, _HDR_RANGE[1], 5000),
+                             rng.lognormal(9, 2, 5000).astype(np.int64) + 1])
+    one_by_one, at_once = new_histogram(), new_histogram()
+    for value in values.tolist():
+        one_by_one.record_value(value)
+    record_values(at_once, values[: len(values) // 2])
+    record_values(at_once, values[len(values) // 2:])  # into a histogram holding values
+    assert list(at_once.counts) == list(one_by_one.counts)
+    assert (at_once.total_count, at_once.min_value, at_once.max_value) == \
+        (one_by_one.total_count, one_by_one.min_value, one_by_one.max_value)
