@@ -14,6 +14,7 @@ response named no decision), or incomplete (cut short by the end of the run).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import time
@@ -23,7 +24,9 @@ import gevent
 from jinja2.sandbox import SandboxedEnvironment
 from locust import task
 from locust.contrib.fasthttp import FastHttpUser
+from locust.exception import StopUser
 
+from .connections import KEEPALIVE_IDLE_S, Dialer, hang_up
 from .probes import response_facts
 from .scenario import CitizenGroup, Step
 from .wire import (
@@ -97,12 +100,24 @@ class StepRenderer:
 def failure_of(status: int, error: Exception | None, expect: tuple[int, ...]) -> str | None:
     """Why a response counts as failed, or None: by the step's expected statuses, else by class."""
     if status == 0 or (error is not None and not hasattr(error, "response")):
-        return type(error).__name__ if error is not None else "no response"
+        return transport_failure(error) if error is not None else "no response"
     if expect:
         return None if status in expect else f"unexpected status {status}"
     if status < 400 or status == 451:  # 451 is a legal verdict, not a broken service
         return None
     return f"HTTP {status}"
+
+
+def transport_failure(error: Exception) -> str:
+    """A failure on the wire, named by its cause: TimeoutError, ConnectionRefusedError, EMFILE.
+
+    geventhttpclient wraps every cause in RetriesExceeded, which would hide a target that
+    is too slow (timeouts) behind the same word as a load generator out of files or ports.
+    """
+    cause = getattr(error, "original", None) or error
+    if type(cause) is OSError and cause.errno in errno.errorcode:  # EMFILE, EADDRNOTAVAIL, …
+        return errno.errorcode[cause.errno]
+    return type(cause).__name__
 
 
 def decision_of(response, facts: dict) -> str | None:
@@ -162,6 +177,10 @@ class CitizenUser(FastHttpUser):
     network_timeout = REQUEST_TIMEOUT_S
     connection_timeout = REQUEST_TIMEOUT_S
 
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        Dialer.of(environment).adopt(self.client)  # see connections.py
+
     def on_start(self) -> None:
         self.run = self.environment.esr
         self.behavior = self.group.behavior
@@ -182,8 +201,19 @@ class CitizenUser(FastHttpUser):
     def context(self) -> dict:
         return self.visit.context if self.visit else {}
 
+    # Set by stop(). Locust kills a citizen it finds thinking, but the kill lands a moment
+    # later: a citizen whose pause just ended could start a request meanwhile, to be cut
+    # off mid-flight (sent, never counted). act() checks this first and leaves instead.
+    _stop_asked = False
+
+    def stop(self, force: bool = False):
+        self._stop_asked = True
+        return super().stop(force)
+
     @task
     def act(self) -> None:
+        if self._stop_asked:
+            raise StopUser()
         if self.visit is None:
             if self.run.arrivals is not None:
                 if self.arrival is None:
@@ -221,6 +251,10 @@ class CitizenUser(FastHttpUser):
         self.in_flight = False
         visit.requests += 1
         self._after(visit, step, response, status, failure, facts, meta["response_time"] / 1000)
+        # A long pause, or (open model) waiting for the next arrival, another person: like a
+        # browser, hold no idle connection meanwhile (connections.py).
+        if self.pause > KEEPALIVE_IDLE_S or (self.visit is None and self.run.arrivals is not None):
+            hang_up(self.client)
 
     def _faults(self, name: str, delay_ms: float) -> tuple[float, str | None]:
         now = time.time()

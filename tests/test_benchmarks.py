@@ -20,3 +20,11 @@ def test_report_benchmark_runs_on_a_small_synthetic_run():
                           "--endpoints", "5", "--seconds", "120"],
                          capture_output=True, text=True, timeout=300, check=True).stdout
     assert "report card, all four formats" in out and "report.html" in out
+
+
+def test_crowd_benchmark_runs_a_small_crowd():
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "crowd.py"), "--citizens", "2000",
+                          "--seconds", "8", "--ramp", "2"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "spawn: every citizen active after" in out and "ratio ESR / bare" in out, out
+    assert "peak open per worker" in out and "EMFILE 0, EADDRNOTAVAIL 0" in out, out

@@ -1,0 +1,197 @@
+"""How citizens hold connections: as browsers do, so that 50,000 of them fit on one machine.
+
+A tool that keeps one keep-alive connection per simulated user runs out of sockets
+long before 50,000 users: a process may open only so many files (20,000 on the
+2-core machines ESR is benchmarked on), one source address has about 28,000
+ephemeral ports towards one target address and port, and the target holds a
+socket for every idle connection too. A citizen reading a page holds nothing:
+
+- A citizen about to think longer than KEEPALIVE_IDLE_S hangs up first, as browsers
+  and servers drop idle keep-alive connections after a few seconds, and dials again
+  for its next step; in the open model, one whose journey ended hangs up too (the
+  next arrival is another person). So sockets held ~ requests in flight + citizens in
+  short pauses.
+- Dialing again is cheap: the citizen keeps its client objects, and the target's
+  address is resolved once per process (and again after RESOLVE_TTL_S), not on every
+  connection.
+- Against a loopback target, each Locust process connects from loopback source
+  addresses of its own (127.1.<worker>.1, …), enough of them that its ephemeral ports
+  outnumber the files it may open: it runs out of neither, and workers never compete
+  for ports.
+- Each process raises its soft limit on open files to the hard limit.
+
+A citizen that hangs up leaves its side of the connection in TIME_WAIT for 60 s.
+Linux reuses such ports for new connections after a second when
+net.ipv4.tcp_tw_reuse is 1, or 2 (the default: loopback only), but connect() gets
+slower as one address's ports fill up with them: a worker spreads its connections over
+SOURCES_PER_WORKER addresses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import socket
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from geventhttpclient.client import HTTPClientPool
+from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
+from geventhttpclient.url import URL
+
+# A citizen that will think longer than this closes its connection first (Apache httpd's
+# and Node.js's keep-alive timeout: 5 s).
+KEEPALIVE_IDLE_S = 5.0
+RESOLVE_TTL_S = 60.0  # like a browser's DNS cache; a fixed address for the whole run would
+# pin every citizen of a process to one node of a DNS-balanced service
+FIRST_SOURCE = IPv4Address("127.1.0.1")  # worker k's source addresses: 127.1.k.1, 127.1.k.2, …
+# connect() slows from ~25 us to ~200 us once most of one source address's ports towards the
+# target are in TIME_WAIT (measured here, Linux 6.18): a worker's hang-ups spread over this many.
+SOURCES_PER_WORKER = 16
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
+
+
+def hang_up(session) -> None:
+    """Close a FastHttpSession's idle connections; its next request dials again."""
+    pool = session.client.clientpool
+    getattr(pool, "hang_up", pool.close)()  # a session not adopted by a Dialer: drop its clients
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = hard
+    if hard == resource.RLIM_INFINITY:  # Linux refuses more than fs.nr_open
+        ceiling = _read_int("/proc/sys/fs/nr_open", 1_048_576)
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        # If refused, the soft limit stays where Locust left it (at least 10,000 if it could).
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def ephemeral_ports() -> int:
+    """How many local ports one source address has towards one target address and port."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return high - low + 1
+    except (OSError, ValueError):
+        return 28_232  # Linux's default range, 32768-60999
+
+
+def source_addresses(worker_index: int, open_files: int, ports: int) -> tuple[str, ...]:
+    """Worker k's loopback source addresses: enough that its ports outnumber its open files,
+    and at least SOURCES_PER_WORKER, over which the TIME_WAIT of its hang-ups spread thin."""
+    count = min(max(SOURCES_PER_WORKER, math.ceil(open_files / ports)), 254)
+    first = FIRST_SOURCE + 256 * (worker_index % 256)
+    return tuple(str(first + n) for n in range(count))
+
+
+def bindable(addresses: tuple[str, ...]) -> bool:
+    """Whether this host lets a socket bind these addresses (lo holds 127.0.0.0/8 on Linux)."""
+    for address in addresses:
+        with socket.socket() as probe:
+            try:
+                probe.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                probe.bind((address, 0))
+            except OSError:
+                return False
+    return True
+
+
+class Dialer:
+    """One Locust process's way of opening connections for its citizens."""
+
+    def __init__(self, sources: tuple[str, ...] = ()):
+        self.sources = sources
+        self._resolved: dict[tuple, tuple[float, list]] = {}
+        self._turn = 0
+        # The pool classes citizens use: geventhttpclient's, dialing through this process.
+        self.pools = {base: type(f"Citizen{base.__name__}", (_Dialing, base), {"dialer": self})
+                      for base in (ConnectionPool, SSLConnectionPool)}
+        self.client_pool = type("CitizenClientPool", (_CitizenClientPool,), {"dialer": self})
+
+    @classmethod
+    def of(cls, environment) -> Dialer:
+        """The process's dialer, made with the first citizen (the worker's index is known then)."""
+        dialer = getattr(environment, "esr_dialer", None)
+        if dialer is None:
+            open_files = raise_open_files_limit()
+            runner = environment.runner
+            index = getattr(runner, "worker_index", 0) if runner is not None else 0
+            sources = source_addresses(index, open_files, ephemeral_ports())
+            dialer = environment.esr_dialer = cls(sources if bindable(sources) else ())
+        return dialer
+
+    def adopt(self, session) -> None:
+        """Make a FastHttpSession dial through this process (no memory added per citizen)."""
+        session.client.clientpool.__class__ = self.client_pool
+
+    def resolve(self, key: tuple, lookup: Callable[[], list]) -> list:
+        now = time.monotonic()
+        found = self._resolved.get(key)
+        if found is None or found[0] < now:
+            found = self._resolved[key] = (now + RESOLVE_TTL_S, lookup())
+        return found[1]
+
+    def source_for(self, family: int, address) -> str | None:
+        """The source address for a connection to `address`: one of ours if it is loopback."""
+        if family != socket.AF_INET or not self.sources or not address[0].startswith("127."):
+            return None
+        self._turn = (self._turn + 1) % len(self.sources)
+        return self.sources[self._turn]
+
+
+class _Dialing:
+    """Mixed into geventhttpclient's connection pools: cached resolution, source addresses."""
+
+    dialer: Dialer
+
+    def _resolve(self):
+        key = (self._connection_host, self._connection_port, self.disable_ipv6)
+        return self.dialer.resolve(key, super()._resolve)
+
+    def hang_up(self) -> None:
+        """Close this pool's idle connections; it dials again when next asked."""
+        while not self._socket_queue.empty():
+            self._socket_queue.get_nowait().close()
+
+    def _connect_socket(self, sock, address):
+        source = self.dialer.source_for(sock.family, address)
+        if source is not None:
+            # The port is picked at connect(), per target address and port, as without a bind.
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+        return super()._connect_socket(sock, address)
+
+
+class _CitizenClientPool(HTTPClientPool):
+    """A citizen's clients (one per host), whose connection pools dial through its process."""
+
+    dialer: Dialer
+
+    def get_client(self, url):
+        if not isinstance(url, URL):
+            url = URL(url)
+        try:
+            return self.clients[url.host, url.port]  # as geventhttpclient's: the hot path
+        except KeyError:
+            client = super().get_client(url)
+        pool = client._connection_pool
+        pool.__class__ = self.dialer.pools.get(type(pool), type(pool))
+        return client
+
+    def hang_up(self) -> None:
+        """Close the idle connections, keeping the clients: dialing again needs no new one."""
+        for client in self.clients.values():
+            client._connection_pool.hang_up()
+
+
+def _read_int(path: str, default: int) -> int:
+    try:
+        return int(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
