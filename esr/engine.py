@@ -13,6 +13,7 @@ worker's final report, and only then quits and writes the probe tables.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 import gevent
 import gevent.event
 import gevent.queue
+import locust.runners
 from locust.rpc import Message
 from locust.runners import (
     STATE_MISSING,
@@ -42,12 +44,12 @@ from .chaos import Chaos, Fault
 from .citizens import CitizenFactory, identity_pool
 from .journey import DEFAULT_STEP, StepRenderer
 from .probes import Probes, Tally, response_facts
-from .rundir import LIVE, append_event, new_run_id, now_iso, write_json, write_tables
+from .rundir import EVENTS, LIVE, append_event, new_run_id, now_iso, write_json, write_tables
 from .scenario import Scenario
 from .stages import Phase, open_model_pool, plan_stages
 from .units import Span
 from .wire import STOP_TIMEOUT_S
-from .workers import MASTER_SILENCE_S, WATCH_INTERVAL_S, WorkerLedger
+from .workers import MASTER_SILENCE_S, MISSING_AFTER_HEARTBEATS, WATCH_INTERVAL_S, WorkerLedger
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ def install(events, scenario: Scenario) -> None:
 
     events.init_command_line_parser.add_listener(add_options)
     events.init.add_listener(on_init)
+    locust.runners.HEARTBEAT_LIVENESS = MISSING_AFTER_HEARTBEATS  # read by the master's loop
 
 
 class EsrRun:
@@ -104,6 +107,8 @@ class EsrRun:
         self.is_worker = isinstance(environment.runner, WorkerRunner)
         # With Locust's web UI, every start in the browser is a run of its own.
         self.web = environment.web_ui is not None
+        options = environment.parsed_options
+        self._named_run = (getattr(options, "esr_run_id", ""), getattr(options, "esr_run_dir", ""))
         self.report_card: dict | None = None  # web UI: the last run's report card, when built
         # Citizens stopped without a timeout would be killed mid-request (Locust's default 0,
         # as in its web UI): always give them time to finish. Workers get the master's value.
@@ -114,6 +119,7 @@ class EsrRun:
         self.arrivals: Arrivals | None = None
         self._streams: dict[int, object] = {}
         self._finishing = None
+        self._concluding = None  # web UI: the greenlet writing a stopped run's files
         self._progress = None
         self._phase: Phase | None = None
         self._finals: set[str] = set()
@@ -137,6 +143,9 @@ class EsrRun:
                 environment.parsed_options.enable_rebalancing = True
         else:
             events.request.add_listener(self._on_request)
+            # Spawned citizens live until the stop: out of the collector's way meanwhile (a
+            # full pass over 25,000 of them took seconds, stalling every heartbeat).
+            events.spawning_complete.add_listener(lambda **_: gc.freeze())
         if self.is_worker:
             # Tell the master which scenario this worker runs: it refuses a different one.
             environment.runner.send_message("esr_hello", {
@@ -204,7 +213,9 @@ class EsrRun:
             facts["skip_sent"] = True
         failure = None
         if exception is not None:
-            failure = str(exception) if status else type(exception).__name__
+            # ESR's journey names its failures (journey.failure_of); Locust's CatchResponseError
+            # carries that name as its text.
+            failure = str(exception) or type(exception).__name__
         self.probes.request(name, start_time or time.time(), response_time, status, failure,
                             facts, context.get("cohort"))
         if self.request_log is not None:
@@ -250,6 +261,10 @@ class EsrRun:
     # ---- the run's life --------------------------------------------------------------------
 
     def _on_test_start(self, environment, **_):
+        # What exists by now (modules, identity pools, compiled templates) lives as long as
+        # the process: out of the collector's way, full collections during load are cheap.
+        gc.collect()
+        gc.freeze()
         if self.web:
             self._begin_web_run()
         self.configure()
@@ -313,6 +328,7 @@ class EsrRun:
                          start_s=phase.start, end_s=phase.end)
 
     def _on_test_stop(self, environment, **_):
+        gc.unfreeze()  # the stopped citizens may go
         if self.arrivals:
             self.arrivals.stop()
         if self.request_log is not None:
@@ -326,7 +342,7 @@ class EsrRun:
             # (The next spawn message brings the master's stop timeout back.)
             environment.stop_timeout = 0
         elif self.web:
-            gevent.spawn(self._conclude_web_run)
+            self._concluding = gevent.spawn(self._conclude_web_run)
 
     def finish(self, *_):
         """End the run gracefully: at the shape's end, on SIGUSR1 (Ctrl-C in `esr-locust run`)
@@ -375,7 +391,10 @@ class EsrRun:
         to other workers by now, and what they would send could never be reported."""
         runner = self.environment.runner
         while True:
+            slept = time.monotonic()
             gevent.sleep(WATCH_INTERVAL_S)
+            if time.monotonic() - slept > 2 * WATCH_INTERVAL_S:
+                continue  # this process was too busy to read its messages: no verdict
             heard = runner.last_heartbeat_timestamp
             if heard and time.time() - heard > MASTER_SILENCE_S \
                     and runner.state in (STATE_SPAWNING, STATE_RUNNING):
@@ -419,6 +438,8 @@ class EsrRun:
     def _on_quitting(self, environment, **_):
         if self.is_worker:
             return
+        if self._concluding is not None:  # a web UI run still writing its files and card
+            self._concluding.join(timeout=FINAL_REPORT_TIMEOUT_S + 120)
         if self.ended_at is None and (self.started_at is not None or not self.web):
             self._write_results()
         # Request failures are findings for the report, not a failed process; the
@@ -451,9 +472,11 @@ class EsrRun:
         from .launch import RunSettings, write_run_files  # the launcher never imports Locust
 
         options = self.environment.parsed_options
-        run_id = new_run_id(self.scenario.name)
-        run_dir = (Path(options.esr_reports_dir) / run_id).resolve()
+        # Named on the command line, the run id and directory are every run's (the last wins).
+        run_id = self._named_run[0] or new_run_id(self.scenario.name)
+        run_dir = Path(self._named_run[1] or Path(options.esr_reports_dir) / run_id).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / EVENTS).unlink(missing_ok=True)
         # Workers receive the options with their spawn message: the run id labels requests.
         options.esr_run_id, options.esr_run_dir = run_id, str(run_dir)
         write_run_files(run_dir, run_id, self.scenario, RunSettings(

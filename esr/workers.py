@@ -15,9 +15,13 @@ from dataclasses import dataclass
 
 from .rundir import iso_at
 
-# A worker that has not heard its master for this long stops its citizens: the master
-# has given them to other workers by then (Locust calls a worker missing after 3 s).
-MASTER_SILENCE_S = 5.0
+# Locust calls a worker missing after 3 unanswered heartbeats (1 s apart), which a worker
+# busy with tens of thousands of citizens misses while well (a full garbage collection
+# alone can take 2 s): the master waits this many before moving its citizens.
+MISSING_AFTER_HEARTBEATS = 8
+# A worker that has not heard its master for this long stops its citizens: the master has
+# given them to other workers by then.
+MASTER_SILENCE_S = 10.0
 # How often the worker checks that silence, and the master its workers' state.
 WATCH_INTERVAL_S = 1.0
 
