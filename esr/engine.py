@@ -485,7 +485,7 @@ class EsrRun:
             time_scale=options.esr_time_scale, user_scale=options.esr_user_scale))
         self.tally = Tally()
         self.ended_at = self.aborted = self._phase = None
-        self.report_card = {"run_id": run_id, "state": "running"}
+        self.report_card = {"run_id": run_id, "state": "running", "run_dir": str(run_dir)}
 
     def _conclude_web_run(self) -> None:
         """A browser run has stopped (at its end, or Stop pressed): its files, its report card."""

@@ -62,9 +62,15 @@ def add_esr_to_web_ui(run) -> None:
     @esr.route("/runs/<run_id>/<name>")
     @guarded
     def run_file(run_id: str, name: str):
+        card = run.report_card or {}
         reports = Path(run.environment.parsed_options.esr_reports_dir).resolve()
-        folder = (reports / run_id).resolve()
-        if name not in REPORT_CARD.values() or folder.parent != reports or not folder.is_dir():
+        if run_id == card.get("run_id"):  # the last run, wherever its directory was named
+            folder = Path(card["run_dir"])
+        else:  # an earlier run of this UI: only under the reports folder
+            folder = (reports / run_id).resolve()
+            if folder.parent != reports:
+                abort(404)
+        if name not in REPORT_CARD.values() or not folder.is_dir():
             abort(404)
         return send_from_directory(folder, name)
 
