@@ -29,7 +29,7 @@ WATCH_INTERVAL_S = 1.0
 @dataclass
 class WorkerRecord:
     last_heard: float  # epoch seconds of its last report (or hello)
-    citizens: int = 0  # the most it has run or been asked to run
+    citizens: int = 0  # at its last report: those it ran, or was asked to run if more
     peak_rate_per_citizen: float = 0.0  # requests per second per citizen, busiest report
 
 
