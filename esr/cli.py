@@ -197,7 +197,8 @@ def compile_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_arguments(parser: argparse.ArgumentParser) -> None:
+def _local_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `run` and `ui` both ask: the scenario, its target, local workers, chaos commands."""
     from .launch import default_workers
 
     parser.add_argument("scenario", metavar="SCENARIO")
@@ -205,10 +206,14 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_non_negative_int, default=default_workers(),
                         metavar="N", help="0: one process; N: a local master and N workers "
                         "(default: one per core)")
-    parser.add_argument("--run-dir", metavar="DIR", help="where the run's files go "
-                        "(default reports/<run-id>)")
     parser.add_argument("--allow-chaos-commands", action="store_true",
                         help="let chaos actions of kind 'command' run shell commands")
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    _local_run_arguments(parser)
+    parser.add_argument("--run-dir", metavar="DIR", help="where the run's files go "
+                        "(default reports/<run-id>)")
     _scale_arguments(parser)
 
 
@@ -318,18 +323,10 @@ def master(args: argparse.Namespace) -> int:
 
 
 def _ui_arguments(parser: argparse.ArgumentParser) -> None:
-    from .launch import default_workers
-
-    parser.add_argument("scenario", metavar="SCENARIO")
-    parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
-    parser.add_argument("--workers", type=_non_negative_int, default=default_workers(),
-                        metavar="N", help="0: one process; N: a local master and N workers "
-                        "(default: one per core)")
+    _local_run_arguments(parser)
     parser.add_argument("--reports-dir", default="reports", metavar="DIR",
                         help="where each run started in the UI gets its directory "
                         "(default reports/)")
-    parser.add_argument("--allow-chaos-commands", action="store_true",
-                        help="let chaos actions of kind 'command' run shell commands")
     _web_arguments(parser, default=("127.0.0.1", 8089))
     _scale_arguments(parser)
 

@@ -6,15 +6,13 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from commands import esr_locust, free_port, served
 
 from esr.demo import demo_target
 from esr.launch import end_process
@@ -34,14 +32,8 @@ def target():
         yield url
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
-def esr_locust(*args: str) -> list[str]:
-    return [sys.executable, "-m", "esr.cli", *args]
 
 
 def test_the_master_refuses_a_worker_with_another_scenario(tmp_path, target):
@@ -87,9 +79,6 @@ load_profile: {sustain: 32s}
 """
 
 
-def served(url: str, run_id: str) -> dict:
-    with urllib.request.urlopen(f"{url}/admin/stats?run={run_id}", timeout=10) as response:
-        return json.loads(response.read())
 
 
 def test_a_worker_killed_mid_run_is_recorded_with_a_bound_and_its_citizens_go_on(tmp_path,

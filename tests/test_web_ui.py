@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -19,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from commands import esr_locust, free_port, served
 
 from esr.demo import demo_target
 from esr.launch import end_process
@@ -41,16 +41,8 @@ def target():
         yield url
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
-def esr_locust(*args: str) -> list[str]:
-    return [sys.executable, "-m", "esr.cli", *args]
 
 
 class Server:
@@ -99,9 +91,6 @@ def status(url: str, opener=urllib.request.urlopen) -> dict:
         return json.loads(response.read())
 
 
-def served(target: str, run_id: str) -> dict:
-    with urllib.request.urlopen(f"{target}/admin/stats?run={run_id}", timeout=10) as response:
-        return json.loads(response.read())
 
 
 def launch_chromium(playwright):
