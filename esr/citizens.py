@@ -32,11 +32,15 @@ _EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
 
 @dataclass(frozen=True)
 class IdentityPool:
-    first_names: tuple[str, ...]
-    last_names: tuple[str, ...]
-    streets: tuple[str, ...]
-    cities: tuple[str, ...]
+    """Identity parts as numpy object arrays: a block picks from them with one indexing each."""
+
+    first_names: np.ndarray
+    last_names: np.ndarray
+    streets: np.ndarray
+    cities: np.ndarray
     zips_by_state: dict[str, tuple[str, ...]]
+    email_first: np.ndarray  # the names lower-cased, as e-mail addresses have them
+    email_last: np.ndarray
 
 
 @cache
@@ -48,14 +52,23 @@ def identity_pool() -> IdentityPool:
 
     fake = Faker("en_US")
     fake.seed_instance(_POOL_SEED)
+    first = [fake.first_name() for _ in range(_POOL_SIZE)]
+    last = [fake.last_name() for _ in range(_POOL_SIZE)]
     return IdentityPool(
-        first_names=tuple(fake.first_name() for _ in range(_POOL_SIZE)),
-        last_names=tuple(fake.last_name() for _ in range(_POOL_SIZE)),
-        streets=tuple(fake.street_address() for _ in range(_POOL_SIZE)),
-        cities=tuple(fake.city() for _ in range(_POOL_SIZE // 4)),
+        first_names=_strings(first),
+        last_names=_strings(last),
+        streets=_strings(fake.street_address() for _ in range(_POOL_SIZE)),
+        cities=_strings(fake.city() for _ in range(_POOL_SIZE // 4)),
         zips_by_state={state: tuple(fake.zipcode_in_state(state) for _ in range(16))
                        for state in PRESETS["us_population"]},
+        email_first=_strings(name.lower() for name in first),
+        email_last=_strings(name.lower() for name in last),
     )
+
+
+def _strings(values) -> np.ndarray:
+    """Python strings in an object array: indexing and + keep them Python strings."""
+    return np.array(list(values), dtype=object)
 
 
 def _age_band_table() -> tuple[str, ...]:
@@ -66,7 +79,19 @@ def _age_band_table() -> tuple[str, ...]:
     return tuple(table)
 
 
-_BAND_OF_AGE = _age_band_table()
+_BANDS = _strings(_age_band_table())  # by age
+_COHORTS = _strings([[f"{band}|{kind}" for kind in ("non-veteran", "veteran")]  # by age, veteran
+                     for band in _BANDS])
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()  # numpy's day 0
+# Phones "(2xx-9xx) 555-01nn" and e-mail tails "<number % 1000>@<domain number % 3>", as tables.
+_PHONE_AREAS = _strings(f"({area}) 555-01" for area in range(200, 1000))
+_TWO_DIGITS = _strings(f"{k:02d}" for k in range(100))
+_EMAIL_TAILS = _strings(f"{k % 1000}@{_EMAIL_DOMAINS[k % 3]}" for k in range(3000))
+# What every citizen has, in the order _make_block makes it.
+CITIZEN_FIELDS = ("citizen_id", "number", "group", "name", "first_name", "last_name", "age",
+                  "date_of_birth", "income", "veteran", "household_size", "disability",
+                  "employment", "state", "zip", "address", "city", "email", "phone", "language",
+                  "digital_comfort", "age_band", "cohort")
 
 
 class CitizenFactory:
@@ -107,60 +132,54 @@ def _years_before(day: dt.date, years: int) -> dt.date:
 
 def _make_block(group: CitizenGroup, rng: np.random.Generator, first: int,
                 anchor: np.ndarray, pool: IdentityPool) -> list[dict]:
+    """BLOCK citizens, column by column: numpy does the per-citizen work, Python builds
+    one dict per citizen (the draws' order is the citizens' identity: keep it)."""
     n = BLOCK
     t = group.traits
     ages = np.clip(t.age.draw(rng, n), 0, 120).astype(np.int64)
-    births = (anchor[ages] - rng.integers(0, 365, n)).tolist()
-    columns = {
-        "income": t.income.draw(rng, n).astype(np.int64).tolist(),
-        "veteran": t.veteran.draw(rng, n).astype(bool).tolist(),
-        "household_size": t.household_size.draw(rng, n).astype(np.int64).tolist(),
-        "disability": t.disability.draw(rng, n).astype(bool).tolist(),
-        "employment": t.employment.draw(rng, n).tolist(),
-        "state": t.state.draw(rng, n).tolist(),
-        "language": t.language.draw(rng, n).tolist(),
-        "digital_comfort": t.digital_comfort.draw(rng, n).tolist(),
-    }
-    picks = rng.integers(0, 1 << 30, size=(6, n)).tolist()
-    first_names, last_names, streets, cities = (pool.first_names, pool.last_names, pool.streets,
-                                                pool.cities)
-    prefix = group.name
-    citizens = []
-    for i, age in enumerate(ages.tolist()):
-        first_name = first_names[picks[0][i] % len(first_names)]
-        last_name = last_names[picks[1][i] % len(last_names)]
-        state = columns["state"][i]
-        zips = pool.zips_by_state[state]
-        number = first + i
-        veteran = columns["veteran"][i]
-        band = _BAND_OF_AGE[age]
-        citizens.append({
-            "citizen_id": f"{prefix}-{number:07d}",
-            "number": number,
-            "group": prefix,
-            "name": f"{first_name} {last_name}",
-            "first_name": first_name,
-            "last_name": last_name,
-            "age": age,
-            "date_of_birth": dt.date.fromordinal(births[i]).isoformat(),
-            "income": columns["income"][i],
-            "veteran": veteran,
-            "household_size": columns["household_size"][i],
-            "disability": columns["disability"][i],
-            "employment": columns["employment"][i],
-            "state": state,
-            "zip": zips[picks[2][i] % len(zips)],
-            "address": streets[picks[3][i] % len(streets)],
-            "city": cities[picks[4][i] % len(cities)],
-            "email": f"{first_name}.{last_name}{number % 1000}@"
-                     f"{_EMAIL_DOMAINS[number % 3]}".lower(),
-            "phone": f"({200 + picks[5][i] % 800}) 555-01{picks[5][i] % 100:02d}",
-            "language": columns["language"][i],
-            "digital_comfort": columns["digital_comfort"][i],
-            "age_band": band,
-            "cohort": f"{band}|{'veteran' if veteran else 'non-veteran'}",
-        })
-    return citizens
+    births = anchor[ages] - rng.integers(0, 365, n)
+    income = t.income.draw(rng, n).astype(np.int64)
+    veteran = t.veteran.draw(rng, n).astype(bool)
+    household_size = t.household_size.draw(rng, n).astype(np.int64)
+    disability = t.disability.draw(rng, n).astype(bool)
+    employment = t.employment.draw(rng, n)
+    states = t.state.draw(rng, n).tolist()
+    language = t.language.draw(rng, n)
+    digital_comfort = t.digital_comfort.draw(rng, n)
+    picks = rng.integers(0, 1 << 30, size=(6, n))
+    numbers = np.arange(first, first + n)
+    first_pick = picks[0] % len(pool.first_names)
+    last_pick = picks[1] % len(pool.last_names)
+    first_names, last_names = pool.first_names[first_pick], pool.last_names[last_pick]
+    zips_by_state = pool.zips_by_state
+    columns = (
+        [f"{group.name}-{number:07d}" for number in range(first, first + n)],
+        numbers.tolist(),
+        [group.name] * n,
+        (first_names + " " + last_names).tolist(),
+        first_names.tolist(),
+        last_names.tolist(),
+        ages.tolist(),
+        np.datetime_as_string((births - _EPOCH_ORDINAL).astype("datetime64[D]")).tolist(),
+        income.tolist(),
+        veteran.tolist(),
+        household_size.tolist(),
+        disability.tolist(),
+        employment.tolist(),
+        states,
+        [zips_by_state[state][pick % len(zips_by_state[state])]
+         for state, pick in zip(states, picks[2].tolist(), strict=True)],
+        pool.streets[picks[3] % len(pool.streets)].tolist(),
+        pool.cities[picks[4] % len(pool.cities)].tolist(),
+        (pool.email_first[first_pick] + "." + pool.email_last[last_pick]
+         + _EMAIL_TAILS[numbers % len(_EMAIL_TAILS)]).tolist(),
+        (_PHONE_AREAS[picks[5] % len(_PHONE_AREAS)] + _TWO_DIGITS[picks[5] % 100]).tolist(),
+        language.tolist(),
+        digital_comfort.tolist(),
+        _BANDS[ages].tolist(),
+        _COHORTS[ages, veteran.astype(np.int64)].tolist(),
+    )
+    return [dict(zip(CITIZEN_FIELDS, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def preview(scenario: Scenario, count: int) -> Iterator[dict]:

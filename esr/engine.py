@@ -48,7 +48,7 @@ from .rundir import EVENTS, LIVE, append_event, new_run_id, now_iso, write_json,
 from .scenario import Scenario
 from .stages import Phase, open_model_pool, plan_stages
 from .units import Span
-from .wire import STOP_TIMEOUT_S
+from .wire import HITL_SKIP_HEADER, STOP_TIMEOUT_S, SYNTHETIC_HEADER, USER_AGENT
 from .workers import MASTER_SILENCE_S, MISSING_AFTER_HEARTBEATS, WATCH_INTERVAL_S, WorkerLedger
 
 logger = logging.getLogger(__name__)
@@ -172,6 +172,9 @@ class EsrRun:
         """Read ESR's options; workers receive the master's with each test start."""
         options = self.environment.parsed_options
         self.run_id = getattr(options, "esr_run_id", "") or "esr-adhoc"
+        # What every request of the run carries, besides the citizen's id (wire conventions).
+        self.headers = {SYNTHETIC_HEADER: self.run_id, "User-Agent": USER_AGENT,
+                        **({HITL_SKIP_HEADER: "true"} if self.hitl_skip else {})}
         self.time_scale = getattr(options, "esr_time_scale", 1.0) or 1.0
         self.user_scale = getattr(options, "esr_user_scale", 1.0) or 1.0
         run_dir = getattr(options, "esr_run_dir", "")
@@ -189,7 +192,8 @@ class EsrRun:
         return seconds * self.time_scale
 
     def think(self, span: Span, rng) -> float:
-        return rng.uniform(span.low, span.high) * self.time_scale
+        low, high = span.low, span.high
+        return (low if low == high else rng.uniform(low, high)) * self.time_scale
 
     def next_citizen(self, group_index: int) -> dict:
         stream = self._streams.get(group_index)
@@ -203,21 +207,20 @@ class EsrRun:
 
     # ---- probes ----------------------------------------------------------------------------
 
-    def _on_request(self, request_type, name, response_time, response, exception, context,
-                    start_time=None, **_):
-        status = getattr(response, "status_code", 0) or 0
+    def _on_request(self, name, response_time, response, exception, context, start_time=None,
+                    **_):
         facts = context.get("facts")
         if facts is None:  # a request ESR's journey did not make (custom code)
-            facts = response_facts(response, status)
-        if self.hitl_skip:
-            facts["skip_sent"] = True
+            facts = response_facts(response, getattr(response, "status_code", 0) or 0)
         failure = None
         if exception is not None:
             # ESR's journey names its failures (journey.failure_of); Locust's CatchResponseError
             # carries that name as its text.
             failure = str(exception) or type(exception).__name__
-        self.probes.request(name, start_time or time.time(), response_time, status, failure,
-                            facts, context.get("cohort"))
+        self.probes.request(name, start_time or time.time(), response_time, failure, facts,
+                            context.get("cohort"))
+        if self.hitl_skip:
+            self.probes.hitl["skipped"] += 1
         if self.request_log is not None:
             self.request_log.write(f"{name},{response_time!r},{int(failure is not None)}\n")
 

@@ -15,12 +15,12 @@ response named no decision), or incomplete (cut short by the end of the run).
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import time
-from dataclasses import dataclass, field
+from operator import itemgetter
 
 import gevent
+import orjson
 from jinja2.sandbox import SandboxedEnvironment
 from locust import task
 from locust.contrib.fasthttp import FastHttpUser
@@ -32,10 +32,7 @@ from .scenario import CitizenGroup, Step
 from .wire import (
     CITIZEN_HEADER,
     DEFAULT_BODY_FIELDS,
-    HITL_SKIP_HEADER,
     REQUEST_TIMEOUT_S,
-    SYNTHETIC_HEADER,
-    USER_AGENT,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,6 +40,15 @@ logger = logging.getLogger(__name__)
 # A step slower than this many times the citizen's patience makes it walk away.
 WALK_AWAY_FACTOR = 2.0
 DEFAULT_STEP = Step(name="apply", method="POST", path="/apply")
+_default_body = itemgetter(*DEFAULT_BODY_FIELDS)
+# ESR encodes JSON bodies itself, with orjson: Python's json module took a tenth of the CPU
+# of each request, the largest part of what ESR added to it. These are the headers Locust's
+# json= would add, unless the step sets them.
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+def encode_json(value) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 # ---- rendering steps ---------------------------------------------------------------------------
@@ -60,21 +66,27 @@ class StepRenderer:
         self.form = self._compile(step.form)
         self.body = self._compile(step.body)
         self.headers = self._compile(step.headers or {})
+        named = {name.lower() for name in step.headers or {}}
+        self.json_headers = {k: v for k, v in JSON_HEADERS.items() if k.lower() not in named}
 
-    def request(self, citizen: dict, variables: dict, run_id: str) -> dict:
+    def request(self, citizen: dict, variables: dict, run_id: str) -> tuple[str, dict, dict]:
+        """The step for one citizen: its path, its own headers, and its body as keywords
+        for Locust's client."""
         if self.step is DEFAULT_STEP:  # the hot path of most scenarios: no templates at all
-            return {"path": DEFAULT_STEP.path, "headers": {},
-                    "json": {key: citizen[key] for key in DEFAULT_BODY_FIELDS}}
+            body = dict(zip(DEFAULT_BODY_FIELDS, _default_body(citizen), strict=True))
+            return DEFAULT_STEP.path, self.json_headers, {"data": encode_json(body)}
         scope = {"citizen": citizen, "vars": variables, "run_id": run_id}
+        headers = self.headers(scope)
         if self.step.json is not None:
-            payload = {"json": self.json(scope)}
-        elif self.step.form is not None:
+            return (str(self.path(scope)), {**self.json_headers, **headers},
+                    {"data": encode_json(self.json(scope))})
+        if self.step.form is not None:
             payload = {"data": {k: str(v) for k, v in self.form(scope).items()}}
         elif self.step.body is not None:
             payload = {"data": str(self.body(scope))}
         else:
             payload = {}
-        return {"path": str(self.path(scope)), "headers": self.headers(scope), **payload}
+        return str(self.path(scope)), headers, payload
 
     def _compile(self, value):
         """A function of the scope: templates rendered, a lone {{ expr }} keeping its type."""
@@ -130,8 +142,8 @@ def decision_of(response, facts: dict) -> str | None:
     if not content or b'"status"' not in content:  # cheap test before parsing
         return None
     try:
-        data = json.loads(content.decode())
-    except ValueError:  # not JSON (or not UTF-8): no decision stated
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:  # not JSON (or not UTF-8): no decision stated
         return None
     decided = data.get("status") if isinstance(data, dict) else None
     return decided if decided in ("approved", "rejected") else None
@@ -152,20 +164,17 @@ def extract(source: str, response, status: int):
 # ---- the citizen -------------------------------------------------------------------------------
 
 
-@dataclass
 class Visit:
     """One citizen's way through the journey."""
 
-    citizen: dict
-    context: dict = field(init=False)  # what every request of this citizen is tagged with
-    step: int = 0
-    attempt: int = 0
-    requests: int = 0
-    frustrated: bool = False
-    variables: dict = field(default_factory=dict)
+    __slots__ = ("citizen", "context", "step", "attempt", "requests", "frustrated", "variables")
 
-    def __post_init__(self):
-        self.context = {"cohort": (self.citizen["age_band"], self.citizen["veteran"])}
+    def __init__(self, citizen: dict):
+        self.citizen = citizen
+        self.context = {"cohort": (citizen["age_band"], citizen["veteran"])}  # on its requests
+        self.step = self.attempt = self.requests = 0
+        self.frustrated = False
+        self.variables: dict = {}
 
 
 class CitizenUser(FastHttpUser):
@@ -224,11 +233,9 @@ class CitizenUser(FastHttpUser):
         visit = self.visit
         renderer = self.steps[visit.step]
         step = renderer.step
-        request = renderer.request(visit.citizen, visit.variables, self.run.run_id)
-        headers = {SYNTHETIC_HEADER: self.run.run_id,
-                   CITIZEN_HEADER: visit.citizen["citizen_id"], "User-Agent": USER_AGENT,
-                   **({HITL_SKIP_HEADER: "true"} if self.run.hitl_skip else {}),
-                   **request.pop("headers")}
+        path, own_headers, payload = renderer.request(visit.citizen, visit.variables,
+                                                      self.run.run_id)
+        headers = {**self.run.headers, CITIZEN_HEADER: visit.citizen["citizen_id"], **own_headers}
         jitter_ms = self.random.uniform(0, self.run.jitter_ms) if self.run.jitter_ms else 0.0
         injected = None
         if self.run.faults:  # chaos on the client side: added latency, injected failures
@@ -236,8 +243,8 @@ class CitizenUser(FastHttpUser):
         if jitter_ms:
             gevent.sleep(jitter_ms / 1000)
         self.in_flight = True
-        with self.client.request(step.method, request.pop("path"), name=step.name,
-                                 headers=headers, catch_response=True, **request) as response:
+        with self.client.request(step.method, path, name=step.name, headers=headers,
+                                 catch_response=True, **payload) as response:
             status = response.status_code or 0
             meta = response.request_meta
             failure = failure_of(status, meta["exception"], step.expect) or injected
@@ -293,9 +300,10 @@ class CitizenUser(FastHttpUser):
 
     def _end(self, outcome: str) -> None:
         citizen = self.visit.citizen
+        traits = self.run.report_traits
         self.run.probes.journey(self.group.name, citizen["age_band"], citizen["veteran"],
                                 outcome, self.visit.frustrated,
-                                tuple((t, citizen[t]) for t in self.run.report_traits))
+                                tuple((t, citizen[t]) for t in traits) if traits else ())
         self.visit = None
         self.pause = self.run.think(self.behavior.think_time, self.random)
 

@@ -34,10 +34,10 @@ def test_drained_data_survives_msgpack_and_merges_exactly():
     for _ in range(3):
         probes = Probes(bucket_s=5.0)
         for i in range(1000):
-            probes.request("apply", 1_800_000_000 + i / 100, 10.0 + i % 50, 200, None,
+            probes.request("apply", 1_800_000_000 + i / 100, 10.0 + i % 50, None,
                            {"route": "standard", "paused": i % 10 == 0}, ("62+", True))
             probes.journey("seniors", "62+", True, "approved", i % 7 == 0)
-        probes.request("apply", 1_800_000_030, 99.0, 503, "HTTP 503", {}, ("62+", False))
+        probes.request("apply", 1_800_000_030, 99.0, "HTTP 503", {}, ("62+", False))
         expected += 1001
         wire = msgpack.unpackb(msgpack.packb(probes.drain()), strict_map_key=False)
         tally.merge(wire)

@@ -196,7 +196,7 @@ def test_markup_from_the_target_is_escaped(tmp_path):
 
     probes = Probes(bucket_s=1.0)
     for i in range(50):
-        probes.request(f"apply {HOSTILE}", 1_800_000_000 + i / 10, 20.0 + i, 500,
+        probes.request(f"apply {HOSTILE}", 1_800_000_000 + i / 10, 20.0 + i,
                        f"HTTP 500 {HOSTILE}", {"route": f"route {HOSTILE}",
                                               "blocked": f"HIPAA{HOSTILE}"}, ("62+", True))
         probes.journey("g", "62+", True, "error", False)
