@@ -8,8 +8,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -87,6 +90,58 @@ journey:
     decided = outcomes.get("approved", 0) + outcomes.get("rejected", 0)
     assert decided == by_endpoint["GET /status/{id}"]
     assert set(outcomes) <= {"approved", "rejected", "blocked", "incomplete"}
+
+
+@contextmanager
+def cookie_service():
+    """A service that hands each visitor a cookie naming it, and notes the cookies it is sent:
+    (path, citizen, Cookie header) for every request."""
+    seen: list[tuple[str, str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            citizen = self.headers.get("X-ESR-Citizen", "")
+            seen.append((self.path, citizen, self.headers.get("Cookie", "")))
+            body = b'{"status": "approved"}'
+            self.send_response(200)
+            self.send_header("Set-Cookie", f"visitor={citizen}; Path=/")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_cookies_stay_with_the_citizen_they_were_given_to(tmp_path, steps):
+    """A citizen is a new person: it never arrives with the cookie of the citizen the same
+    Locust user played before; within its own visit, its cookies come back to the service."""
+    journey = "\n".join(f"  - {{name: step{k}, request: GET /step{k}}}" for k in range(steps))
+    path = scenario(tmp_path, f"""
+scenario: cookies
+citizens: {{template: families, count: 3, behavior: {{think_time: 5ms..20ms, retries: 0}}}}
+load_profile: {{sustain: 2s}}
+journey:
+{journey}
+""")
+    with cookie_service() as (url, seen):
+        result = run(RunSettings(scenario=path, host=url, workers=0, run_dir=tmp_path / "run"))
+    assert result.summary["requests"]["total"] == len(seen) > 30
+    first_steps = [(citizen, cookie) for path, citizen, cookie in seen if path == "/step0"]
+    assert all(cookie == "" for _, cookie in first_steps), first_steps[:5]
+    later = [(citizen, cookie) for path, citizen, cookie in seen if path != "/step0"]
+    assert all(cookie == f"visitor={citizen}" for citizen, cookie in later), later[:5]
+    assert len(later) >= (len(first_steps) - 3 if steps > 1 else 0)
 
 
 def test_the_open_model_records_arrivals_falling_behind(tmp_path):
