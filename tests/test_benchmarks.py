@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -28,3 +31,12 @@ def test_crowd_benchmark_runs_a_small_crowd():
                          capture_output=True, text=True, timeout=300, check=True).stdout
     assert "spawn: every citizen active after" in out and "ratio ESR / bare" in out, out
     assert "peak open per worker" in out and "EMFILE 0, EADDRNOTAVAIL 0" in out, out
+
+
+@pytest.mark.skipif(not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()),
+                    reason="benchmarks/engine.py needs nginx (apt-get install nginx-light)")
+def test_engine_benchmark_runs_a_short_round():
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "engine.py"), "--seconds", "6",
+                          "--rounds", "1", "--idle-citizens", "400"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "ratio ESR / bare" in out and "memory per idle user" in out, out
