@@ -36,8 +36,8 @@ def synthetic_run(run_dir: Path, requests: int, endpoints: int, seconds: int) ->
         slow = 1 + (k % endpoints) / 10 + (3 if 600 < t - START < 700 else 0)
         failure = "HTTP 503" if rng.random() < 0.002 else None
         cohort = (BANDS[k % 4], k % 7 == 0)
-        probes.request(name, t, rng.lognormvariate(3, 0.5) * slow, 503 if failure else 200,
-                       failure, {"route": ("fast_track", "standard")[k % 2]}, cohort)
+        probes.request(name, t, rng.lognormvariate(3, 0.5) * slow, failure,
+                       {"route": ("fast_track", "standard")[k % 2]}, cohort)
         if k % 3 == 0:
             probes.journey(f"group-{k % 3}", *cohort, OUTCOMES[k % len(OUTCOMES)], k % 11 == 0)
         if k % 100_000 == 99_999:  # as a worker would: drained every few seconds

@@ -15,6 +15,7 @@ response named no decision), or incomplete (cut short by the end of the run).
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import time
 from operator import itemgetter
@@ -146,8 +147,11 @@ def decision_of(response, facts: dict) -> str | None:
         return None
     try:
         data = orjson.loads(content)
-    except orjson.JSONDecodeError:  # not JSON (or not UTF-8): no decision stated
-        return None
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses and Python reads: integers beyond 64 bits, NaN
+            data = json.loads(content)
+        except ValueError:  # not JSON (or not UTF-8): no decision stated
+            return None
     decided = data.get("status") if isinstance(data, dict) else None
     return decided if decided in ("approved", "rejected") else None
 

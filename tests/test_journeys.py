@@ -19,6 +19,7 @@ import pytest
 
 from esr import EsrClient
 from esr.demo import demo_target
+from esr.journey import decision_of
 from esr.launch import RunSettings, run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +91,28 @@ journey:
     decided = outcomes.get("approved", 0) + outcomes.get("rejected", 0)
     assert decided == by_endpoint["GET /status/{id}"]
     assert set(outcomes) <= {"approved", "rejected", "blocked", "incomplete"}
+
+
+class Answer:
+    def __init__(self, content: bytes):
+        self.content = content
+
+
+@pytest.mark.parametrize(("content", "decision"), [
+    (b'{"status": "approved"}', "approved"),
+    (b' {"status":"rejected", "reason": "income"}\n', "rejected"),
+    (b'{"status": "approved", "id": 123456789012345678901234567890}', "approved"),  # > 64 bits
+    (b'{"status": "rejected", "score": NaN}', "rejected"),  # Python's json reads NaN
+    (b'{"status": "pending"}', None),
+    (b'{"result": {"status": "approved"}}', None),  # only the top level decides
+    (b'["status", "approved"]', None),
+    (b'{"status": "approved"', None),  # cut short
+    (b'\xff{"status": "approved"}', None),  # not UTF-8
+    (b"", None),
+])
+def test_the_decision_is_the_top_level_status_of_a_json_answer(content, decision):
+    assert decision_of(Answer(content), {}) == decision
+    assert decision_of(Answer(content), {"blocked": "HIPAA"}) == "blocked"
 
 
 @contextmanager
