@@ -9,7 +9,8 @@ The two processes run at the same time, pinned to the same core (nginx to anothe
 whatever the machine does meanwhile (other tenants, frequency changes) it does to
 both, so their ratio holds still where absolute figures drift by tens of percent
 between moments on shared machines (alternating rounds gave ratios of 0.71 to 0.98
-for the same code here; simultaneous ones stay within a few hundredths). Sharing a
+for the same code here; simultaneous ones mostly stay within a few hundredths, now and
+then one strays by a tenth: the median of the rounds is the figure). Sharing a
 core costs the process with the larger working set a little more cache: if anything,
 the ratio is conservative for ESR. Goal (issue 3): ESR at 0.9x bare Locust or better.
 
