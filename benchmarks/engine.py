@@ -20,7 +20,7 @@ cookie jar (each citizen is a new person): both are ESR's own choices, and part 
 it keeps up while doing a citizen's bookkeeping on every request.
 
     apt-get install -y nginx-light      # once
-    .venv/bin/python benchmarks/engine.py [--seconds 10] [--users 50] [--rounds 2]
+    .venv/bin/python benchmarks/engine.py [--seconds 10] [--users 50] [--rounds 3]
 """
 
 from __future__ import annotations
