@@ -8,18 +8,17 @@ its sockets counted from /proc by psutil while its citizens think.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import resource
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+from commands import served
 
 from esr.connections import (
     KEEPALIVE_IDLE_S,
@@ -48,11 +47,6 @@ def target():
         yield url
 
 
-def served(url: str, run_id: str) -> int:
-    with urllib.request.urlopen(f"{url}/admin/stats?run={run_id}", timeout=10) as response:
-        return json.loads(response.read())["requests"]["total"]
-
-
 def connections_to(pid: int, port: int) -> list:
     return [c for c in psutil.Process(pid).net_connections(kind="tcp")
             if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED]
@@ -74,7 +68,8 @@ def sockets_while_thinking(tmp_path: Path, target: str, think: str) -> tuple[int
     def sample() -> None:
         pid = launch.lead.pid
         deadline = time.monotonic() + 30
-        while served(target, launch.run_id) < CITIZENS and time.monotonic() < deadline:
+        while (served(target, launch.run_id)["requests"]["total"] < CITIZENS
+               and time.monotonic() < deadline):
             time.sleep(0.1)
         for _ in range(10):
             held = connections_to(pid, port)

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from commands import served
 
 from esr import EsrClient
 from esr.demo import demo_target
@@ -29,11 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def target():
     with demo_target("--capacity", "8", "--service-ms", "5") as url:
         yield url
-
-
-def served(url: str, run_id: str) -> dict:
-    with urllib.request.urlopen(f"{url}/admin/stats?run={run_id}", timeout=10) as response:
-        return json.loads(response.read())
 
 
 def scenario(tmp_path: Path, text: str) -> Path:
