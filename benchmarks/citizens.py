@@ -17,7 +17,7 @@ from pathlib import Path
 
 from faker import Faker
 
-from esr.citizens import BLOCK, CitizenFactory, identity_pool
+from esr.population.citizens import BLOCK, CitizenFactory, identity_pool
 from esr.scenario import load_scenario
 
 SCENARIO = Path(__file__).resolve().parent.parent / "examples" / "mixed_demographics.yml"

@@ -44,10 +44,10 @@ from pathlib import Path
 
 import psutil
 
-from esr.connections import ephemeral_ports
-from esr.demo import demo_target
-from esr.launch import Launch, RunSettings, end_process
-from esr.rundir import EVENTS, LIVE, LOCUST_PREFIX, read_json
+from esr.demo.process import demo_target
+from esr.engine.connections import ephemeral_ports
+from esr.launcher import Launch, RunSettings, end_process
+from esr.run_directory import EVENTS, LIVE, LOCUST_PREFIX, read_json
 
 # Bare users hold one connection each: within the target's 20,000 open files, and the
 # ~28,000 ports of 127.0.0.1 towards it that all bare workers share.
@@ -337,7 +337,7 @@ def main() -> None:
           + ", ".join(f"{sampler.busy(w.pid):.0%}" for w in workers) + f", target {target_cpu:.0%}")
     if silenced:
         print(f"note: {silenced} time(s) a worker stopped its citizens, not hearing from the "
-              "master (esr/workers.py MASTER_SILENCE_S)")
+              "master (esr/engine/lost_workers.py MASTER_SILENCE_S)")
     live = read_json(run_dir / LIVE) if (run_dir / LIVE).is_file() else {}
     if live.get("workers") not in (None, args.workers):
         print(f"note: {live.get('workers')} workers at the end")

@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from esr.engine import bucket_width
-from esr.probes import Probes, Tally
-from esr.report_render import write_report_card
-from esr.rundir import RUN_SETTINGS, write_json, write_tables
+from esr.engine.probes import Probes, Tally
+from esr.engine.run import bucket_width
+from esr.report.render import write_report_card
+from esr.run_directory import RUN_SETTINGS, write_json, write_tables
 
 START = 1_800_000_000.0
 BANDS = ("18-29", "30-44", "45-61", "62+")

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
-from . import __version__
-from .errors import EXIT_OK, BadInput, EsrError
+from esr import __version__
+from esr.errors import EXIT_OK, BadInput, EsrError
 
-DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "examples" / "demo.yml"
+DEMO_SCENARIO = Path(__file__).resolve().parent / "demo" / "scenario.yml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +67,7 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def validate(args: argparse.Namespace) -> int:
-    from .validation import validate_file
+    from esr.scenario.validation import validate_file
 
     problems = []
     for file in args.files:
@@ -97,7 +97,7 @@ def _templates_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def templates(args: argparse.Namespace) -> int:
-    from .demographics import available_templates, load_template, template_file
+    from esr.population.demographics import available_templates, load_template, template_file
 
     names = available_templates()
     if args.name is None:
@@ -107,7 +107,7 @@ def templates(args: argparse.Namespace) -> int:
         return EXIT_OK
     file = template_file(args.name)
     if not file.is_file():
-        from .fields import did_you_mean
+        from esr.scenario.yaml_fields import did_you_mean
         hint = did_you_mean(args.name, names) or f"known templates: {', '.join(names)}"
         raise BadInput(f"unknown template '{args.name}' ({hint})")
     template = load_template(file)
@@ -134,8 +134,8 @@ def _citizens_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def citizens(args: argparse.Namespace) -> int:
-    from .citizens import preview
-    from .scenario import load_scenario
+    from esr.population.citizens import preview
+    from esr.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
     rows = preview(scenario, args.count)
@@ -164,7 +164,7 @@ def _positive_int(text: str, minimum: int = 1) -> int:
 
 
 def schema(args: argparse.Namespace) -> int:
-    from .schema import scenario_schema
+    from esr.scenario.schema import scenario_schema
 
     print(json.dumps(scenario_schema(), indent=2))
     return EXIT_OK
@@ -190,8 +190,8 @@ def _compile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compile_plan(args: argparse.Namespace) -> int:
-    from .compiler import plan_text
-    from .scenario import load_scenario
+    from esr.engine.compiler import plan_text
+    from esr.scenario import load_scenario
 
     print(plan_text(load_scenario(args.scenario), args.time_scale, args.user_scale))
     return EXIT_OK
@@ -199,7 +199,7 @@ def compile_plan(args: argparse.Namespace) -> int:
 
 def _local_run_arguments(parser: argparse.ArgumentParser) -> None:
     """What `run` and `ui` both ask: the scenario, its target, local workers, chaos commands."""
-    from .launch import default_workers
+    from esr.launcher import default_workers
 
     parser.add_argument("scenario", metavar="SCENARIO")
     parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
@@ -218,7 +218,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .launch import RunSettings
+    from esr.launcher import RunSettings
 
     settings = RunSettings(scenario=Path(args.scenario), host=args.host, workers=args.workers,
                            run_dir=Path(args.run_dir) if args.run_dir else None,
@@ -228,8 +228,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_and_report(settings) -> int:
-    from .launch import Launch, ProgressLine, describe_plan
-    from .report_render import write_report_card
+    from esr.launcher import Launch, ProgressLine, describe_plan
+    from esr.report.render import write_report_card
 
     launch = Launch.prepare(settings)
     print(describe_plan(settings, launch), file=sys.stderr)
@@ -252,7 +252,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def report(args: argparse.Namespace) -> int:
-    from .report_render import parse_formats, write_report_card
+    from esr.report.render import parse_formats, write_report_card
 
     written = write_report_card(Path(args.run_dir), parse_formats(args.format),
                                 Path(args.out) if args.out else None)
@@ -310,7 +310,7 @@ def _web_arguments(parser: argparse.ArgumentParser, default=("0.0.0.0", 8089)) -
 def master(args: argparse.Namespace) -> int:
     """A master for workers on other hosts: one headless run and its report card, or the
     web UI, where each run started gets its own run directory and report card."""
-    from .launch import RunSettings
+    from esr.launcher import RunSettings
 
     settings = RunSettings(scenario=Path(args.scenario), host=args.host,
                            workers=args.expect_workers, bind=args.bind,
@@ -333,7 +333,7 @@ def _ui_arguments(parser: argparse.ArgumentParser) -> None:
 
 def ui(args: argparse.Namespace) -> int:
     """Locust's web UI with ESR's classes, shape and tab, and local workers."""
-    from .launch import RunSettings
+    from esr.launcher import RunSettings
 
     return _serve_web_ui(RunSettings(
         scenario=Path(args.scenario), host=args.host, workers=args.workers,
@@ -343,7 +343,7 @@ def ui(args: argparse.Namespace) -> int:
 
 
 def _serve_web_ui(settings) -> int:
-    from .launch import Launch
+    from esr.launcher import Launch
 
     launch = Launch.prepare(settings)
     launch.start()
@@ -363,7 +363,7 @@ def _worker_arguments(parser: argparse.ArgumentParser) -> None:
 def worker(args: argparse.Namespace) -> int:
     import os
 
-    from .launch import worker_command
+    from esr.launcher import worker_command
 
     command, env = worker_command(Path(args.scenario), args.master)
     os.execve(command[0], command, env)  # signals (docker stop) reach Locust directly
@@ -388,14 +388,14 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def target(args: argparse.Namespace) -> int:
-    from .target import serve
+    from esr.target import serve
 
     serve(host=args.host, port=args.port, capacity=args.capacity, service_ms=args.service_ms)
     return EXIT_OK
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from .launch import default_workers
+    from esr.launcher import default_workers
 
     parser.add_argument("--workers", type=_non_negative_int, default=default_workers(),
                         metavar="N")
@@ -403,8 +403,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     """The bundled demo target on a free port, and a short scenario against it."""
-    from .demo import demo_target
-    from .launch import RunSettings
+    from esr.demo.process import demo_target
+    from esr.launcher import RunSettings
 
     with demo_target() as url:
         print(f"esr-locust: demo target at {url}", file=sys.stderr)

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadInput, EsrError
-from .launch import Launch, RunResult, RunSettings, read_live
+from esr.errors import BadInput, EsrError
+from esr.launcher import Launch, RunResult, RunSettings, read_live
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class EsrClient:
 
     def report(self, job_id: str, format: str = "html") -> Report:  # noqa: A002 - the API's word
         """Build (or rebuild) one format of a finished run's report card."""
-        from .report_render import parse_formats, write_report_card
+        from esr.report.render import parse_formats, write_report_card
 
         job = self.job(job_id)
         job.wait()

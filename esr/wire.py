@@ -1,6 +1,6 @@
 """The wire conventions (DESIGN.md): how ESR labels its requests and reads responses."""
 
-from . import __version__
+from esr import __version__
 
 SYNTHETIC_HEADER = "X-ESR-Synthetic"  # <run-id> on every request
 CITIZEN_HEADER = "X-ESR-Citizen"  # <citizen-id> on every request

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from esr.demo import demo_target
-from esr.launch import RunSettings, run
-from esr.report_card import read_report_card
-from esr.rundir import read_table
+from esr.demo.process import demo_target
+from esr.launcher import RunSettings, run
+from esr.report.card import read_report_card
+from esr.run_directory import read_table
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from matplotlib import _pylab_helpers
 from matplotlib.figure import Figure
 
-from esr.charts import bar_chart, heatmap, line_chart
+from esr.report.charts import bar_chart, heatmap, line_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
 NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}

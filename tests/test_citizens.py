@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esr.citizens import BLOCK, CitizenFactory, preview
-from esr.demographics import (
+from esr.population.citizens import BLOCK, CitizenFactory, preview
+from esr.population.demographics import (
     Bands,
     Constant,
     LogNormal,

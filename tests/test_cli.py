@@ -88,7 +88,7 @@ def test_a_bad_scenario_in_citizens_exits_2(tmp_path):
 
 def test_the_launcher_and_the_api_never_import_locust():
     """Locust monkey-patches on import; the launcher, API and report builder run unpatched."""
-    code = ("import sys, esr, esr.launch, esr.client, esr.report_render, esr.cli; "
+    code = ("import sys, esr, esr.launcher, esr.client, esr.report.render, esr.cli; "
             "sys.exit('locust' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
@@ -96,7 +96,7 @@ def test_the_launcher_and_the_api_never_import_locust():
 def test_plain_progress_lines_say_the_final_figures_once():
     import io
 
-    from esr.launch import ProgressLine
+    from esr.launcher import ProgressLine
 
     out = io.StringIO()  # not a terminal: plain lines, as in CI logs
     line = ProgressLine(out)

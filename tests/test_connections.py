@@ -1,4 +1,4 @@
-"""How citizens hold connections (esr/connections.py): none while thinking long, own source
+"""How citizens hold connections (esr/engine/connections.py): none while thinking long, own source
 addresses on loopback, and failures on the wire named by their cause.
 
 The runs here are real and short: a Locust process against the demo target on 127.0.0.1,
@@ -20,7 +20,8 @@ import psutil
 import pytest
 from commands import served
 
-from esr.connections import (
+from esr.demo.process import demo_target
+from esr.engine.connections import (
     KEEPALIVE_IDLE_S,
     SOURCES_PER_WORKER,
     Dialer,
@@ -28,8 +29,7 @@ from esr.connections import (
     raise_open_files_limit,
     source_addresses,
 )
-from esr.demo import demo_target
-from esr.launch import Launch, RunSettings
+from esr.launcher import Launch, RunSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 CITIZENS = 40
@@ -159,7 +159,7 @@ def test_the_dialer_binds_only_loopback_ipv4_and_takes_turns():
 
 
 def test_the_dialer_resolves_once_per_time_to_live(monkeypatch):
-    from esr import connections
+    from esr.engine import connections
 
     dialer = Dialer()
     lookups = []

@@ -19,9 +19,9 @@ import pytest
 from commands import served
 
 from esr import EsrClient
-from esr.demo import demo_target
-from esr.journey import decision_of
-from esr.launch import RunSettings, run
+from esr.demo.process import demo_target
+from esr.engine.journey import decision_of
+from esr.launcher import RunSettings, run
 
 ROOT = Path(__file__).resolve().parent.parent
 

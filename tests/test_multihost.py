@@ -31,8 +31,8 @@ import pytest
 import yaml
 from hosts import Lan, NamespacesUnavailable, virtual_lan
 
-from esr.citizens import BLOCK
-from esr.rundir import read_events
+from esr.population.citizens import BLOCK
+from esr.run_directory import read_events
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

@@ -13,11 +13,11 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from esr.demo import demo_target
-from esr.launch import RunSettings, run
-from esr.probes import Tally
-from esr.report_render import write_report_card
-from esr.rundir import RUN_SETTINGS, write_json, write_tables
+from esr.demo.process import demo_target
+from esr.engine.probes import Tally
+from esr.launcher import RunSettings, run
+from esr.report.render import write_report_card
+from esr.run_directory import RUN_SETTINGS, write_json, write_tables
 
 SCENARIO = """
 scenario: "Report card <check> & co"
@@ -192,7 +192,7 @@ HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 def test_markup_from_the_target_is_escaped(tmp_path):
     """Endpoint names, error messages, routes and block reasons all come from the target."""
     tally = Tally()
-    from esr.probes import Probes
+    from esr.engine.probes import Probes
 
     probes = Probes(bucket_s=1.0)
     for i in range(50):

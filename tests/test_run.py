@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from esr import __version__
-from esr.citizens import CitizenFactory
-from esr.demo import demo_target
-from esr.launch import RunSettings, run
-from esr.rundir import read_events
+from esr.demo.process import demo_target
+from esr.launcher import RunSettings, run
+from esr.population.citizens import CitizenFactory
+from esr.run_directory import read_events
 from esr.scenario import load_scenario
 from esr.wire import DEFAULT_BODY_FIELDS
 
@@ -258,7 +258,7 @@ def test_bad_input_exits_2_before_anything_runs(tmp_path):
 
 def test_workers_that_never_connect_are_a_run_error(tmp_path, target, monkeypatch):
     """Workers that die before connecting (here: started as `locust --version`)."""
-    from esr import launch
+    from esr import launcher as launch
 
     monkeypatch.setattr(launch, "WORKERS_CONNECT_TIMEOUT_S", 3)
     spawn = launch.Launch._spawn

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from commands import esr_locust, free_port, served
 
-from esr.demo import demo_target
-from esr.launch import end_process
-from esr.rundir import read_events
+from esr.demo.process import demo_target
+from esr.launcher import end_process
+from esr.run_directory import read_events
 
 SCENARIO = """
 scenario: spread out

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import esr
-from esr.demographics import load_template
 from esr.errors import Problem
+from esr.population.demographics import load_template
 
 SCENARIO = "s.yml"
 TEMPLATE = "my.yml"

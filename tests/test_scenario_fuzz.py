@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import esr
-from esr import demographics, scenario
+from esr.population import demographics
+from esr.scenario import reader as scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = {p.stem: p.read_text(encoding="utf-8")

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from commands import esr_locust, free_port, served
 
-from esr.demo import demo_target
-from esr.launch import end_process
+from esr.demo.process import demo_target
+from esr.launcher import end_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "reports" / "screenshots"

@@ -17,30 +17,37 @@ from urllib.parse import urlsplit
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from . import fields as f
-from .demographics import (
+from esr.errors import Problem, ScenarioError
+from esr.population.demographics import (
     DEMOGRAPHICS_DIR,
-    Behavior,
     Template,
-    Traits,
     available_templates,
     load_template,
     read_behavior,
     read_traits,
     template_file,
 )
-from .errors import Problem, ScenarioError
-from .units import Span, format_duration
-from .yamlsource import Document, KeyPath, format_path, read_yaml
+from esr.scenario import yaml_fields as f
+from esr.scenario.model import (
+    LANGUAGE_VERSION,
+    ChaosAction,
+    CitizenGroup,
+    LoadProfile,
+    Scenario,
+    Slo,
+    SloCheck,
+    Spike,
+    Stage,
+    Step,
+)
+from esr.scenario.yaml_source import Document, KeyPath, format_path, read_yaml
+from esr.units import format_duration
 
-LANGUAGE_VERSION = 1
 PROBES = ("latency", "errors", "act_route", "legal_blocks", "hitl", "outcome")
 CHAOS_ACTIONS = ("kill_pod", "stop_service", "restore_service", "http", "signal", "latency",
                  "error_rate", "command")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 REPORT_FORMATS = ("html", "pdf", "json", "junit")
-# Default age bands: HUD counts 62 and over as elderly.
-AGE_BANDS = ((18, 29, "18-29"), (30, 44, "30-44"), (45, 61, "45-61"), (62, 200, "62+"))
 DEFAULT_REFERENCE_DATE = dt.date(2026, 1, 1)
 DEFAULT_TARGET = "http://127.0.0.1:8080"
 # A spike bigger than this many times the plateau is more likely a typo than a plan.
@@ -70,114 +77,6 @@ REPORT_TRAITS = ("veteran", "disability", "employment", "state", "language", "di
 _CHAOS_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+after\s+(\S+)(?:\s+for\s+(\S+))?\s*$")
 EXTRACT_PATTERN = r"^(json(\.[A-Za-z0-9_-]+)+|header\.[A-Za-z0-9-]+|status)$"
 _EXTRACT = re.compile(EXTRACT_PATTERN)
-
-
-# ---- the model -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CitizenGroup:
-    name: str  # unique within the scenario; prefixes each citizen_id
-    template: str  # the template's name as written
-    count: int  # peak concurrent citizens (closed model) or share of arrivals (open model)
-    traits: Traits  # the template's distributions with the group's overrides
-    behavior: Behavior
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Stage:
-    duration: float
-    citizens: int
-    spawn_rate: float | None  # None: reach the stage's citizens over its first tenth
-
-
-@dataclass(frozen=True)
-class Spike:
-    at: float
-    size: int
-    duration: float
-
-
-@dataclass(frozen=True)
-class LoadProfile:
-    ramp_up: float = 0.0
-    sustain: float = 0.0
-    ramp_down: float = 0.0
-    spike: Spike | None = None
-    stages: tuple[Stage, ...] = ()
-    arrival_rate: float | None = None  # citizens per second, open model
-
-    @property
-    def duration(self) -> float:
-        if self.stages:
-            return sum(stage.duration for stage in self.stages)
-        return self.ramp_up + self.sustain + self.ramp_down
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    method: str
-    path: str
-    json: object = None  # Jinja2 templates inside strings, rendered per citizen
-    form: dict | None = None
-    body: str | None = None
-    headers: dict | None = None
-    expect: tuple[int, ...] = ()  # empty: any status below 400, plus 202 and 451 by convention
-    extract: dict | None = None  # variable -> json.a.b | header.X-Name | status
-    think_time: Span | None = None  # None: the citizen's own think time
-
-
-@dataclass(frozen=True)
-class ChaosAction:
-    action: str
-    target: str
-    after: float
-    duration: float | None = None
-    options: dict | None = None  # the action's own keys (method, headers, signal, …)
-
-
-@dataclass(frozen=True)
-class SloCheck:
-    metric: str
-    threshold: float
-    endpoint: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.endpoint} {self.metric}" if self.endpoint else self.metric
-
-
-@dataclass(frozen=True)
-class Slo:
-    checks: tuple[SloCheck, ...] = ()
-    window: float | None = None  # each check also holds over every sliding window this long
-    abort_on_fail: bool = False  # stop the run when a check fails over a whole window
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    file: str
-    sha256: str
-    target: str
-    seed: int
-    reference_date: dt.date
-    citizens: tuple[CitizenGroup, ...]
-    load_profile: LoadProfile
-    journey: tuple[Step, ...] | None
-    probes: tuple[str, ...]
-    network_jitter_ms: int
-    chaos: tuple[ChaosAction, ...]
-    track_legal_blocks: bool
-    hitl_skip: bool
-    slo: Slo
-    report_formats: tuple[str, ...]
-    description: str = ""
-    report_title: str | None = None
-    report_traits: tuple[str, ...] = ()  # outcomes are also broken down by these traits
-    language_version: int = LANGUAGE_VERSION
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -651,10 +550,3 @@ def _read_report(doc: Document, value: object
                                              "a list of traits")
               if (name := f.choice(doc, path, item, REPORT_TRAITS, what="report trait"))]
     return tuple(formats), title or None, tuple(dict.fromkeys(traits))
-
-
-def age_band(age: int) -> str:
-    for low, high, label in AGE_BANDS:
-        if low <= age <= high:
-            return label
-    return "under-18"

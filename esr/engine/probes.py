@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from .wire import HITL_HEADER, ROUTE_HEADER, VERDICT_HEADER
+from esr.wire import HITL_HEADER, ROUTE_HEADER, VERDICT_HEADER
 
 # Microseconds, from 1 µs to an hour; 2 significant digits keeps a histogram at ~13 KB
 # and percentiles within 1% (measured 0.4% worst on lognormal latencies).

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 
-from .journey import CitizenUser
-from .scenario import Scenario
-from .shape import ScenarioShape
-from .stages import Phase, plan_stages
-from .units import format_duration
+from esr.engine.journey import CitizenUser
+from esr.engine.shape import ScenarioShape
+from esr.scenario import Scenario
+from esr.scenario.stages import Phase, plan_stages
+from esr.units import format_duration
 
 
 def class_name(group_name: str) -> str:

@@ -39,17 +39,30 @@ from locust.runners import (
 )
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
-from . import __version__
-from .chaos import Chaos, Fault
-from .citizens import CitizenFactory, identity_pool
-from .journey import DEFAULT_STEP, StepRenderer
-from .probes import Probes, Tally, response_facts
-from .rundir import EVENTS, LIVE, append_event, new_run_id, now_iso, write_json, write_tables
-from .scenario import Scenario
-from .stages import Phase, open_model_pool, plan_stages
-from .units import Span
-from .wire import HITL_SKIP_HEADER, STOP_TIMEOUT_S, SYNTHETIC_HEADER, USER_AGENT
-from .workers import MASTER_SILENCE_S, MISSING_AFTER_HEARTBEATS, WATCH_INTERVAL_S, WorkerLedger
+from esr import __version__
+from esr.engine.chaos import Chaos, Fault
+from esr.engine.journey import DEFAULT_STEP, StepRenderer
+from esr.engine.lost_workers import (
+    MASTER_SILENCE_S,
+    MISSING_AFTER_HEARTBEATS,
+    WATCH_INTERVAL_S,
+    WorkerLedger,
+)
+from esr.engine.probes import Probes, Tally, response_facts
+from esr.population.citizens import CitizenFactory, identity_pool
+from esr.run_directory import (
+    EVENTS,
+    LIVE,
+    append_event,
+    new_run_id,
+    now_iso,
+    write_json,
+    write_tables,
+)
+from esr.scenario import Scenario
+from esr.scenario.stages import Phase, open_model_pool, plan_stages
+from esr.units import Span
+from esr.wire import HITL_SKIP_HEADER, STOP_TIMEOUT_S, SYNTHETIC_HEADER, USER_AGENT
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +172,7 @@ class EsrRun:
             self._hold_quit_until_finished()
             gevent.signal_handler(signal.SIGUSR1, self.finish)
         if self.web:
-            from .webui import add_esr_to_web_ui  # Flask and the UI only where a UI runs
+            from esr.engine.web_ui import add_esr_to_web_ui  # Flask and the UI only where a UI runs
 
             add_esr_to_web_ui(self)
             # Ctrl-C in `esr-locust ui`, or docker stop: end the run in progress, then leave.
@@ -472,7 +485,7 @@ class EsrRun:
 
     def _begin_web_run(self) -> None:
         """A start in the browser is a run of its own: a new id, directory and tally."""
-        from .launch import RunSettings, write_run_files  # the launcher never imports Locust
+        from esr.launcher import RunSettings, write_run_files  # the launcher never imports Locust
 
         options = self.environment.parsed_options
         # Named on the command line, the run id and directory are every run's (the last wins).

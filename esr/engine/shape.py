@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from locust import LoadTestShape
 
-from .stages import citizens_at
+from esr.scenario.stages import citizens_at
 
 
 class ScenarioShape(LoadTestShape):

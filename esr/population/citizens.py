@@ -22,7 +22,7 @@ from functools import cache, lru_cache
 
 import numpy as np
 
-from .scenario import AGE_BANDS, CitizenGroup, Scenario
+from esr.scenario import AGE_BANDS, CitizenGroup, Scenario
 
 BLOCK = 1024
 _POOL_SEED = 20260101
@@ -48,7 +48,7 @@ def identity_pool() -> IdentityPool:
     """Realistic identity parts, made once per process from a fixed seed (about half a second)."""
     from faker import Faker
 
-    from .presets import PRESETS
+    from esr.population.presets import PRESETS
 
     fake = Faker("en_US")
     fake.seed_instance(_POOL_SEED)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fields as f
-from .presets import PRESETS
-from .units import Span
-from .yamlsource import Document, KeyPath, read_yaml
+from esr.population.presets import PRESETS
+from esr.scenario import yaml_fields as f
+from esr.scenario.yaml_source import Document, KeyPath, read_yaml
+from esr.units import Span
 
-DEMOGRAPHICS_DIR = Path(__file__).resolve().parent.parent / "demographics"
+DEMOGRAPHICS_DIR = Path(__file__).resolve().parent / "templates"
 
 EMPLOYMENT = ("employed", "unemployed", "retired", "student", "not_in_labor_force")
 DIGITAL_COMFORT = ("low", "medium", "high")
@@ -195,7 +195,7 @@ def load_template(path: Path, problems: list | None = None) -> Template | None:
     doc = read_yaml(path)
     template = read_template(doc, expected_name=path.stem)
     if problems is None:
-        from .errors import ScenarioError
+        from esr.errors import ScenarioError
         if doc.problems:
             raise ScenarioError(doc.problems)
     else:

@@ -10,8 +10,8 @@ import difflib
 import math
 from collections.abc import Callable, Iterable
 
-from .units import UnitError, parse_duration, parse_rate, parse_span
-from .yamlsource import Document, KeyPath
+from esr.scenario.yaml_source import Document, KeyPath
+from esr.units import UnitError, parse_duration, parse_rate, parse_span
 
 
 class _Invalid:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .rundir import iso_at
+from esr.run_directory import iso_at
 
 # Locust calls a worker missing after 3 unanswered heartbeats (1 s apart), which a worker
 # busy with tens of thousands of citizens misses while well (a full garbage collection

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import Problem
+from esr.errors import Problem
 
 KeyPath = tuple[str | int, ...]
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__
-from .errors import EXIT_OK, EXIT_RUN_ERROR, EXIT_SLO_FAILED, BadInput, EsrError
-from .rundir import (
+from esr import __version__
+from esr.errors import EXIT_OK, EXIT_RUN_ERROR, EXIT_SLO_FAILED, BadInput, EsrError
+from esr.report.summary import build_summary
+from esr.run_directory import (
     LIVE,
     LOCUST_PREFIX,
     RESOLVED_SCENARIO,
@@ -32,13 +33,12 @@ from .rundir import (
     read_json,
     write_json,
 )
-from .scenario import Scenario, load_scenario
-from .stages import plan_stages
-from .summary import build_summary
-from .units import format_duration
-from .wire import STOP_TIMEOUT_S
+from esr.scenario import Scenario, load_scenario
+from esr.scenario.stages import plan_stages
+from esr.units import format_duration
+from esr.wire import STOP_TIMEOUT_S
 
-LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "esr.py"
+LOCUSTFILE = Path(__file__).resolve().parent / "engine" / "locustfile.py"
 REPORTS_DIR = Path("reports")
 # How long workers may take to connect before the run is called off.
 WORKERS_CONNECT_TIMEOUT_S = 60
@@ -328,7 +328,7 @@ def _check_settings(settings: RunSettings) -> None:
 
 
 def _template_text(name: str, scenario: Scenario) -> str:
-    from .demographics import template_file
+    from esr.population.demographics import template_file
 
     path = template_file(name, Path(scenario.file).parent)
     return path.read_text() if path.is_file() else ""

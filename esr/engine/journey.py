@@ -27,10 +27,10 @@ from locust import task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
-from .connections import KEEPALIVE_IDLE_S, Dialer, hang_up
-from .probes import response_facts
-from .scenario import CitizenGroup, Step
-from .wire import (
+from esr.engine.connections import KEEPALIVE_IDLE_S, Dialer, hang_up
+from esr.engine.probes import response_facts
+from esr.scenario import CitizenGroup, Step
+from esr.wire import (
     CITIZEN_HEADER,
     DEFAULT_BODY_FIELDS,
     REQUEST_TIMEOUT_S,

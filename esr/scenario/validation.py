@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .demographics import load_template
-from .scenario import load_scenario
-from .units import format_duration
-from .yamlsource import read_yaml
+from esr.population.demographics import load_template
+from esr.scenario import load_scenario
+from esr.scenario.yaml_source import read_yaml
+from esr.units import format_duration
 
 
 def validate_file(path: str | Path) -> str:

@@ -6,10 +6,16 @@ names; semantic checks (a spike after the end, …) remain the loader's alone.
 
 from __future__ import annotations
 
-from . import scenario as s
-from .demographics import BEHAVIOR_KEYS, DIGITAL_COMFORT, EMPLOYMENT, TRAIT_KINDS, US_STATES
-from .presets import PRESETS
-from .units import DURATION_EXAMPLES, DURATION_PATTERN, RATE_EXAMPLES, RATE_PATTERN
+from esr.population.demographics import (
+    BEHAVIOR_KEYS,
+    DIGITAL_COMFORT,
+    EMPLOYMENT,
+    TRAIT_KINDS,
+    US_STATES,
+)
+from esr.population.presets import PRESETS
+from esr.scenario import reader as s
+from esr.units import DURATION_EXAMPLES, DURATION_PATTERN, RATE_EXAMPLES, RATE_PATTERN
 
 SCHEMA_ID = "https://esr.invalid/schema/scenario-v1.json"
 

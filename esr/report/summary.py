@@ -12,9 +12,9 @@ from collections.abc import Iterable
 
 from hdrh.histogram import HdrHistogram
 
-from .probes import merged, percentile_ms
-from .rundir import COUNTERS, RUN_SETTINGS, read_events, read_json, read_table
-from .scenario import AGE_BANDS
+from esr.engine.probes import merged, percentile_ms
+from esr.run_directory import COUNTERS, RUN_SETTINGS, read_events, read_json, read_table
+from esr.scenario import AGE_BANDS
 
 # The four-fifths rule: a cohort approved at under 80% of the best cohort's rate is flagged.
 IMPACT_RATIO_FLOOR = 0.8

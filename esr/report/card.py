@@ -16,9 +16,10 @@ import pandas as pd
 from hdrh.histogram import HdrHistogram
 from scipy import stats as scipy_stats
 
-from .errors import BadInput
-from .probes import percentile_ms
-from .rundir import (
+from esr.engine.probes import percentile_ms
+from esr.errors import BadInput
+from esr.report.summary import RUN_LEVEL_METRICS, Figures, build_summary, evaluate_slos
+from esr.run_directory import (
     COUNTERS,
     EVENTS,
     LOCUST_PREFIX,
@@ -29,7 +30,6 @@ from .rundir import (
     read_json,
     write_json,
 )
-from .summary import RUN_LEVEL_METRICS, Figures, build_summary, evaluate_slos
 
 SIGNIFICANCE = 0.05  # p-value below which a cohort's difference is called significant
 TOP_ERRORS = 10

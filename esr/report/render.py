@@ -12,12 +12,12 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from . import charts
-from .errors import BadInput
-from .report_card import read_report_card
-from .rundir import COUNTERS, REPORT_CARD, SUMMARY, write_json
-from .summary import IMPACT_RATIO_FLOOR, MIN_REFERENCE_COHORT, build_summary
-from .wire import OUTCOMES
+from esr.errors import BadInput
+from esr.report import charts
+from esr.report.card import read_report_card
+from esr.report.summary import IMPACT_RATIO_FLOOR, MIN_REFERENCE_COHORT, build_summary
+from esr.run_directory import COUNTERS, REPORT_CARD, SUMMARY, write_json
+from esr.wire import OUTCOMES
 
 FORMATS = ("html", "pdf", "json", "junit")
 _TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from .errors import EsrError
-from .launch import end_process
+from esr.errors import EsrError
+from esr.launcher import end_process
 
 READY_PREFIX = "esr target listening on "
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import gevent
 
-from .rundir import append_event
-from .scenario import ChaosAction
-from .units import parse_duration
+from esr.run_directory import append_event
+from esr.scenario import ChaosAction
+from esr.units import parse_duration
 
 
 def parse_delay_ms(value: object) -> float:

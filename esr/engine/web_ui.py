@@ -20,8 +20,8 @@ from flask import Blueprint, abort, redirect, request, send_from_directory, sess
 from flask_login import UserMixin, login_user
 from markupsafe import escape
 
-from .rundir import REPORT_CARD
-from .summary import cohorts
+from esr.report.summary import cohorts
+from esr.run_directory import REPORT_CARD
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,38 @@
+"""Locust's own entry point to an ESR scenario.
+
+    ESR_SCENARIO=examples/rental_stress.yml locust -f locustfiles/esr.py
+
+Every process (master, workers, a single one) builds the same classes at import,
+from the scenario file named by ESR_SCENARIO, which must be present on each.
+"""
+
+import os
+import sys
+
+from locust import events
+
+# Locust imports this file as a module named "esr" with its folder first on sys.path,
+# which hides the esr package: step aside while the package is imported.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_PATH = list(sys.path)
+if getattr(sys.modules.get("esr"), "__file__", None) == os.path.abspath(__file__):
+    del sys.modules["esr"]
+sys.path[:] = [p for p in _PATH if os.path.abspath(p or os.curdir) != _HERE]
+try:
+    from esr.engine.compiler import locustfile_globals
+    from esr.engine.run import install
+    from esr.errors import EsrError
+    from esr.scenario import load_scenario
+finally:
+    sys.path[:] = _PATH
+
+if "ESR_SCENARIO" not in os.environ:
+    raise SystemExit("esr: set ESR_SCENARIO to the scenario file, e.g. "
+                     "ESR_SCENARIO=examples/rental_stress.yml locust -f locustfiles/esr.py")
+try:
+    _scenario = load_scenario(os.environ["ESR_SCENARIO"])
+except EsrError as error:
+    raise SystemExit("\n".join(f"esr: {line}" for line in error.lines())) from None
+
+install(events, _scenario)
+globals().update(locustfile_globals(_scenario))

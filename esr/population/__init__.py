@@ -1,0 +1,1 @@
+"""Who the citizens are: demographic templates, public-data presets, and citizens made from them."""
