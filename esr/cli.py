@@ -190,8 +190,8 @@ def _compile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compile_plan(args: argparse.Namespace) -> int:
-    from esr.engine.compiler import plan_text
     from esr.scenario import load_scenario
+    from esr.scenario.plan import plan_text
 
     print(plan_text(load_scenario(args.scenario), args.time_scale, args.user_scale))
     return EXIT_OK
