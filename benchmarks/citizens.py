@@ -18,7 +18,7 @@ from pathlib import Path
 from faker import Faker
 
 from esr.population.citizens import BLOCK, CitizenFactory, identity_pool
-from esr.scenario import load_scenario
+from esr.scenario.reader import load_scenario
 
 SCENARIO = Path(__file__).resolve().parent.parent / "examples" / "mixed_demographics.yml"
 REFERENCE = dt.date(2026, 1, 1)

@@ -167,7 +167,7 @@ def requests_at(rows: list[tuple[float, float]], moment: float) -> float:
 
 def citizen_body(work: Path) -> dict:
     from esr.population.citizens import CitizenFactory
-    from esr.scenario import load_scenario
+    from esr.scenario.reader import load_scenario
     from esr.wire import DEFAULT_BODY_FIELDS
 
     scenario = work / "body.yml"

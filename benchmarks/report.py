@@ -15,8 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from esr.engine.probes import Probes, Tally
-from esr.engine.run import bucket_width
+from esr.engine.probes import Probes, Tally, bucket_width
 from esr.report.render import write_report_card
 from esr.run_directory import RUN_SETTINGS, write_json, write_tables
 

@@ -135,7 +135,7 @@ def _citizens_arguments(parser: argparse.ArgumentParser) -> None:
 
 def citizens(args: argparse.Namespace) -> int:
     from esr.population.citizens import preview
-    from esr.scenario import load_scenario
+    from esr.scenario.reader import load_scenario
 
     scenario = load_scenario(args.scenario)
     rows = preview(scenario, args.count)
@@ -190,8 +190,8 @@ def _compile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compile_plan(args: argparse.Namespace) -> int:
-    from esr.scenario import load_scenario
     from esr.scenario.plan import plan_text
+    from esr.scenario.reader import load_scenario
 
     print(plan_text(load_scenario(args.scenario), args.time_scale, args.user_scale))
     return EXIT_OK

@@ -14,26 +14,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from esr import __version__
 from esr.errors import EXIT_OK, EXIT_RUN_ERROR, EXIT_SLO_FAILED, BadInput, EsrError
 from esr.report.summary import build_summary
 from esr.run_directory import (
     LIVE,
     LOCUST_PREFIX,
-    RESOLVED_SCENARIO,
-    RUN_SETTINGS,
     SUMMARY,
     new_run_id,
-    now_iso,
     read_json,
     write_json,
+    write_run_files,
 )
-from esr.scenario import Scenario, load_scenario
+from esr.scenario.model import Scenario
+from esr.scenario.reader import load_scenario
 from esr.scenario.stages import plan_stages
 from esr.units import format_duration
 from esr.wire import STOP_TIMEOUT_S
@@ -119,7 +115,9 @@ class Launch:
             raise BadInput(f"cannot create the run directory {run_dir}: {error.strerror}") \
                 from None
         launch = cls(settings, scenario, run_id, run_dir.resolve())
-        write_run_files(launch.run_dir, run_id, scenario, settings)
+        write_run_files(launch.run_dir, run_id, scenario, host=settings.host,
+                        workers=settings.workers, time_scale=settings.time_scale,
+                        user_scale=settings.user_scale)
         return launch
 
     # ---- processes ---------------------------------------------------------------------------
@@ -261,32 +259,6 @@ class Launch:
         return RunResult(self.run_id, self.run_dir, summary, exit_code_of(summary))
 
 
-def write_run_files(run_dir: Path, run_id: str, scenario: Scenario, s: RunSettings) -> None:
-    """What a run directory holds before the load starts: its settings and the scenario
-    resolved (the file, its seed and target, and the text of every template it uses)."""
-    phases = plan_stages(scenario, s.time_scale, s.user_scale)
-    write_json(run_dir / RUN_SETTINGS, {
-        "run_id": run_id, "esr_version": __version__, "created_at": now_iso(),
-        "scenario_name": scenario.name, "scenario_file": str(Path(scenario.file).resolve()),
-        "scenario_sha256": scenario.sha256, "seed": scenario.seed,
-        "host": s.host or scenario.target, "workers": s.workers,
-        "time_scale": s.time_scale, "user_scale": s.user_scale,
-        "planned_duration_s": max(p.end for p in phases),
-        "slo": [asdict(check) for check in scenario.slo.checks],
-        "slo_window_s": scenario.slo.window, "abort_on_fail": scenario.slo.abort_on_fail,
-        "phases": [asdict(p) for p in phases],
-    })
-    source = yaml.safe_load(Path(scenario.file).read_text())
-    resolved = {**source, "seed": scenario.seed, "target": s.host or scenario.target,
-                "esr_run": {"run_id": run_id, "esr_version": __version__,
-                            "time_scale": s.time_scale, "user_scale": s.user_scale,
-                            "workers": s.workers, "scenario_sha256": scenario.sha256},
-                "esr_templates": {g.name: _template_text(g.template, scenario)
-                                  for g in scenario.citizens}}
-    (run_dir / RESOLVED_SCENARIO).write_text(
-        yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
-
-
 def end_process(process: subprocess.Popen, grace_s: float = 5.0) -> None:
     """Ask a child process to stop (SIGTERM), insist (SIGKILL) after grace_s, and reap it."""
     if process.poll() is None:
@@ -325,13 +297,6 @@ def _check_settings(settings: RunSettings) -> None:
         value = getattr(settings, name)
         if not value > 0:
             raise BadInput(f"--{name.replace('_', '-')} must be above 0, got {value}")
-
-
-def _template_text(name: str, scenario: Scenario) -> str:
-    from esr.population.demographics import template_file
-
-    path = template_file(name, Path(scenario.file).parent)
-    return path.read_text() if path.is_file() else ""
 
 
 def _free_port() -> int:

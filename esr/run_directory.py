@@ -12,7 +12,15 @@ import datetime as dt
 import json
 import os
 import secrets
+from dataclasses import asdict
 from pathlib import Path
+
+import yaml
+
+from esr import __version__
+from esr.population.demographics import template_file
+from esr.scenario.model import Scenario
+from esr.scenario.stages import plan_stages
 
 RUN_SETTINGS = "run.json"
 RESOLVED_SCENARIO = "scenario.resolved.yml"
@@ -108,3 +116,35 @@ def read_events(run_dir: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_run_files(run_dir: Path, run_id: str, scenario: Scenario, *, host: str | None,
+                    workers: int, time_scale: float, user_scale: float) -> None:
+    """What a run directory holds before the load starts: its settings and the scenario
+    resolved (the file, its seed and target, and the text of every template it uses)."""
+    phases = plan_stages(scenario, time_scale, user_scale)
+    write_json(run_dir / RUN_SETTINGS, {
+        "run_id": run_id, "esr_version": __version__, "created_at": now_iso(),
+        "scenario_name": scenario.name, "scenario_file": str(Path(scenario.file).resolve()),
+        "scenario_sha256": scenario.sha256, "seed": scenario.seed,
+        "host": host or scenario.target, "workers": workers,
+        "time_scale": time_scale, "user_scale": user_scale,
+        "planned_duration_s": max(p.end for p in phases),
+        "slo": [asdict(check) for check in scenario.slo.checks],
+        "slo_window_s": scenario.slo.window, "abort_on_fail": scenario.slo.abort_on_fail,
+        "phases": [asdict(p) for p in phases],
+    })
+    source = yaml.safe_load(Path(scenario.file).read_text())
+    resolved = {**source, "seed": scenario.seed, "target": host or scenario.target,
+                "esr_run": {"run_id": run_id, "esr_version": __version__,
+                            "time_scale": time_scale, "user_scale": user_scale,
+                            "workers": workers, "scenario_sha256": scenario.sha256},
+                "esr_templates": {g.name: _template_text(g.template, scenario)
+                                  for g in scenario.citizens}}
+    (run_dir / RESOLVED_SCENARIO).write_text(
+        yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+
+def _template_text(name: str, scenario: Scenario) -> str:
+    path = template_file(name, Path(scenario.file).parent)
+    return path.read_text() if path.is_file() else ""

@@ -23,7 +23,7 @@ from esr.population.demographics import (
     Weights,
     available_templates,
 )
-from esr.scenario import load_scenario
+from esr.scenario.reader import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = 100_000

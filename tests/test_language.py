@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import esr
-from esr.scenario import ChaosAction, SloCheck, Spike, Stage
+from esr.scenario.model import ChaosAction, SloCheck, Spike, Stage
 from esr.scenario.schema import scenario_schema
 from esr.units import UnitError, format_duration, parse_duration, parse_rate, parse_span
 

@@ -26,7 +26,7 @@ from esr.demo.process import demo_target
 from esr.launcher import RunSettings, run
 from esr.population.citizens import CitizenFactory
 from esr.run_directory import read_events
-from esr.scenario import load_scenario
+from esr.scenario.reader import load_scenario
 from esr.wire import DEFAULT_BODY_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import gevent
 
 from esr.run_directory import append_event
-from esr.scenario import ChaosAction
+from esr.scenario.model import ChaosAction
 from esr.units import parse_duration
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from esr.engine.journey import CitizenUser
 from esr.engine.shape import ScenarioShape
-from esr.scenario import Scenario
+from esr.scenario.model import Scenario
 from esr.scenario.plan import class_name
 
 

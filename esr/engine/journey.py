@@ -29,7 +29,7 @@ from locust.exception import StopUser
 
 from esr.engine.connections import KEEPALIVE_IDLE_S, Dialer, hang_up
 from esr.engine.probes import response_facts
-from esr.scenario import CitizenGroup, Step
+from esr.scenario.model import CitizenGroup, Step
 from esr.wire import (
     CITIZEN_HEADER,
     DEFAULT_BODY_FIELDS,

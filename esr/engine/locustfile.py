@@ -20,9 +20,9 @@ if getattr(sys.modules.get("esr"), "__file__", None) == os.path.abspath(__file__
 sys.path[:] = [p for p in _PATH if os.path.abspath(p or os.curdir) != _HERE]
 try:
     from esr.engine.compiler import locustfile_globals
-    from esr.engine.run import install
+    from esr.engine.roles import install
     from esr.errors import EsrError
-    from esr.scenario import load_scenario
+    from esr.scenario.reader import load_scenario
 finally:
     sys.path[:] = _PATH
 

@@ -287,3 +287,11 @@ class Tally:
         for (_, _, _, outcome, _), n in self.journeys.items():
             totals[outcome] += n
         return totals
+
+
+def bucket_width(duration_s: float) -> float:
+    """Time buckets for latency: about 120 over the run, on a round number of seconds."""
+    for width in (1, 2, 5, 10, 15, 30, 60, 120, 300):
+        if duration_s / width <= 120:
+            return float(width)
+    return 600.0

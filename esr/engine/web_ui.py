@@ -35,7 +35,7 @@ REFRESH_S = 2
 
 
 def add_esr_to_web_ui(run) -> None:
-    """Add ESR's tab, routes and panel to the web UI of `run` (an engine.EsrRun)."""
+    """Add ESR's tab, routes and panel to the web UI of `run` (a conducting run: conducting.py)."""
     web_ui = run.environment.web_ui
     base = getattr(run.environment.parsed_options, "web_base_path", "") or ""
     esr = Blueprint("esr", __name__, url_prefix=f"{base}/esr")
@@ -54,7 +54,7 @@ def add_esr_to_web_ui(run) -> None:
     @esr.route("/report")
     @guarded
     def last_report():
-        card = run.report_card
+        card = run.web_runs.report_card
         if card and card["state"] == "ready":
             return redirect(f"{base}/esr/runs/{card['run_id']}/{REPORT_CARD['html']}")
         return waiting_page(card), 200, {"Content-Type": "text/html; charset=utf-8"}
@@ -62,8 +62,8 @@ def add_esr_to_web_ui(run) -> None:
     @esr.route("/runs/<run_id>/<name>")
     @guarded
     def run_file(run_id: str, name: str):
-        card = run.report_card or {}
-        reports = Path(run.environment.parsed_options.esr_reports_dir).resolve()
+        card = run.web_runs.report_card or {}
+        reports = Path(run.options.reports_dir).resolve()
         if run_id == card.get("run_id"):  # the last run, wherever its directory was named
             folder = Path(card["run_dir"])
         else:  # an earlier run of this UI: only under the reports folder
@@ -100,9 +100,9 @@ def status_of(run) -> dict:
     """What the panel shows: the run in progress or last ended, and its report card."""
     runner = run.environment.runner
     tally = run.tally
-    card = run.report_card or {}
+    card = run.web_runs.report_card or {}
     return {"state": runner.state, "run_id": card.get("run_id"),
-            "phase": run._phase.name if run._phase else None, "citizens": runner.user_count,
+            "phase": run.phase.name if run.phase else None, "citizens": runner.user_count,
             "requests": tally.requests if tally else 0,
             "outcomes": dict(tally.outcomes()) if tally else {},
             "report": card.get("state"), "error": card.get("error")}

@@ -22,7 +22,7 @@ from functools import cache, lru_cache
 
 import numpy as np
 
-from esr.scenario import AGE_BANDS, CitizenGroup, Scenario
+from esr.scenario.model import AGE_BANDS, CitizenGroup, Scenario
 
 BLOCK = 1024
 _POOL_SEED = 20260101

@@ -14,7 +14,7 @@ from hdrh.histogram import HdrHistogram
 
 from esr.engine.probes import merged, percentile_ms
 from esr.run_directory import COUNTERS, RUN_SETTINGS, read_events, read_json, read_table
-from esr.scenario import AGE_BANDS
+from esr.scenario.model import AGE_BANDS
 
 # The four-fifths rule: a cohort approved at under 80% of the best cohort's rate is flagged.
 IMPACT_RATIO_FLOOR = 0.8

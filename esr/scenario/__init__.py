@@ -4,35 +4,3 @@
 `yaml_source` and `yaml_fields` read YAML keeping each value's place; `stages` plans the
 load profile over time; `schema` is the language's JSON Schema; `validation` checks files.
 """
-
-from esr.scenario.model import (
-    AGE_BANDS,
-    LANGUAGE_VERSION,
-    ChaosAction,
-    CitizenGroup,
-    LoadProfile,
-    Scenario,
-    Slo,
-    SloCheck,
-    Spike,
-    Stage,
-    Step,
-    age_band,
-)
-from esr.scenario.reader import load_scenario
-
-__all__ = [
-    "AGE_BANDS",
-    "LANGUAGE_VERSION",
-    "ChaosAction",
-    "CitizenGroup",
-    "LoadProfile",
-    "Scenario",
-    "Slo",
-    "SloCheck",
-    "Spike",
-    "Stage",
-    "Step",
-    "age_band",
-    "load_scenario",
-]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from esr.scenario import LoadProfile, Scenario
+from esr.scenario.model import LoadProfile, Scenario
 
 # How fast a spike or an unrated stage arrives: within a tenth of its length, at most this long.
 SUDDEN_S = 5.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from esr.population.demographics import load_template
-from esr.scenario import load_scenario
+from esr.scenario.reader import load_scenario
 from esr.scenario.yaml_source import read_yaml
 from esr.units import format_duration
 

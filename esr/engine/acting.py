@@ -1,0 +1,73 @@
+"""The side of a run where citizens act (a single process, or a worker): probes, citizens,
+arrivals, and the request listener that feeds the probes."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from pathlib import Path
+
+from esr.engine.arrivals import Arrivals
+from esr.engine.probes import Probes, bucket_width, response_facts
+from esr.engine.run import Run
+from esr.population.citizens import CitizenFactory
+
+# Citizen blocks are dealt to processes in strides of this many, so any worker index
+# below it makes citizens no other process makes, and worker 0 makes what one process would.
+MAX_WORKERS = 256
+
+
+class Acting(Run):
+    def __init__(self, environment, scenario):
+        super().__init__(environment, scenario)
+        self.probes = Probes(bucket_width(self.duration_s))
+        self.request_log = None  # opened at the first test start that asks for one
+        self._streams: dict[int, object] = {}
+        environment.events.request.add_listener(self._on_request)
+        # Spawned citizens live until the stop: out of the collector's way meanwhile (a
+        # full pass over 25,000 of them took seconds, stalling every heartbeat).
+        environment.events.spawning_complete.add_listener(lambda **_: gc.freeze())
+
+    def next_citizen(self, group_index: int) -> dict:
+        stream = self._streams.get(group_index)
+        if stream is None:
+            share = self.environment.runner.worker_index
+            if not 0 <= share < MAX_WORKERS:
+                raise RuntimeError(f"worker index {share} beyond ESR's {MAX_WORKERS} workers")
+            factory = CitizenFactory(self.scenario, group_index)
+            stream = self._streams[group_index] = factory.stream(share, MAX_WORKERS)
+        return next(stream)
+
+    def _on_request(self, name, response_time, response, exception, context, start_time=None,
+                    **_):
+        facts = context.get("facts")
+        if facts is None:  # a request ESR's journey did not make (custom code)
+            facts = response_facts(response, getattr(response, "status_code", 0) or 0)
+        failure = None
+        if exception is not None:
+            # ESR's journey names its failures (journey.failure_of); Locust's CatchResponseError
+            # carries that name as its text.
+            failure = str(exception) or type(exception).__name__
+        self.probes.request(name, start_time or time.time(), response_time, failure, facts,
+                            context.get("cohort"))
+        if self.scenario.hitl_skip:
+            self.probes.hitl["skipped"] += 1
+        if self.request_log is not None:
+            self.request_log.write(f"{name},{response_time!r},{int(failure is not None)}\n")
+
+    def on_test_start(self, environment, **kwargs) -> None:
+        super().on_test_start(environment, **kwargs)
+        self.probes = Probes(bucket_width(self.duration_s))  # the run's scales are known now
+        if self.request_log is None and self.request_log_dir:
+            self.request_log = open(  # noqa: SIM115 (open for the process's life)
+                Path(self.request_log_dir) / f"requests-{os.getpid()}.csv", "a")
+        self.arrivals = Arrivals.for_run(self) if self.scenario.load_profile.arrival_rate \
+            else None
+
+    def on_test_stop(self, environment, **kwargs) -> None:
+        super().on_test_stop(environment, **kwargs)
+        if self.arrivals:
+            self.arrivals.stop()
+        if self.request_log is not None:
+            self.request_log.flush()

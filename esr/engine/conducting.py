@@ -1,0 +1,219 @@
+"""The side of a run that conducts it (a single process, or a master): the timeline, chaos,
+the tally of what every process reported, live progress, a stop that loses nothing, and
+the run's files.
+
+The end of a run follows the order ../shared/LOCUST_NOTES.md found reliable: the
+conductor stops the citizens (they finish the request they are in), each worker sends
+its remainder from its own test_stop, the master waits for every worker's final report
+(master.py), and only then lets Locust quit and writes the probe tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+
+import gevent
+from locust.stats import CSV_STATS_INTERVAL_SEC
+
+from esr import __version__
+from esr.engine.chaos import Chaos, Fault
+from esr.engine.probes import Tally
+from esr.engine.run import Run
+from esr.engine.web_runs import WebRuns
+from esr.engine.web_ui import add_esr_to_web_ui
+from esr.run_directory import LIVE, append_event, now_iso, write_json, write_tables
+from esr.scenario.stages import Phase
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 1.0
+
+
+class Conducting(Run):
+    # How far behind the conductor hears of requests (a master: the workers' report interval).
+    report_lag_s = 0.0
+
+    def __init__(self, environment, scenario):
+        super().__init__(environment, scenario)
+        self.tally = Tally()
+        self.run_dir = Path(self.options.run_dir) if self.options.run_dir else None
+        self.phase: Phase | None = None
+        self.chaos: Chaos | None = None
+        self.aborted: dict | None = None
+        self.started_at: str | None = None
+        self.ended_at: str | None = None
+        self._finishing = None  # the greenlet of the graceful stop, once asked
+        self._progress = None
+        self.web_runs = WebRuns(self) if environment.web_ui is not None else None
+        self._hold_quit_until_finished()
+        if self.web_runs is None:
+            gevent.signal_handler(signal.SIGUSR1, self.finish)
+        else:
+            add_esr_to_web_ui(self)
+            # Ctrl-C in `esr-locust ui`, or docker stop: end the run in progress, then leave.
+            gevent.signal_handler(signal.SIGUSR1, self.web_runs.shut_down)
+            gevent.signal_handler(signal.SIGTERM, self.web_runs.shut_down)
+
+    # ---- what roles differ in ----------------------------------------------------------------
+
+    def collect(self) -> None:
+        """Fold in what this process's own citizens did (a master has none)."""
+
+    def reporting_workers(self) -> set[str]:
+        """The workers whose final reports the stop waits for."""
+        return set()
+
+    def await_final_reports(self, expected: set[str]) -> None:
+        """Wait for the expected workers' last reports (a single process has none)."""
+
+    def spread_fault(self, fault: Fault) -> None:
+        self.faults.append(fault)
+
+    def workers_now(self) -> int:
+        return 0
+
+    def results_of_workers(self) -> dict:
+        return {"workers": 0, "lost_workers": []}
+
+    def watch(self) -> None:
+        """Called every progress tick (a master looks for lost workers)."""
+
+    # ---- the run's life ----------------------------------------------------------------------
+
+    def on_test_start(self, environment, **kwargs) -> None:
+        if self.web_runs is not None:
+            self.web_runs.begin()  # a new run id and directory before anything uses them
+        super().on_test_start(environment, **kwargs)
+        self._finishing = None
+        if self.web_runs is None:
+            # Locust installs its own SIGTERM handler only after a headless shape ends.
+            gevent.signal_handler(signal.SIGTERM, self.finish)
+        self.started_at = now_iso()
+        append_event(self.run_dir, "test_start", run_id=self.run_id,
+                     phases=[vars(p) for p in self.phases])
+        if self._progress is None or self._progress.dead:
+            self._progress = gevent.spawn(self._progress_loop)
+        self.faults = []
+        self.chaos = Chaos(self.scenario.chaos, host=environment.host or self.scenario.target,
+                           time_scale=self.time_scale, run_dir=self.run_dir, started=time.time(),
+                           allow_commands=self.options.allow_chaos_commands,
+                           spread=self.spread_fault)
+        self.chaos.start()
+        if self.scenario.slo.abort_on_fail:
+            gevent.spawn(self._abort_on_fail)
+
+    def on_test_stop(self, environment, **kwargs) -> None:
+        super().on_test_stop(environment, **kwargs)
+        if self.web_runs is not None:
+            self.web_runs.stopped()
+
+    def phase_entered(self, phase: Phase) -> None:
+        if phase != self.phase:
+            self.phase = phase
+            append_event(self.run_dir, "phase", name=phase.name, citizens=phase.citizens,
+                         start_s=phase.start, end_s=phase.end)
+
+    def _abort_on_fail(self) -> None:
+        """Stop the run when an SLO fails over a whole window, as k6's abortOnFail does."""
+        window = self.scenario.slo.window * self.time_scale
+        began = time.time()
+        while self._finishing is None:
+            gevent.sleep(1.0)
+            now = time.time() - self.report_lag_s  # judge a window that has arrived
+            if now - began < window:
+                continue
+            self.collect()
+            breach = self.tally.breach(self.scenario.slo.checks, now - window, now)
+            if breach:
+                self.aborted = {"at_s": round(time.time() - began, 3), "reason": breach}
+                append_event(self.run_dir, "aborted", reason=breach)
+                self.finish()
+                return
+
+    # ---- a stop that loses nothing -----------------------------------------------------------
+
+    def finish(self, *_) -> None:
+        """End the run gracefully: at the shape's end, on SIGUSR1 (Ctrl-C in `esr-locust run`)
+        or SIGTERM (docker stop)."""
+        if self._finishing is None:
+            self._finishing = gevent.spawn(self._finish)
+
+    def _finish(self) -> None:
+        if self.chaos is not None:
+            self.chaos.end()
+        append_event(self.run_dir, "stopping", phase=self.phase.name if self.phase else None)
+        expected = self.reporting_workers()
+        self.environment.runner.stop()  # citizens finish their request; workers report the rest
+        self.await_final_reports(expected)
+
+    def wait_for_finish(self) -> None:
+        finishing = self._finishing
+        if finishing is not None and finishing is not gevent.getcurrent():
+            finishing.join()
+
+    def _hold_quit_until_finished(self) -> None:
+        """Locust quits as soon as the shape greenlet ends, which our stop ends first: make
+        that quit wait for the graceful stop, or the workers' last reports are dropped."""
+        runner = self.environment.runner
+        quit_now = runner.quit
+
+        def quit_after_finish() -> None:
+            self.wait_for_finish()
+            quit_now()
+
+        runner.quit = quit_after_finish
+
+    def on_quitting(self, environment, **kwargs) -> None:
+        super().on_quitting(environment, **kwargs)
+        if self.web_runs is not None:
+            self.web_runs.await_concluded()
+        if self.ended_at is None and (self.started_at is not None or self.web_runs is None):
+            self.write_results()
+        # Request failures are findings for the report, not a failed process; the
+        # launcher decides the exit code from the SLOs.
+        environment.process_exit_code = 0
+        # Locust's CSV writer wakes once a second and not at exit: one more turn, so its
+        # files hold the last requests too.
+        gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.25)
+
+    def write_results(self) -> None:
+        """The run's probe tables and counters, once every process has reported."""
+        self.collect()
+        self.ended_at = now_iso()
+        if self.run_dir is None:
+            return
+        append_event(self.run_dir, "test_end")
+        write_tables(self.run_dir, self.tally, {
+            "run_id": self.run_id, "started_at": self.started_at, "ended_at": self.ended_at,
+            **self.results_of_workers(), "esr_version": __version__,
+            "time_scale": self.time_scale, "user_scale": self.user_scale,
+            "aborted": self.aborted})
+        self._write_live(final=True)
+
+    # ---- live progress -----------------------------------------------------------------------
+
+    def _progress_loop(self) -> None:
+        while True:
+            gevent.sleep(PROGRESS_INTERVAL_S)
+            if self.ended_at is not None:  # the final figures are written; don't overwrite them
+                return
+            self.collect()
+            self.watch()
+            self._write_live(final=False)
+
+    def _write_live(self, final: bool) -> None:
+        if self.run_dir is None:
+            return
+        # Locust keeps a cheap rolling p95 of the last seconds; ESR's exact ones are for reports.
+        stats = self.environment.stats.total
+        write_json(self.run_dir / LIVE, {
+            "run_id": self.run_id, "final": final, "at": now_iso(),
+            "phase": self.phase.name if self.phase else "starting",
+            "citizens": self.environment.runner.user_count,
+            "rps": round(stats.current_rps, 1),
+            "requests": self.tally.requests, "failures": self.tally.failures,
+            "p95_ms": stats.get_current_response_time_percentile(0.95),
+            "outcomes": dict(self.tally.outcomes()), "workers": self.workers_now()})

@@ -1,0 +1,113 @@
+"""A master's part: it conducts the run and hears its workers — checks each one's scenario,
+folds in their reports, notices the lost, and waits for every final report at the stop."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import gevent
+from locust.rpc import Message
+from locust.runners import STATE_MISSING, WORKER_REPORT_INTERVAL
+
+from esr import __version__
+from esr.engine import messages
+from esr.engine.chaos import Fault
+from esr.engine.conducting import Conducting
+from esr.engine.lost_workers import WorkerLedger
+from esr.run_directory import append_event
+
+logger = logging.getLogger(__name__)
+
+# How long the master waits, after the workers stopped, for their final reports.
+FINAL_REPORT_TIMEOUT_S = 15.0
+
+
+class MasterRun(Conducting):
+    report_lag_s = WORKER_REPORT_INTERVAL  # workers report every few seconds
+
+    def __init__(self, environment, scenario):
+        super().__init__(environment, scenario)
+        self.ledger = WorkerLedger()  # workers heard from, and those lost
+        self._finals: set[str] = set()  # workers whose final report has come
+        self._refused: set[str] = set()
+        runner = environment.runner
+        environment.events.worker_report.add_listener(self._on_worker_report)
+        runner.register_message(messages.HELLO, self._on_hello)
+        # A worker gone missing hands its citizens to the others (Locust's rebalancing).
+        if environment.parsed_options is not None:
+            environment.parsed_options.enable_rebalancing = True
+
+    def run_settings(self) -> dict:
+        return messages.run_settings(self.run_id, self.time_scale, self.user_scale,
+                                     self.request_log_dir)
+
+    def on_test_start(self, environment, **kwargs) -> None:
+        super().on_test_start(environment, **kwargs)
+        self._finals.clear()
+        self.ledger.lost.clear()
+        # Ahead of Locust's spawn messages on the same connection: workers label this run.
+        environment.runner.send_message(messages.RUN, self.run_settings())
+
+    def spread_fault(self, fault: Fault) -> None:
+        self.environment.runner.send_message(messages.FAULT, fault.wire())
+
+    def workers_now(self) -> int:
+        return self.environment.runner.worker_count
+
+    def results_of_workers(self) -> dict:
+        return {"workers": len(self.environment.runner.worker_indexes),
+                "lost_workers": list(self.ledger.lost.values())}
+
+    # ---- workers joining and reporting ---------------------------------------------------------
+
+    def _on_hello(self, environment, msg, **_) -> None:
+        theirs = msg.data
+        if (theirs["sha256"], theirs["version"]) == (self.scenario.sha256, __version__):
+            self.ledger.hello(msg.node_id, time.time())
+            environment.runner.send_message(messages.WELCOME, self.run_settings(),
+                                            client_id=msg.node_id)
+            return
+        reason = (f"worker {msg.node_id} runs {theirs['file']} (sha256 {theirs['sha256'][:16]}, "
+                  f"ESR {theirs['version']}) but this master runs {self.scenario.file} "
+                  f"(sha256 {self.scenario.sha256[:16]}, ESR {__version__})")
+        logger.error("refusing a worker: %s", reason)
+        self._refused.add(msg.node_id)
+        append_event(self.run_dir, "worker_refused", worker=msg.node_id, reason=reason)
+        environment.runner.server.send_to_client(Message("quit", None, msg.node_id))
+
+    def _on_worker_report(self, client_id, data, **_) -> None:
+        if client_id in self._refused:  # another scenario's figures must not mix with ours
+            return
+        if messages.DRAINED in data:
+            self.tally.merge(data[messages.DRAINED])
+            self.ledger.heard(client_id, time.time(), data[messages.REQUESTS],
+                              data[messages.CITIZENS])
+        if data.get(messages.FINAL):
+            self._finals.add(client_id)
+
+    # ---- the stop, and workers lost ------------------------------------------------------------
+
+    def reporting_workers(self) -> set[str]:
+        """All workers but those lost or refused."""
+        return {c.id for c in self.environment.runner.clients.all
+                if c.state != STATE_MISSING and c.id not in self.ledger.lost}
+
+    def await_final_reports(self, expected: set[str]) -> None:
+        deadline = time.monotonic() + FINAL_REPORT_TIMEOUT_S
+        while not expected <= self._finals and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        for worker in sorted(expected - self._finals):
+            self._lose(worker, "no final report")
+
+    def watch(self) -> None:
+        for client in self.environment.runner.clients.missing:
+            if client.id not in self.ledger.lost and client.id not in self._refused:
+                self._lose(client.id, "missed heartbeats")
+
+    def _lose(self, worker: str, reason: str) -> None:
+        lost = self.ledger.lose(worker, time.time(), reason)
+        if lost is not None:
+            logger.warning("worker %s lost (%s): at most %d of its requests went unreported",
+                           worker, reason, lost["unreported_max"])
+            append_event(self.run_dir, "worker_lost", **lost)

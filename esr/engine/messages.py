@@ -1,0 +1,46 @@
+"""What an ESR master and its workers say to each other, besides Locust's own messages.
+
+Custom messages go through Locust's `runner.send_message` / `register_message`; data
+rides on Locust's worker reports under the keys below (never Locust's reserved ones).
+Payloads are msgpack: plain dicts, lists, strings and numbers only.
+"""
+
+from __future__ import annotations
+
+# ---- custom messages -------------------------------------------------------------------------
+
+HELLO = "esr_hello"
+"""Worker -> master, once connected: {"sha256", "version", "file"} of the scenario it runs.
+The master refuses (tells to quit) a worker whose scenario or ESR version differs."""
+
+WELCOME = "esr_welcome"
+"""Master -> worker, the hello accepted: the run's settings (as RUN). A worker starts no
+citizens before it, so a refused worker never sends a request nobody counts."""
+
+RUN = "esr_run"
+"""Master -> workers, at each test start (and with WELCOME): {"run_id", "time_scale",
+"user_scale", "request_log"}. The per-run values a worker takes from its master: never from
+Locust's parsed options, which the web UI's form can write."""
+
+FAULT = "esr_fault"
+"""Master -> workers: a client-side chaos fault to apply (chaos.Fault.wire())."""
+
+# ---- keys of a worker's report (Locust's report_to_master / worker_report data) --------------
+
+DRAINED = "esr"
+"""The probe data drained since the last report (probes.Probes.drain())."""
+
+REQUESTS = "esr_requests"
+"""How many requests that drained data holds (the lost-worker ledger's rate)."""
+
+CITIZENS = "esr_citizens"
+"""Citizens the worker runs, or was asked to run if more."""
+
+FINAL = "esr_final"
+"""Present and true on the report a worker sends from its test_stop: its last for this run."""
+
+
+def run_settings(run_id: str, time_scale: float, user_scale: float, request_log: str) -> dict:
+    """The RUN / WELCOME payload."""
+    return {"run_id": run_id, "time_scale": time_scale, "user_scale": user_scale,
+            "request_log": request_log}
