@@ -42,6 +42,10 @@ TABLES = {
     "routes": ("esr_routes.csv", ("route", "count")),
     "legal_blocks": ("esr_legal_blocks.csv", ("reason", "age_band", "veteran", "count")),
 }
+# Tables of values the target names, capped (bounded.py): each holds the values kept, and
+# esr_counters.json's "folded" says how many responses, of about how many distinct values,
+# were counted as "other" instead.
+FOLDED_TABLES = ("errors", "routes", "legal_blocks")
 
 
 def new_run_id(scenario_name: str) -> str:
@@ -79,9 +83,10 @@ def write_tables(run_dir: Path, tally, counters: dict) -> None:
                     for (name, bucket), lat in sorted(tally.latency.items())],
         "journeys": [[*key, n] for key, n in sorted(tally.journeys.items())],
         "traits": [[*key, n] for key, n in sorted(tally.traits.items(), key=str)],
-        "errors": [[*key, n] for key, n in sorted(tally.errors.items())],
-        "routes": sorted(tally.routes.items()),
-        "legal_blocks": [[*key, n] for key, n in sorted(tally.legal_blocks.items())],
+        # What the target named: at most DISTINCT_VALUES_MAX rows each, most frequent first;
+        # the rest is in the counters' "folded".
+        **{table: [[*key, n] for key, n in getattr(tally, table).ranked()]
+           for table in FOLDED_TABLES},
     }
     for table, (file, columns) in TABLES.items():
         with open(run_dir / file, "w", newline="") as out:
@@ -91,7 +96,8 @@ def write_tables(run_dir: Path, tally, counters: dict) -> None:
     write_json(run_dir / COUNTERS, {
         **counters, "hitl": dict(tally.hitl), "arrivals": {
             **tally.arrivals, "late_ms_max": tally.arrival_late_max_ms},
-        "requests_unaccounted": tally.unaccounted, "bucket_s": bucket_s})
+        "requests_unaccounted": tally.unaccounted, "bucket_s": bucket_s,
+        "folded": {table: getattr(tally, table).folded() for table in FOLDED_TABLES}})
 
 
 def read_table(run_dir: Path, table: str) -> list[dict]:

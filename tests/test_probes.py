@@ -43,9 +43,9 @@ def test_drained_data_survives_msgpack_and_merges_exactly():
         tally.merge(wire)
         assert probes.drain()["latency"] == []  # drained means forgotten
     assert tally.requests == expected and tally.failures == 3
-    assert tally.routes["standard"] == 3000 and tally.hitl["paused"] == 300
+    assert tally.routes.counts[("standard",)] == 3000 and tally.hitl["paused"] == 300
     assert tally.outcomes() == {"approved": 3000}
-    assert tally.errors[("apply", "HTTP 503")] == 3
+    assert tally.errors.counts[("apply", "HTTP 503")] == 3
     assert sum(lat.histogram.total_count for lat in tally.latency.values()) == expected
 
 

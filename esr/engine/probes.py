@@ -5,7 +5,9 @@ it, and `drain()` hands over (and forgets) everything gathered since the last
 drain, as msgpack-safe data. The master, or the single process, folds drained
 data into one `Tally`. Memory is bounded by endpoints x time buckets x cohorts,
 never by the number of requests: latency goes into HDR histograms (within 1% of
-exact percentiles; Locust rounds its own), one per endpoint and time bucket.
+exact percentiles; Locust rounds its own), one per endpoint and time bucket. What
+the target names (routes, legal-block reasons, error texts) is kept in capped
+counts (bounded.py): at most DISTINCT_VALUES_MAX values of each, the rest as "other".
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from esr.bounded import CappedCounts, clip
 from esr.wire import HITL_HEADER, ROUTE_HEADER, VERDICT_HEADER
 
 # Microseconds, from 1 µs to an hour; 2 significant digits keeps a histogram at ~13 KB
 # and percentiles within 1% (measured 0.4% worst on lognormal latencies).
 _HDR_RANGE = (1, 3_600_000_000)
 _HDR_DIGITS = 2
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: routes, legal blocks and errors as capped counts
 
 _REASON = re.compile(r"reason\s*=\s*([^;,\s]+)", re.IGNORECASE)
 
@@ -148,9 +151,9 @@ class Probes:
 
     def _reset(self) -> None:
         self.latency: dict[tuple[str, int], Latency] = {}
-        self.errors: Counter = Counter()  # (endpoint, kind)
-        self.routes: Counter = Counter()
-        self.legal_blocks: Counter = Counter()  # (reason, age_band, veteran)
+        self.errors = CappedCounts(value_index=1)  # (endpoint, kind)
+        self.routes = CappedCounts()  # (route,)
+        self.legal_blocks = CappedCounts()  # (reason, age_band, veteran)
         self.hitl: Counter = Counter()  # paused, skipped
         self.journeys: Counter = Counter()  # (group, age_band, veteran, outcome, frustrated)
         self.traits: Counter = Counter()  # (trait, value, outcome) for the traits a report names
@@ -168,13 +171,13 @@ class Probes:
         latency.pending.append(response_time)
         if failure is not None:
             latency.failures += 1
-            self.errors[(name, failure)] += 1
+            self.errors.add((name, clip(failure)))
         if not facts:
             return
         if "route" in facts:
-            self.routes[facts["route"]] += 1
+            self.routes.add((clip(facts["route"]),))
         if "blocked" in facts and cohort:
-            self.legal_blocks[(facts["blocked"], *cohort)] += 1
+            self.legal_blocks.add((clip(facts["blocked"]), *cohort))
         if facts.get("paused"):
             self.hitl["paused"] += 1
 
@@ -197,9 +200,9 @@ class Probes:
             "v": WIRE_VERSION,
             "bucket_s": self.bucket_s,
             "latency": [[name, bucket, *lat.row()] for (name, bucket), lat in self.latency.items()],
-            "errors": [[*key, n] for key, n in self.errors.items()],
-            "routes": dict(self.routes),
-            "legal_blocks": [[*key, n] for key, n in self.legal_blocks.items()],
+            "errors": self.errors.wire(),
+            "routes": self.routes.wire(),
+            "legal_blocks": self.legal_blocks.wire(),
             "hitl": dict(self.hitl),
             "journeys": [[*key, n] for key, n in self.journeys.items()],
             "traits": [[*key, n] for key, n in self.traits.items()],
@@ -215,9 +218,9 @@ class Tally:
 
     def __init__(self):
         self.latency: dict[tuple[str, int], Latency] = {}
-        self.errors: Counter = Counter()
-        self.routes: Counter = Counter()
-        self.legal_blocks: Counter = Counter()
+        self.errors = CappedCounts(value_index=1)
+        self.routes = CappedCounts()
+        self.legal_blocks = CappedCounts()
         self.hitl: Counter = Counter()
         self.journeys: Counter = Counter()
         self.traits: Counter = Counter()
@@ -238,11 +241,9 @@ class Tally:
             if latency is None:
                 latency = self.latency[(name, bucket)] = Latency()
             latency.merge(*row)
-        for *key, n in data["errors"]:
-            self.errors[tuple(key)] += n
-        self.routes.update(data["routes"])
-        for *key, n in data["legal_blocks"]:
-            self.legal_blocks[tuple(key)] += n
+        self.errors.merge(data["errors"])
+        self.routes.merge(data["routes"])
+        self.legal_blocks.merge(data["legal_blocks"])
         self.hitl.update(data["hitl"])
         for *key, n in data["journeys"]:
             self.journeys[tuple(key)] += n

@@ -18,7 +18,13 @@ from scipy import stats as scipy_stats
 
 from esr.engine.probes import percentile_ms
 from esr.errors import BadInput
-from esr.report.summary import RUN_LEVEL_METRICS, Figures, build_summary, evaluate_slos
+from esr.report.summary import (
+    RUN_LEVEL_METRICS,
+    Figures,
+    build_summary,
+    evaluate_slos,
+    target_values,
+)
 from esr.run_directory import (
     COUNTERS,
     EVENTS,
@@ -33,6 +39,7 @@ from esr.run_directory import (
 
 SIGNIFICANCE = 0.05  # p-value below which a cohort's difference is called significant
 TOP_ERRORS = 10
+TOP_VALUES = 20  # routes and legal-block rows a card shows; the rest on one "other" line
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,11 @@ def read_report_card(run_dir: Path) -> dict:
     phases = _phases(settings, summary)
     events = read_events(run_dir)
     windows = _chaos_windows(summary)
+    counters = read_json(run_dir / COUNTERS) if (run_dir / COUNTERS).is_file() else {}
+    routes, routes_other = target_values(run_dir, counters, "routes", lambda r: r["route"],
+                                         limit=TOP_VALUES)
+    errors, errors_other = _errors(run_dir, counters)
+    legal, legal_other = _legal_by_cohort(run_dir, counters)
     return {
         "summary": summary,
         "settings": settings,
@@ -67,11 +79,14 @@ def read_report_card(run_dir: Path) -> dict:
         "marks": _marks(events, summary),
         "endpoints": _endpoints(summary),
         "heatmap": _heatmap(latency),
-        "errors": _errors(run_dir, summary),
+        "errors": errors,
         "citizens": _citizens(summary),
         "cohorts": _cohort_tests(summary["cohorts"]),
         "groups": _groups(run_dir),
-        "legal_by_cohort": _legal_by_cohort(run_dir),
+        "routes": routes,
+        "legal_by_cohort": legal,
+        # What each table leaves out: "other (K distinct)" lines.
+        "other": {"errors": errors_other, "routes": routes_other, "legal_blocks": legal_other},
         "chaos": _chaos_effects(summary, latency),
         "events": events,
     }
@@ -269,8 +284,9 @@ def _heatmap(latency: pd.DataFrame) -> dict:
     return {"rows": rows, "columns": columns, "values": [values[name] for name in rows]}
 
 
-def _errors(run_dir: Path, summary: dict) -> list[dict]:
-    """The most frequent failures per endpoint, with first and last seen from Locust."""
+def _errors(run_dir: Path, counters: dict) -> tuple[list[dict], dict]:
+    """The most frequent failures per endpoint, with first and last seen from Locust;
+    and the others."""
     seen = {}
     path = run_dir / f"{LOCUST_PREFIX}_failures.csv"
     if path.is_file():
@@ -280,9 +296,12 @@ def _errors(run_dir: Path, summary: dict) -> list[dict]:
             # Locust writes CatchResponseError('HTTP 503') where ESR says HTTP 503.
             kind = error.removeprefix("CatchResponseError(").removesuffix(")").strip("'\"")
             seen[(name, kind)] = (_iso(first), _iso(last))
-    rows = sorted(summary["errors"], key=lambda e: -e["count"])[:TOP_ERRORS]
-    return [{**e, "first_seen": seen.get((e["endpoint"], e["kind"]), ("", ""))[0],
-             "last_seen": seen.get((e["endpoint"], e["kind"]), ("", ""))[1]} for e in rows]
+    rows, other = target_values(run_dir, counters, "errors", lambda r: (r["endpoint"], r["kind"]),
+                                value_of=lambda key: key[1], limit=TOP_ERRORS)
+    return [{"endpoint": name, "kind": kind, "count": n,
+             "first_seen": seen.get((name, kind), ("", ""))[0],
+             "last_seen": seen.get((name, kind), ("", ""))[1]}
+            for (name, kind), n in rows], other
 
 
 def _iso(epoch: str) -> str:
@@ -341,10 +360,9 @@ def _groups(run_dir: Path) -> list[dict]:
             for group, row in table.iterrows()]
 
 
-def _legal_by_cohort(run_dir: Path) -> list[dict]:
-    file, _ = TABLES["legal_blocks"]
-    if not (run_dir / file).is_file():
-        return []
-    frame = pd.read_csv(run_dir / file, dtype={"reason": str, "age_band": str})
-    return [{"reason": r.reason, "age_band": r.age_band, "veteran": bool(r.veteran),
-             "count": int(r.count)} for r in frame.itertuples()]
+def _legal_by_cohort(run_dir: Path, counters: dict) -> tuple[list[dict], dict]:
+    rows, other = target_values(run_dir, counters, "legal_blocks",
+                                lambda r: (r["reason"], r["age_band"], r["veteran"] == "True"),
+                                value_of=lambda key: key[0], limit=TOP_VALUES)
+    return [{"reason": reason, "age_band": band, "veteran": veteran, "count": n}
+            for (reason, band, veteran), n in rows], other

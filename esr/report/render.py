@@ -12,6 +12,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from esr.bounded import DISTINCT_VALUES_MAX, VALUE_CHARS_MAX
 from esr.errors import BadInput
 from esr.report import charts
 from esr.report.card import read_report_card
@@ -66,7 +67,8 @@ def render_html(card: dict) -> str:
     return _TEMPLATES.get_template("report.html.j2").render(
         card=card, charts=_charts(card), outcomes=outcomes or ["approved", "rejected"],
         fmt=_fmt, pct=_pct, pct1=lambda x: "-" if x is None else f"{x:.1%}",
-        floor=IMPACT_RATIO_FLOOR, min_reference=MIN_REFERENCE_COHORT)
+        floor=IMPACT_RATIO_FLOOR, min_reference=MIN_REFERENCE_COHORT,
+        value_chars=VALUE_CHARS_MAX, distinct_max=f"{DISTINCT_VALUES_MAX:,}")
 
 
 def _charts(card: dict) -> dict[str, str]:

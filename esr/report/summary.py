@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from hdrh.histogram import HdrHistogram
 
+from esr.bounded import DISTINCT_VALUES_MAX, top_and_other
 from esr.engine.probes import merged, percentile_ms
 from esr.run_directory import COUNTERS, RUN_SETTINGS, read_events, read_json, read_table
 from esr.scenario.model import AGE_BANDS
@@ -40,6 +41,12 @@ def build_summary(run_dir) -> dict:
     for row in journeys:
         by_outcome[row["outcome"]] += int(row["citizens"])
     cohorts = _cohorts(journeys)
+    routes, routes_other = target_values(run_dir, counters, "routes", lambda r: r["route"])
+    reasons, reasons_other = target_values(run_dir, counters, "legal_blocks",
+                                           lambda r: r["reason"])
+    errors, errors_other = target_values(run_dir, counters, "errors",
+                                         lambda r: (r["endpoint"], r["kind"]),
+                                         value_of=lambda key: key[1])
     summary = {
         "run_id": settings["run_id"],
         "esr_version": settings["esr_version"],
@@ -54,13 +61,18 @@ def build_summary(run_dir) -> dict:
                                        if r["frustrated"] == "True")},
         "cohorts": cohorts,
         "by_trait": _by_trait(read_table(run_dir, "traits")),
-        "routes": {r["route"]: int(r["count"]) for r in read_table(run_dir, "routes")},
-        "legal_blocks": _legal_blocks(read_table(run_dir, "legal_blocks")),
+        "routes": _with_other(routes, routes_other),
+        "legal_blocks": _with_other(reasons, reasons_other),
         "hitl": {"paused": counters.get("hitl", {}).get("paused", 0),
                  "skipped": counters.get("hitl", {}).get("skipped", 0)},
         "arrivals": counters.get("arrivals", {}),
-        "errors": [{"endpoint": r["endpoint"], "kind": r["kind"], "count": int(r["count"])}
-                   for r in read_table(run_dir, "errors")],
+        "errors": [{"endpoint": endpoint, "kind": kind, "count": n}
+                   for (endpoint, kind), n in errors] + ([{
+                       "endpoint": "", "kind": errors_other["label"],
+                       "count": errors_other["count"]}] if errors_other["count"] else []),
+        # What the target named beyond the DISTINCT_VALUES_MAX values kept of each kind.
+        "folded": {"routes": routes_other, "legal_blocks": reasons_other,
+                   "errors": errors_other},
         "chaos": _with_recovery(chaos_actions(read_events(run_dir)), latency, started,
                                 settings.get("slo", [])),
         "lost": {"workers": lost_workers,
@@ -236,11 +248,23 @@ def _by_trait(rows: list[dict]) -> dict:
             for trait, values in sorted(table.items())}
 
 
-def _legal_blocks(rows: list[dict]) -> dict:
-    reasons = Counter()
-    for row in rows:
-        reasons[row["reason"]] += int(row["count"])
-    return dict(reasons)
+def target_values(run_dir, counters: dict, table: str, key_of, value_of=lambda key: key,
+                  limit: int = DISTINCT_VALUES_MAX) -> tuple[list[tuple], dict]:
+    """Counts of one table of values the target named, by `key_of(row)`: the `limit` most
+    frequent, and "other" (bounded.top_and_other) with what the run already folded."""
+    counts: Counter = Counter()
+    for row in read_table(run_dir, table):
+        counts[key_of(row)] += int(row["count"])
+    folded = counters.get("folded", {}).get(table)
+    return top_and_other(counts.items(), folded, limit, value_of)
+
+
+def _with_other(kept: list[tuple], other: dict) -> dict:
+    """Values by count, most frequent first, then "other (K distinct)" if anything was."""
+    counts = dict(kept)
+    if other["count"]:  # a value spelled like the label adds to it: no count is lost
+        counts[other["label"]] = counts.get(other["label"], 0) + other["count"]
+    return counts
 
 
 def worst_windows(checks: list[dict], summary: dict, latency: list, window: float) -> list[dict]:
