@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from jinja2 import TemplateSyntaxError
-
 from . import fields as f
 from .demographics import (
     DEMOGRAPHICS_DIR,
@@ -524,9 +522,6 @@ def _check_templates(doc: Document, path: KeyPath, value: object) -> None:
         try:
             for message, hint in template_problems(value):
                 doc.problem(path, message, hint)
-        except TemplateSyntaxError as error:
-            doc.problem(path, f"template error: {error.message}",
-                        "templates look like {{ citizen.age }}")
         except RecursionError:
             doc.problem(path, "template nested too deeply to read")
 

@@ -30,7 +30,7 @@ import signal
 import types
 from collections.abc import Callable, ItemsView, KeysView, Mapping, ValuesView
 
-from jinja2 import nodes, pass_context
+from jinja2 import TemplateSyntaxError, nodes, pass_context
 from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import (
     ImmutableSandboxedEnvironment,
@@ -132,7 +132,7 @@ def bounded_range(*args) -> range:
     try:
         items = len(numbers)
     except OverflowError:  # more than sys.maxsize
-        items = MAX_RANGE + 1
+        items = (numbers.stop - numbers.start) // numbers.step
     if items > MAX_RANGE:
         raise TemplateLimit(RANGE_OVER, f"a range of {items:,} items, over the limit of "
                                         f"{MAX_RANGE:,}")
@@ -563,18 +563,26 @@ _MUTATORS = frozenset(name for example in ({}, [], set()) for name in dir(exampl
 _INCLUDES = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 _UNKNOWN = object()
 _OTHER_BINOPS = {"-": operator.sub, "/": operator.truediv, "//": operator.floordiv}
+SYNTAX_HINT = "templates look like {{ citizen.age }}"
 LIMITS_HINT = (f"a template may build values up to {MAX_VALUE >> 20} MiB, numbers up to "
                f"{MAX_NUMBER_BITS:,} bits and ranges up to {MAX_RANGE:,} items")
 
 
 def template_problems(source: str) -> list[tuple[str, str]]:
-    """What validate says about a template, as (message, hint): the constant work a run
-    would refuse, changes to citizen or vars, includes, and unknown filters. Syntax errors
-    raise TemplateSyntaxError, as Jinja does."""
-    tree = TEMPLATES.parse(source)
+    """What validate says about a template, as (message, hint): syntax errors, unknown
+    filters, and the constant work, in-place changes and includes a run would refuse."""
+    try:
+        tree = TEMPLATES.parse(source)
+    except TemplateSyntaxError as error:
+        return [(f"template error: {error.message}", SYNTAX_HINT)]
+    except ValueError:  # Python reads no integer of more than 4300 digits
+        return [("template error: a number too long to read", SYNTAX_HINT)]
     problems = _ConstantWork(multiline="\n" in source.strip())
     problems.visit(tree, 1)
-    TEMPLATES.compile(tree)  # unknown filters and tests (TemplateAssertionError)
+    try:
+        TEMPLATES.compile(tree)  # unknown filters and tests
+    except TemplateSyntaxError as error:
+        problems.found.append((f"template error: {error.message}", SYNTAX_HINT))
     return problems.found
 
 
