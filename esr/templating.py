@@ -104,16 +104,20 @@ def _text_len(value) -> int:
     return len(value) if isinstance(value, (str, bytes)) else size_of(value)
 
 
+def _amount(n: int) -> str:
+    return f"{n:,}" if n < 10**18 else "more than 10^18"  # Python writes no int of 4300+ digits
+
+
 def _need(size: int, what: str = "a value") -> None:
     if size > MAX_VALUE:
-        raise TemplateLimit(VALUE_OVER, f"{what} of {size:,} characters, over the limit "
-                                        f"of {MAX_VALUE:,}")
+        raise TemplateLimit(VALUE_OVER, f"{what} of {_amount(size)} characters, over the "
+                                        f"limit of {MAX_VALUE:,}")
 
 
 def _need_bits(bits: int) -> None:
     if bits > MAX_NUMBER_BITS:
-        raise TemplateLimit(NUMBER_OVER, f"a number of {bits:,} bits, over the limit of "
-                                         f"{MAX_NUMBER_BITS:,}")
+        raise TemplateLimit(NUMBER_OVER, f"a number of {_amount(bits)} bits, over the limit "
+                                         f"of {MAX_NUMBER_BITS:,}")
 
 
 def _count(value) -> int:
@@ -134,8 +138,8 @@ def bounded_range(*args) -> range:
     except OverflowError:  # more than sys.maxsize
         items = (numbers.stop - numbers.start) // numbers.step
     if items > MAX_RANGE:
-        raise TemplateLimit(RANGE_OVER, f"a range of {items:,} items, over the limit of "
-                                        f"{MAX_RANGE:,}")
+        raise TemplateLimit(RANGE_OVER, f"a range of {_amount(items)} items, over the limit "
+                                        f"of {MAX_RANGE:,}")
     return numbers
 
 
