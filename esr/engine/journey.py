@@ -8,7 +8,8 @@ finishes the request it is in, and is stopped while thinking, never mid-request.
 Outcome rules (the design's wire conventions): a journey ends in exactly one of
 approved, rejected (response JSON `status`), blocked (HTTP 451 or X-ESQ-Verdict),
 paused (202 with X-HITL-Pending), abandoned (walked away after a step far beyond
-its patience), error (ended on a failed request), completed (ended well but the
+its patience), error (ended on a failed request, or on a step whose templates failed and
+sent nothing), completed (ended well but the
 response named no decision), or incomplete (cut short by the end of the run).
 """
 
@@ -22,7 +23,6 @@ from operator import itemgetter
 
 import gevent
 import orjson
-from jinja2.sandbox import SandboxedEnvironment
 from locust import task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
@@ -30,6 +30,7 @@ from locust.exception import StopUser
 from esr.engine.connections import KEEPALIVE_IDLE_S, Dialer, hang_up
 from esr.engine.probes import response_facts
 from esr.scenario.model import CitizenGroup, Step
+from esr.scenario.templating import check_output, compile_template, failure_reason, is_template
 from esr.wire import (
     CITIZEN_HEADER,
     DEFAULT_BODY_FIELDS,
@@ -57,11 +58,20 @@ def encode_json(value) -> str:
 
 # ---- rendering steps ---------------------------------------------------------------------------
 
+# Steps whose templates failed log each distinct reason once, up to this many.
+LOGGED_FAILURES = 10
+
+
+class StepNotRendered(Exception):
+    """A step's templates failed, or went past a limit (templating.py): nothing is sent."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
 
 class StepRenderer:
     """Turns a step's templates into a request for one citizen, compiled once per run."""
-
-    _jinja = SandboxedEnvironment()
 
     def __init__(self, step: Step):
         self.step = step
@@ -72,18 +82,29 @@ class StepRenderer:
         self.headers = self._compile(step.headers or {})
         named = {name.lower() for name in step.headers or {}}
         self.json_headers = {k: v for k, v in JSON_HEADERS.items() if k.lower() not in named}
+        self.failures: set[str] = set()  # reasons logged already
 
     def request(self, citizen: dict, variables: dict, run_id: str) -> tuple[str, dict, dict]:
         """The step for one citizen: its path, its own headers, and its body as keywords
-        for Locust's client."""
+        for Locust's client. StepNotRendered when its templates fail."""
         if self.step is DEFAULT_STEP:  # the hot path of most scenarios: no templates at all
             body = dict(zip(DEFAULT_BODY_FIELDS, _default_body(citizen), strict=True))
             return DEFAULT_STEP.path, self.json_headers, {"data": encode_json(body)}
-        scope = {"citizen": citizen, "vars": variables, "run_id": run_id}
+        try:
+            return self._render({"citizen": citizen, "vars": variables, "run_id": run_id})
+        except Exception as error:  # a template's error, or one of ESR's limits
+            reason = failure_reason(error)
+            if reason not in self.failures and len(self.failures) < LOGGED_FAILURES:
+                self.failures.add(reason)
+                logger.warning("step '%s' sent nothing: %s (its citizens' journeys end in "
+                               "error)", self.step.name, reason)
+            raise StepNotRendered(reason) from None
+
+    def _render(self, scope: dict) -> tuple[str, dict, dict]:
         headers = self.headers(scope)
         if self.step.json is not None:
             return (str(self.path(scope)), {**self.json_headers, **headers},
-                    {"data": encode_json(self.json(scope))})
+                    {"data": check_output(encode_json(self.json(scope)))})
         if self.step.form is not None:
             payload = {"data": {k: str(v) for k, v in self.form(scope).items()}}
         elif self.step.body is not None:
@@ -100,13 +121,8 @@ class StepRenderer:
         if isinstance(value, list):
             parts = [self._compile(v) for v in value]
             return lambda scope: [part(scope) for part in parts]
-        if isinstance(value, str) and ("{{" in value or "{%" in value):
-            inner = value.strip()
-            if inner.startswith("{{") and inner.endswith("}}") and inner.count("{{") == 1:
-                expression = self._jinja.compile_expression(inner[2:-2].strip())
-                return lambda scope: expression(**scope)
-            template = self._jinja.from_string(value)
-            return lambda scope: template.render(**scope)
+        if is_template(value):
+            return compile_template(value)
         return lambda scope: value
 
 
@@ -246,8 +262,12 @@ class CitizenUser(FastHttpUser):
         visit = self.visit
         renderer = self.steps[visit.step]
         step = renderer.step
-        path, own_headers, payload = renderer.request(visit.citizen, visit.variables,
-                                                      self.run.run_id)
+        try:
+            path, own_headers, payload = renderer.request(visit.citizen, visit.variables,
+                                                          self.run.run_id)
+        except StepNotRendered as failure:  # counted with the step's errors; nothing sent
+            self.run.probes.step_failed(step.name, failure.reason)
+            return self._end("error")
         headers = {**self.run.headers, CITIZEN_HEADER: visit.citizen["citizen_id"], **own_headers}
         jitter_ms = self.random.uniform(0, self.run.jitter_ms) if self.run.jitter_ms else 0.0
         injected = None

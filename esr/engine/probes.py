@@ -181,6 +181,10 @@ class Probes:
         if facts.get("paused"):
             self.hitl["paused"] += 1
 
+    def step_failed(self, name: str, reason: str) -> None:
+        """A step that sent nothing (its templates failed): counted with its errors."""
+        self.errors.add((name, clip(reason)))
+
     def journey(self, group: str, age_band: str, veteran: bool, outcome: str,
                 frustrated: bool, traits: tuple = ()) -> None:
         self.journeys[(group, age_band, veteran, outcome, frustrated)] += 1

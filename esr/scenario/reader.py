@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from jinja2 import TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
-
 from esr.errors import Problem, ScenarioError
 from esr.population.demographics import (
     DEMOGRAPHICS_DIR,
@@ -40,6 +37,7 @@ from esr.scenario.model import (
     Stage,
     Step,
 )
+from esr.scenario.templating import is_template, template_problems
 from esr.scenario.yaml_source import Document, KeyPath, format_path, read_yaml
 from esr.units import format_duration
 
@@ -355,8 +353,6 @@ def _check_timeline(doc: Document, profile: LoadProfile, groups, chaos) -> None:
 
 # ---- journey, probes, chaos, SLOs, report ----------------------------------------------------
 
-_JINJA = SandboxedEnvironment()
-
 
 def _read_journey(doc: Document, value: object) -> tuple[Step, ...] | None:
     steps = []
@@ -413,19 +409,18 @@ def _read_step(doc: Document, path: KeyPath, value: object) -> Step | None:
 
 
 def _check_templates(doc: Document, path: KeyPath, value: object) -> None:
-    """Compile every string as a sandboxed Jinja2 template, so syntax errors show before a run."""
+    """Compile every string as a template in ESR's sandbox, so that syntax errors, and work
+    the run would refuse (templating.py), show before a run."""
     if isinstance(value, dict):
         for key, item in value.items():
             _check_templates(doc, (*path, key), item)
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _check_templates(doc, (*path, i), item)
-    elif isinstance(value, str) and ("{{" in value or "{%" in value):
+    elif is_template(value):
         try:
-            _JINJA.parse(value)
-        except TemplateSyntaxError as error:
-            doc.problem(path, f"template error: {error.message}",
-                        "templates look like {{ citizen.age }}")
+            for message, hint in template_problems(value):
+                doc.problem(path, message, hint)
         except RecursionError:
             doc.problem(path, "template nested too deeply to read")
 
