@@ -43,6 +43,7 @@ from . import __version__
 from .chaos import Chaos, Fault
 from .citizens import CitizenFactory, identity_pool
 from .journey import DEFAULT_STEP, StepRenderer
+from .permissions import PERMISSIONS
 from .probes import Probes, Tally, response_facts
 from .rundir import EVENTS, LIVE, append_event, new_run_id, now_iso, write_json, write_tables
 from .scenario import Scenario
@@ -75,8 +76,9 @@ def install(events, scenario: Scenario) -> None:
                            help="multiply the scenario's durations by this")
         group.add_argument("--esr-user-scale", type=float, default=1.0,
                            help="multiply the scenario's citizen counts by this")
-        group.add_argument("--esr-allow-chaos-commands", action="store_true", default=False,
-                           help="let the scenario's chaos actions run shell commands")
+        for permission in PERMISSIONS:  # a scenario may make HTTP requests, and only these more
+            group.add_argument(permission.engine_flag, action="store_true", default=False,
+                               help=permission.help)
         group.add_argument("--esr-request-log", default="",
                            help="folder for a raw log of every request (for checking ESR's "
                                 "figures; costly, not for load)")
@@ -310,12 +312,14 @@ class EsrRun:
                 return
 
     def _start_chaos(self) -> None:
-        options = self.environment.parsed_options
+        # Granted on the command line, checked and fixed as the process started (the
+        # locustfile), whatever the options say now; without that check, none: then each
+        # action that needs one is refused as it comes, and recorded.
+        granted = getattr(self.environment, "esr_permissions", frozenset())
         self.faults = []
         self.chaos = Chaos(self.scenario.chaos, host=self.environment.host or self.scenario.target,
                            time_scale=self.time_scale, run_dir=self.run_dir, started=time.time(),
-                           allow_commands=getattr(options, "esr_allow_chaos_commands", False),
-                           spread=self._spread_fault)
+                           granted=granted, spread=self._spread_fault)
         self.chaos.start()
 
     def _spread_fault(self, fault: Fault) -> None:

@@ -21,7 +21,8 @@ sys.path[:] = [p for p in _PATH if os.path.abspath(p or os.curdir) != _HERE]
 try:
     from esr.compiler import locustfile_globals
     from esr.engine import install
-    from esr.errors import EsrError
+    from esr.errors import EXIT_BAD_INPUT, EsrError
+    from esr.permissions import check, granted_by
     from esr.scenario import load_scenario
 finally:
     sys.path[:] = _PATH
@@ -34,5 +35,26 @@ try:
 except EsrError as error:
     raise SystemExit("\n".join(f"esr: {line}" for line in error.lines())) from None
 
+
+
+def _permissions_at_start(environment, **_):
+    """A scenario may make HTTP requests and nothing else (esr/permissions.py): without the
+    flags on this process's command line, its other chaos actions stop it here, before any
+    load, as esr-locust would have. What was granted is fixed now: nothing posted to the
+    web UI later grants more. Workers run no chaos actions."""
+    options = environment.parsed_options
+    if options is None or getattr(options, "worker", False):
+        return
+    granted = granted_by(options, engine=True)
+    try:
+        check(_scenario, granted, engine=True)
+    except EsrError as error:
+        for line in error.lines():
+            print(f"esr: {line}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    environment.esr_permissions = granted  # read by the chaos runner (esr.engine)
+
+
+events.init.add_listener(_permissions_at_start)  # before ESR's own init listener
 install(events, _scenario)
 globals().update(locustfile_globals(_scenario))
