@@ -198,7 +198,7 @@ def compile_plan(args: argparse.Namespace) -> int:
 
 
 def _local_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """What `run` and `ui` both ask: the scenario, its target, local workers, chaos commands."""
+    """What `run` and `ui` both ask: the scenario, its target, local workers, permissions."""
     from esr.launcher import default_workers
 
     parser.add_argument("scenario", metavar="SCENARIO")
@@ -206,8 +206,22 @@ def _local_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_non_negative_int, default=default_workers(),
                         metavar="N", help="0: one process; N: a local master and N workers "
                         "(default: one per core)")
-    parser.add_argument("--allow-chaos-commands", action="store_true",
-                        help="let chaos actions of kind 'command' run shell commands")
+    _permission_arguments(parser)
+
+
+def _permission_arguments(parser: argparse.ArgumentParser) -> None:
+    """A scenario may make HTTP requests and nothing else: these flags allow more."""
+    from .permissions import PERMISSIONS
+
+    for permission in PERMISSIONS:
+        parser.add_argument(permission.flag, action="store_true", help=permission.help)
+
+
+def _permissions(args: argparse.Namespace) -> dict[str, bool]:
+    """The permission flags given, as RunSettings fields."""
+    from .permissions import PERMISSIONS
+
+    return {p.setting: getattr(args, p.setting) for p in PERMISSIONS}
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -223,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     settings = RunSettings(scenario=Path(args.scenario), host=args.host, workers=args.workers,
                            run_dir=Path(args.run_dir) if args.run_dir else None,
                            time_scale=args.time_scale, user_scale=args.user_scale,
-                           allow_chaos_commands=args.allow_chaos_commands)
+                           **_permissions(args))
     return _run_and_report(settings)
 
 
@@ -288,7 +302,7 @@ def _master_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="HOST:PORT", help="where workers connect (default 0.0.0.0:5557)")
     parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
     parser.add_argument("--run-dir", metavar="DIR")
-    parser.add_argument("--allow-chaos-commands", action="store_true")
+    _permission_arguments(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--headless", dest="web", action="store_false",
                       help="run the scenario at once and end with the report card (default)")
@@ -316,7 +330,7 @@ def master(args: argparse.Namespace) -> int:
                            workers=args.expect_workers, bind=args.bind,
                            run_dir=Path(args.run_dir) if args.run_dir else None,
                            time_scale=args.time_scale, user_scale=args.user_scale,
-                           allow_chaos_commands=args.allow_chaos_commands,
+                           **_permissions(args),
                            web=args.web_bind if args.web else None, web_login=args.web_login,
                            reports_dir=Path(args.run_dir or "reports"))
     return _serve_web_ui(settings) if args.web else _run_and_report(settings)
@@ -338,7 +352,7 @@ def ui(args: argparse.Namespace) -> int:
     return _serve_web_ui(RunSettings(
         scenario=Path(args.scenario), host=args.host, workers=args.workers,
         time_scale=args.time_scale, user_scale=args.user_scale,
-        allow_chaos_commands=args.allow_chaos_commands, web=args.web_bind,
+        **_permissions(args), web=args.web_bind,
         web_login=args.web_login, reports_dir=Path(args.reports_dir)))
 
 

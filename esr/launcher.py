@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from esr.errors import EXIT_OK, EXIT_RUN_ERROR, EXIT_SLO_FAILED, BadInput, EsrError
+from esr.permissions import PERMISSIONS, check, granted_by
 from esr.report.summary import build_summary
 from esr.run_directory import (
     LIVE,
@@ -58,7 +59,11 @@ class RunSettings:
     user_scale: float = 1.0
     run_id: str | None = None
     request_log: Path | None = None  # a raw log of every request, to check ESR's own figures
-    allow_chaos_commands: bool = False  # a scenario is input, not code: shell commands opt in
+    # A scenario may make HTTP requests and nothing else: what more it may do, opted in
+    # on the command line (esr/permissions.py).
+    allow_chaos_commands: bool = False  # shell commands
+    allow_chaos_signals: bool = False  # signals to the processes named by pid files
+    allow_chaos_containers: bool = False  # docker compose
     bind: tuple[str, int] | None = None  # a master for workers on other hosts: where it listens
     web: tuple[str, int] | None = None  # Locust's web UI here instead of one headless run
     web_login: bool = False  # the web UI asks for ESR_WEB_USER / ESR_WEB_PASSWORD
@@ -100,11 +105,7 @@ class Launch:
     def prepare(cls, settings: RunSettings, reports_dir: Path | None = None) -> Launch:
         _check_settings(settings)
         scenario = load_scenario(settings.scenario)
-        commands = [a for a in scenario.chaos if a.action == "command"]
-        if commands and not settings.allow_chaos_commands:
-            raise BadInput(f"{scenario.file}: chaos action 'command' runs a shell command "
-                           f"({commands[0].options['command']!r}); a scenario is input, not "
-                           "code, so this needs --allow-chaos-commands")
+        check(scenario, granted_by(settings))  # before anything starts or is written
         if settings.web is not None:
             return cls(settings, scenario, None, None)
         run_id = settings.run_id or new_run_id(scenario.name)
@@ -127,8 +128,8 @@ class Launch:
         common = ["--host", s.host or self.scenario.target,
                   "--esr-time-scale", repr(s.time_scale), "--esr-user-scale", repr(s.user_scale),
                   *self._mode_arguments()]
-        if s.allow_chaos_commands:
-            common.append("--esr-allow-chaos-commands")
+        granted = granted_by(s)
+        common += [p.engine_flag for p in PERMISSIONS if p.name in granted]
         if s.request_log is not None:
             s.request_log.mkdir(parents=True, exist_ok=True)
             common += ["--esr-request-log", str(s.request_log.resolve())]

@@ -152,5 +152,5 @@ def write_run_files(run_dir: Path, run_id: str, scenario: Scenario, *, host: str
 
 
 def _template_text(name: str, scenario: Scenario) -> str:
-    path = template_file(name, Path(scenario.file).parent)
-    return path.read_text() if path.is_file() else ""
+    path = template_file(name, Path(scenario.file).parent)  # None: outside the scenario's folder
+    return path.read_text() if path is not None and path.is_file() else ""

@@ -149,7 +149,8 @@ def test_a_compose_project_is_driven_with_docker_compose(tmp_path, target, monke
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     path = scenario(tmp_path, "  - {action: kill_pod, target: svc-fee, compose_project: esr, "
                     "after: 1s, duration: 1s}", sustain="3s")
-    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run"))
+    result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run",
+                             allow_chaos_containers=True))
     (action,) = result.summary["chaos"]
     assert action["ok"] and action["undo"]["ok"]
     assert calls.read_text().splitlines() == ["compose -p esr kill svc-fee",
@@ -167,7 +168,7 @@ def test_injected_failures_and_signals(tmp_path, target):
             f"  - {{action: signal, target: '{pid_file}', signal: SIGTERM, after: 2s}}"]),
             sustain="3s")
         result = run(RunSettings(scenario=path, host=target, workers=0,
-                                 run_dir=tmp_path / "run"))
+                                 run_dir=tmp_path / "run", allow_chaos_signals=True))
         assert sleeper.wait(timeout=10) == -15  # the signal reached the process
     finally:
         if sleeper.poll() is None:

@@ -4,13 +4,16 @@ Only the master (or the single process) runs actions. Each start and undo is an
 event in events.jsonl with its result; a failed action is recorded and the run
 goes on. Anything left broken when the run ends (a service killed "for 10m" in a
 run that stopped early) is undone then, so the target is left as it was found.
+Before each action runs, permissions.py decides whether this process may run it
+(HTTP only, unless started with a flag); requests go out through an opener that
+speaks http and https only, redirects included.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal as signals
+import re
 import subprocess
 import time
 import urllib.error
@@ -20,8 +23,10 @@ from dataclasses import dataclass
 
 import gevent
 
+from esr.permissions import is_http_url, refused_outcome, runs_containers
 from esr.run_directory import append_event
 from esr.scenario.model import ChaosAction
+from esr.scenario.reader import signal_number
 from esr.units import parse_duration
 
 
@@ -32,6 +37,27 @@ def parse_delay_ms(value: object) -> float:
 HTTP_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 60.0
 DETAIL_LIMIT = 500  # characters of a response or a command's output kept in the event
+PID_FILE_LIMIT = 64  # bytes read of a pid file: a pid and a newline, nothing else
+_PID = re.compile(r"\s*([1-9][0-9]{0,9})\s*")
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are followed to http and https URLs only (urllib would also follow ftp)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not is_http_url(newurl):
+            raise urllib.error.HTTPError(req.full_url, code, "redirect to a URL other than "
+                                         "http(s) refused", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+# urllib's default opener also reads file:, ftp: and data: URLs: this one has no handler for them.
+_OPENER = urllib.request.OpenerDirector()
+for _handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
+                 urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                 urllib.request.HTTPDefaultErrorHandler(), _HttpOnlyRedirects(),
+                 urllib.request.HTTPErrorProcessor()):
+    _OPENER.add_handler(_handler)
 
 
 @dataclass(frozen=True)
@@ -61,14 +87,14 @@ class Chaos:
     """The chaos actions of one run, scheduled on the run's clock."""
 
     def __init__(self, actions, *, host: str, time_scale: float, run_dir, started: float,
-                 allow_commands: bool, spread: Callable[[Fault], None]):
+                 granted: frozenset[str], spread: Callable[[Fault], None]):
         self.actions = actions
         self.spread = spread  # sends a fault to every process that runs citizens
         self.host = host.rstrip("/")
         self.time_scale = time_scale
         self.run_dir = run_dir
         self.started = started
-        self.allow_commands = allow_commands
+        self.granted = granted  # the permissions this process was started with
         self._pending: list[gevent.Greenlet] = []
         self._undos: dict[int, tuple[gevent.Greenlet, ChaosAction]] = {}
 
@@ -99,6 +125,9 @@ class Chaos:
         self._undos.pop(index, None)
 
     def _perform(self, action: ChaosAction, undo: bool) -> Outcome:
+        refused = refused_outcome(action, self.granted)
+        if refused:  # the Locust process refuses such runs at start; this guards every path
+            return Outcome(False, refused)
         perform = (UNDO if undo else DO)[action.action]
         try:
             return perform(self, action)
@@ -109,16 +138,15 @@ class Chaos:
                 **extra) -> None:
         append_event(self.run_dir, "chaos", index=index, phase=phase, action=action.action,
                      target=action.target, at_s=round(time.time() - self.started, 3),
-                     ok=outcome.ok, detail=outcome.detail, **extra)
+                     ok=outcome.ok, detail=outcome.detail[:DETAIL_LIMIT], **extra)
 
     # ---- the actions -------------------------------------------------------------------------
 
     def _service(self, action: ChaosAction, verb: str) -> Outcome:
         """A compose project's service through `docker compose`, else the demo target's admin
         endpoint."""
-        project = (action.options or {}).get("compose_project")
-        if project:
-            command = ["docker", "compose", "-p", str(project),
+        if runs_containers(action):
+            command = ["docker", "compose", "-p", str(action.options["compose_project"]),
                        "kill" if verb == "kill" else "start", action.target]
             return self._run(command)
         return self._request("POST", f"{self.host}/admin/services/{action.target}/{verb}",
@@ -133,7 +161,8 @@ class Chaos:
 
     def _http(self, action: ChaosAction) -> Outcome:
         options = action.options or {}
-        url = action.target if "://" in action.target else f"{self.host}{action.target}"
+        url = action.target if not action.target.startswith("/") else \
+            f"{self.host}{action.target}"
         body = options.get("body")
         if body is not None and not isinstance(body, str):
             body = json.dumps(body)
@@ -142,10 +171,12 @@ class Chaos:
 
     @staticmethod
     def _request(method: str, url: str, headers: dict, body: str | None) -> Outcome:
+        if not is_http_url(url):
+            return Outcome(False, "refused: chaos requests http:// and https:// URLs only")
         request = urllib.request.Request(url, method=method, headers=headers,
                                          data=body.encode() if body is not None else None)
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+            with _OPENER.open(request, timeout=HTTP_TIMEOUT_S) as response:
                 text = response.read(DETAIL_LIMIT).decode(errors="replace")
                 return Outcome(True, f"HTTP {response.status} {text}".strip())
         except urllib.error.HTTPError as error:
@@ -168,19 +199,27 @@ class Chaos:
         return Outcome(True, f"{what} {where}")
 
     def _signal(self, action: ChaosAction, undo: bool = False) -> Outcome:
-        name = str((action.options or {}).get("signal", "SIGTERM")).upper()
-        if undo:  # only a stopped process can be given back
-            name = "SIGCONT"
-        number = getattr(signals, name if name.startswith("SIG") else f"SIG{name}")
-        with open(action.target) as pid_file:
-            pid = int(pid_file.read().split()[0])
+        # Only a stopped process can be given back: the undo is always CONT.
+        number = signal_number("CONT" if undo else (action.options or {}).get("signal", "TERM"))
+        pid = read_pid_file(action.target)
+        if number is None or pid is None:
+            # Never the file's content: the target may be any file on this machine.
+            return Outcome(False, f"{action.target}: not a pid file" if pid is None
+                           else "unknown signal")
         os.kill(pid, number)
-        return Outcome(True, f"{name} sent to pid {pid}")
+        return Outcome(True, f"{number.name} sent to pid {pid}")
 
     def _command(self, action: ChaosAction) -> Outcome:
-        if not self.allow_commands:  # the launcher refuses such runs; this guards other paths
-            return Outcome(False, "refused: chaos commands need --allow-chaos-commands")
         return self._run(str((action.options or {}).get("command")))
+
+
+def read_pid_file(path: str) -> int | None:
+    """The pid a pid file holds, or None unless it holds a pid (and a newline) and nothing else."""
+    # Non-blocking: a FIFO named as the target must not stall this (gevent) process.
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as pid_file:
+        held = pid_file.read(PID_FILE_LIMIT + 1) or b""
+    match = _PID.fullmatch(held.decode("ascii", errors="replace"))
+    return int(match.group(1)) if match and len(held) <= PID_FILE_LIMIT else None
 
 
 DO: dict[str, Callable[[Chaos, ChaosAction], Outcome]] = {

@@ -99,7 +99,7 @@ class Conducting(Run):
         self.faults = []
         self.chaos = Chaos(self.scenario.chaos, host=environment.host or self.scenario.target,
                            time_scale=self.time_scale, run_dir=self.run_dir, started=time.time(),
-                           allow_commands=self.options.allow_chaos_commands,
+                           granted=self.options.granted,
                            spread=self.spread_fault)
         self.chaos.start()
         if self.scenario.slo.abort_on_fail:

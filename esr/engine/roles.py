@@ -3,6 +3,8 @@ as Locust chooses its runner classes: a single process, a master, or a worker.""
 
 from __future__ import annotations
 
+import sys
+
 import locust.runners
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -12,6 +14,8 @@ from esr.engine.lost_workers import MISSING_AFTER_HEARTBEATS
 from esr.engine.master import MasterRun
 from esr.engine.run import Run, add_options
 from esr.engine.worker import WorkerRun
+from esr.errors import EXIT_BAD_INPUT, EsrError
+from esr.permissions import check
 from esr.scenario.model import Scenario
 
 
@@ -36,8 +40,23 @@ def install(events, scenario: Scenario) -> None:
 
     def on_init(environment, **_):
         if getattr(environment, "esr", None) is None:  # init may fire more than once
-            environment.esr = run_for(environment, scenario)
+            run = run_for(environment, scenario)
+            if isinstance(run, Conducting):  # chaos runs where the run is conducted
+                refuse_what_was_not_granted(scenario, run.options.granted)
+            environment.esr = run
 
     events.init_command_line_parser.add_listener(add_options)
     events.init.add_listener(on_init)
     locust.runners.HEARTBEAT_LIVENESS = MISSING_AFTER_HEARTBEATS  # read by the master's loop
+
+
+def refuse_what_was_not_granted(scenario: Scenario, granted: frozenset[str]) -> None:
+    """A scenario may make HTTP requests and nothing else (permissions.py): without the flags
+    on this process's command line, its other chaos actions stop it here, before any load,
+    as esr-locust would have (exit 2)."""
+    try:
+        check(scenario, granted, engine=True)
+    except EsrError as error:
+        for line in error.lines():
+            print(f"esr: {line}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None

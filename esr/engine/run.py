@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from esr.engine.chaos import Fault
 from esr.engine.journey import DEFAULT_STEP, StepRenderer
+from esr.permissions import PERMISSIONS, granted_by
 from esr.population.citizens import identity_pool
 from esr.scenario.model import Scenario
 from esr.scenario.stages import Phase, plan_stages
@@ -38,8 +39,9 @@ def add_options(parser, **_) -> None:
                        help="multiply the scenario's durations by this")
     group.add_argument("--esr-user-scale", type=float, default=1.0,
                        help="multiply the scenario's citizen counts by this")
-    group.add_argument("--esr-allow-chaos-commands", action="store_true", default=False,
-                       help="let the scenario's chaos actions run shell commands")
+    for permission in PERMISSIONS:  # a scenario may make HTTP requests, and only these more
+        group.add_argument(permission.engine_flag, action="store_true", default=False,
+                           help=permission.help)
     group.add_argument("--esr-request-log", default="",
                        help="folder for a raw log of every request (for checking ESR's "
                             "figures; costly, not for load)")
@@ -56,14 +58,15 @@ class EngineOptions:
     run_dir: str = ""
     time_scale: float = 1.0
     user_scale: float = 1.0
-    allow_chaos_commands: bool = False
     request_log: str = ""
     reports_dir: str = "reports"
+    granted: frozenset[str] = frozenset()  # permissions beyond HTTP (permissions.py)
 
     @classmethod
     def read(cls, parsed_options) -> EngineOptions:
-        return cls(**{name: getattr(parsed_options, f"esr_{name}", default)
-                      for name, default in vars(cls()).items()})
+        values = {name: getattr(parsed_options, f"esr_{name}", default)
+                  for name, default in vars(cls()).items() if name != "granted"}
+        return cls(**values, granted=granted_by(parsed_options, engine=True))
 
 
 class Run:

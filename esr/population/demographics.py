@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from esr.permissions import file_inside
 from esr.population.presets import PRESETS
 from esr.scenario import yaml_fields as f
 from esr.scenario.yaml_source import Document, KeyPath, read_yaml
@@ -182,11 +183,12 @@ def available_templates(directory: Path = DEMOGRAPHICS_DIR) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yml"))
 
 
-def template_file(name: str, relative_to: Path | None = None) -> Path:
-    """A template name from demographics/, or a path (relative to the scenario's folder)."""
+def template_file(name: str, relative_to: Path | None = None) -> Path | None:
+    """A template name from demographics/, or a file under the scenario's folder (None when
+    the path leads outside it). Without a folder, as a name on esr-locust's own command
+    line, a path is taken as given."""
     if name.endswith((".yml", ".yaml")) or "/" in name:
-        path = Path(name)
-        return path if path.is_absolute() or relative_to is None else relative_to / path
+        return Path(name) if relative_to is None else file_inside(relative_to, name)
     return DEMOGRAPHICS_DIR / f"{name}.yml"
 
 
@@ -204,9 +206,14 @@ def load_template(path: Path, problems: list | None = None) -> Template | None:
 
 
 def read_template(doc: Document, expected_name: str) -> Template | None:
-    data = f.mapping(doc, (), doc.data, "a template") if not doc.problems else f.INVALID
-    if data is f.INVALID:
+    if doc.problems:
         return None
+    if not (isinstance(doc.data, dict) and set(TEMPLATE_KEYS) & doc.data.keys()):
+        # Say nothing of what the file holds: it may be any file, not a template at all.
+        doc.problem((), "not a demographic template", "a template is a mapping with the keys "
+                    "template, traits and behavior, like those in demographics/")
+        return None
+    data = doc.data
     f.check_keys(doc, (), data, TEMPLATE_KEYS, required=("template", "traits", "behavior"))
     name = f.text(doc, ("template",), data.get("template", expected_name))
     if name and name != expected_name:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from esr.population.demographics import Behavior, Traits
 from esr.units import Span
@@ -77,6 +77,10 @@ class ChaosAction:
     after: float
     duration: float | None = None
     options: dict | None = None  # the action's own keys (method, headers, signal, …)
+    # Where it stands in the file, so a refusal to run it can say (see permissions.py).
+    line: int = field(default=0, compare=False)
+    column: int = field(default=0, compare=False)
+    path: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

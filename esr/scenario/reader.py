@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import signal as signals
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from esr.errors import Problem, ScenarioError
+from esr.permissions import is_http_url
 from esr.population.demographics import (
     DEMOGRAPHICS_DIR,
     Template,
@@ -142,12 +143,7 @@ def _read_target(doc: Document, value: object) -> str:
     url = f.text(doc, ("target",), value)
     if url is f.INVALID:
         return url
-    try:
-        parts = urlsplit(url)
-        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        usable = False
-    if not usable:
+    if not is_http_url(url):
         doc.problem(("target",), f"'{url}' is not an http(s) URL",
                     "write it like http://127.0.0.1:8080")
         return f.INVALID
@@ -224,6 +220,12 @@ def _read_template_ref(doc: Document, path: KeyPath, value: object, folder: Path
     if not name:
         return None
     file = template_file(name, folder)
+    if file is None:  # a scenario may name local files in its own folder, and no others
+        doc.problem(path, f"template files must be inside the scenario's folder "
+                    f"({folder.resolve()}); "
+                    f"'{name[:60]}' is not", "copy the template next to the scenario, or name "
+                    f"one of: {', '.join(available_templates())}")
+        return None
     try:
         exists = file.is_file()
     except OSError:  # a name too long for the file system
@@ -479,6 +481,13 @@ def _read_chaos(doc: Document, path: KeyPath, value: object) -> ChaosAction | No
         doc.problem(path, f"chaos action '{action}' needs a target")
     if action == "command" and "command" not in data:
         doc.problem(path, "chaos action 'command' needs a command")
+    if action == "http" and target and not (target.startswith("/") or is_http_url(target)):
+        doc.problem((*path, "target"), f"chaos action 'http' requests http:// and https:// URLs "
+                    f"only, not '{target[:60]}'", "write a URL such as http://127.0.0.1:8080/admin"
+                    ", or a path on the target such as /admin/reset")
+    if action == "signal" and "signal" in data and signal_number(data["signal"]) is None:
+        doc.problem((*path, "signal"), f"unknown signal {f.describe(data['signal'])}",
+                    "name one such as TERM, KILL or STOP; CONT undoes STOP")
     if action == "latency":
         if "delay" not in data:
             doc.problem(path, "chaos action 'latency' needs a delay", "e.g. delay: 250ms")
@@ -490,7 +499,15 @@ def _read_chaos(doc: Document, path: KeyPath, value: object) -> ChaosAction | No
             or "after" not in data:
         return None
     options = {k: v for k, v in data.items() if k not in ("action", "target", "after", "duration")}
-    return ChaosAction(action, target, after, duration, options or None)
+    line, column = doc.place(path)
+    return ChaosAction(action, target, after, duration, options or None, line, column,
+                       format_path(path))
+
+
+def signal_number(name: object) -> signals.Signals | None:
+    """A signal by its name, with or without SIG (TERM, SIGKILL, stop), or None."""
+    text = str(name).upper()
+    return signals.Signals.__members__.get(text if text.startswith("SIG") else f"SIG{text}")
 
 
 def _read_slo(doc: Document, value: object) -> Slo:

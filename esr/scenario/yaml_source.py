@@ -3,10 +3,15 @@
 PyYAML's composer gives nodes with marks; we build plain Python values from
 them ourselves and keep a table from key path to (line, column). Duplicate
 keys, which PyYAML would silently overwrite, are reported here.
+
+Every file is input from someone else, so its size is bounded before it is parsed
+(MAX_FILE_BYTES), and its values while they are parsed (MAX_VALUES, counted as the
+parser streams them, and again as aliases are expanded) and nested (MAX_DEPTH).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,23 +55,48 @@ class Document:
         self.problems.append(Problem(self.file, line, column, format_path(path), message, hint))
 
 
+MAX_FILE_BYTES = 1024 * 1024  # 1 MiB: scenarios and templates are a few KB; more is refused
+MAX_DEPTH = 50  # no scenario nests this deep; a file that does is a mistake or an attack
+MAX_VALUES = 100_000  # values once aliases are expanded: stops a "billion laughs" at once
+
+
 def read_yaml(path: Path | str, display: str | None = None) -> Document:
     """Parse one YAML file; unreadable files and syntax errors become problems, not exceptions."""
     name = display or str(path)
+    doc = Document(name, None)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as file:  # never more than the cap, whatever the file claims
+            data = file.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                _too_large(doc, os.fstat(file.fileno()).st_size)
+                return doc
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        doc = Document(name, None)
         reason = getattr(error, "strerror", None) or str(error)
         doc.problems.append(Problem(name, 0, 0, "", f"cannot read the file: {reason}"))
         return doc
     return parse_yaml(text, name)
 
 
+def _too_large(doc: Document, size: int) -> None:
+    """size: as the file system tells (0 for a pipe or a device: then it is not known)."""
+    what = f"{size:,} bytes" if size > MAX_FILE_BYTES else "larger than that"
+    doc.problems.append(Problem(doc.file, 0, 0, "", f"ESR reads files of at most "
+                                f"{MAX_FILE_BYTES:,} bytes (1 MiB); this one is {what}",
+                                "a scenario or template this large is a mistake"))
+
+
 def parse_yaml(text: str, name: str) -> Document:
     doc = Document(name, None)
+    if len(text) > MAX_FILE_BYTES:  # characters: at least as many bytes
+        _too_large(doc, len(text))
+        return doc
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _count_values(text)
+        node = yaml.compose(text, Loader=_CountingLoader)
+    except _TooManyValues as error:
+        _too_many_values(doc, "", error.mark.line + 1, error.mark.column + 1)
+        return doc
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -102,9 +132,64 @@ def _too_deep(text: str) -> tuple[int, int]:
     return 0, 0
 
 
+class _TooManyValues(Exception):
+    def __init__(self, mark: yaml.Mark):
+        super().__init__()
+        self.mark = mark
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """SafeLoader's composer, counting values as the parser streams them: a file with more
+    than MAX_VALUES is given up at the first one too many, before the rest is read. (Keys
+    and aliases are not counted here, as in _build; _build counts each alias expanded.)"""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.values = 0
+
+    def compose_node(self, parent, index):
+        is_key = isinstance(parent, yaml.MappingNode) and index is None
+        if not is_key and not self.check_event(yaml.AliasEvent):
+            self.values += 1
+            if self.values > MAX_VALUES:
+                raise _TooManyValues(self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def _count_values(text: str) -> None:
+    """Give up on a file with too many values before composing it, counting its values as
+    libyaml's parser (C, some 30 times faster) streams them, as _CountingLoader counts."""
+    if not yaml.__with_libyaml__:
+        return  # _CountingLoader alone, as it composes
+    values = 0
+    keys: list[bool | None] = []  # per open collection: a mapping's next node is a key (True)
+    try:
+        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(event, yaml.CollectionEndEvent):
+                keys.pop()
+                continue
+            if not isinstance(event, yaml.NodeEvent):
+                continue  # stream and document boundaries
+            is_key = bool(keys) and keys[-1] is True
+            if keys and keys[-1] is not None:
+                keys[-1] = not keys[-1]  # a mapping's nodes alternate: key, value
+            if not is_key and not isinstance(event, yaml.AliasEvent):
+                values += 1
+                if values > MAX_VALUES:
+                    raise _TooManyValues(event.start_mark)
+            if isinstance(event, yaml.CollectionStartEvent):
+                keys.append(True if isinstance(event, yaml.MappingStartEvent) else None)
+    except yaml.YAMLError:
+        return  # reported by the composer, in PyYAML's words
+
+
+def _too_many_values(doc: Document, path: str, line: int, column: int) -> None:
+    doc.problems.append(Problem(doc.file, line, column, path,
+                                f"more than {MAX_VALUES:,} values once its aliases are expanded",
+                                "a scenario this large is a mistake, or an alias bomb"))
+
+
 _scalars = yaml.SafeLoader("")  # only its constructor is used, for YAML 1.1 scalar rules
-MAX_DEPTH = 50  # no scenario nests this deep; a file that does is a mistake or an attack
-MAX_VALUES = 100_000  # values once aliases are expanded: stops a "billion laughs" at once
 
 
 def _build(node: yaml.Node, path: KeyPath, doc: Document, active: frozenset = frozenset()
@@ -112,8 +197,7 @@ def _build(node: yaml.Node, path: KeyPath, doc: Document, active: frozenset = fr
     doc.built += 1
     if doc.built > MAX_VALUES:
         if doc.built == MAX_VALUES + 1:
-            doc.problem(path, f"more than {MAX_VALUES:,} values once its aliases are expanded",
-                        "a scenario this large is a mistake, or an alias bomb")
+            _too_many_values(doc, format_path(path), *doc.place(path))
         return None
     doc.values[path] = _mark(node)
     if id(node) in active:
