@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import gevent
@@ -43,6 +44,7 @@ from . import __version__
 from .chaos import Chaos, Fault
 from .citizens import CitizenFactory, identity_pool
 from .journey import DEFAULT_STEP, StepRenderer
+from .options import EsrOptions, fix_options, hide_from_web_form
 from .probes import Probes, Tally, response_facts
 from .rundir import EVENTS, LIVE, append_event, new_run_id, now_iso, write_json, write_tables
 from .scenario import Scenario
@@ -83,6 +85,7 @@ def install(events, scenario: Scenario) -> None:
         group.add_argument("--esr-reports-dir", default="reports",
                            help="web UI: where each run started from the browser gets its "
                                 "run directory and report card")
+        hide_from_web_form(parser)  # every --esr-* option, wherever it was added
 
     def on_init(environment, **_):
         if getattr(environment, "esr", None) is None:  # init may fire more than once
@@ -91,6 +94,28 @@ def install(events, scenario: Scenario) -> None:
     events.init_command_line_parser.add_listener(add_options)
     events.init.add_listener(on_init)
     locust.runners.HEARTBEAT_LIVENESS = MISSING_AFTER_HEARTBEATS  # read by the master's loop
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunValues:
+    """What a worker must know of each run, from its master in ESR's own messages (at its
+    welcome, and at each start in the web UI): never from Locust's form or spawn message."""
+
+    run_id: str
+    time_scale: float
+    user_scale: float
+
+    @classmethod
+    def of(cls, options: EsrOptions) -> RunValues:
+        """The values this process's own command line gives."""
+        return cls(run_id=getattr(options, "run_id", "") or "esr-adhoc",
+                   time_scale=getattr(options, "time_scale", 1.0) or 1.0,
+                   user_scale=getattr(options, "user_scale", 1.0) or 1.0)
+
+    @classmethod
+    def received(cls, data: dict) -> RunValues:
+        return cls(run_id=str(data["run_id"]), time_scale=float(data["time_scale"]),
+                   user_scale=float(data["user_scale"]))
 
 
 class EsrRun:
@@ -107,8 +132,17 @@ class EsrRun:
         self.is_worker = isinstance(environment.runner, WorkerRunner)
         # With Locust's web UI, every start in the browser is a run of its own.
         self.web = environment.web_ui is not None
-        options = environment.parsed_options
-        self._named_run = (getattr(options, "esr_run_id", ""), getattr(options, "esr_run_dir", ""))
+        # ESR's options are read here, once: the web UI's /swarm form may write over
+        # parsed_options at every start (options.py).
+        self.options = options = fix_options(environment.parsed_options)
+        self._named_run = (getattr(options, "run_id", ""), getattr(options, "run_dir", ""))
+        run_dir = "" if self.is_worker else self._named_run[1]
+        self.run_dir = Path(run_dir) if run_dir else None
+        # A worker's are its master's (esr_welcome, esr_run); until then, its own.
+        self.run_values = RunValues.of(options)
+        self._configured_with: RunValues | None = None
+        self._in_test = False
+        self.request_log = None
         self.report_card: dict | None = None  # web UI: the last run's report card, when built
         # Citizens stopped without a timeout would be killed mid-request (Locust's default 0,
         # as in its web UI): always give them time to finish. Workers get the master's value.
@@ -147,6 +181,7 @@ class EsrRun:
             # full pass over 25,000 of them took seconds, stalling every heartbeat).
             events.spawning_complete.add_listener(lambda **_: gc.freeze())
         if self.is_worker:
+            environment.runner.register_message("esr_run", self._on_run_values)
             # Tell the master which scenario this worker runs: it refuses a different one.
             environment.runner.send_message("esr_hello", {
                 "sha256": scenario.sha256, "version": __version__, "file": scenario.file})
@@ -169,24 +204,28 @@ class EsrRun:
     # ---- settings --------------------------------------------------------------------------
 
     def configure(self) -> None:
-        """Read ESR's options; workers receive the master's with each test start."""
-        options = self.environment.parsed_options
-        self.run_id = getattr(options, "esr_run_id", "") or "esr-adhoc"
+        """Set up for the run about to start, from its values (a worker's are its master's)."""
+        values = self._configured_with = self.run_values
+        self.run_id = values.run_id
         # What every request of the run carries, besides the citizen's id (wire conventions).
         self.headers = {SYNTHETIC_HEADER: self.run_id, "User-Agent": USER_AGENT,
                         **({HITL_SKIP_HEADER: "true"} if self.hitl_skip else {})}
-        self.time_scale = getattr(options, "esr_time_scale", 1.0) or 1.0
-        self.user_scale = getattr(options, "esr_user_scale", 1.0) or 1.0
-        run_dir = getattr(options, "esr_run_dir", "")
-        self.run_dir = Path(run_dir) if run_dir and not self.is_worker else None
+        self.time_scale, self.user_scale = values.time_scale, values.user_scale
         self.phases = plan_stages(self.scenario, self.time_scale, self.user_scale)
         duration = max(phase.end for phase in self.phases)
         self.probes = Probes(bucket_width(duration))
-        log_dir = getattr(options, "esr_request_log", "")
-        if not log_dir:
-            self.request_log = None
-        elif getattr(self, "request_log", None) is None:  # configured again at each test start
+        log_dir = getattr(self.options, "request_log", "")
+        if log_dir and self.request_log is None:  # configured again at each test start
             self.request_log = open(Path(log_dir) / f"requests-{os.getpid()}.csv", "a")  # noqa: SIM115
+
+    def _on_run_values(self, msg, **_) -> None:
+        """A worker: the run's id and scales, from its master (at its welcome, and at each
+        start in the web UI, ahead of the spawn message)."""
+        self.run_values = RunValues.received(msg.data)
+        if self._in_test and self._configured_with != self.run_values:
+            # The spawn came first (a worker joining a run): its citizens wait for the
+            # welcome, so they start with the run's values.
+            self._prepare_citizens()
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale
@@ -228,7 +267,8 @@ class EsrRun:
         theirs = msg.data
         if (theirs["sha256"], theirs["version"]) == (self.scenario.sha256, __version__):
             self.ledger.hello(msg.node_id, time.time())
-            environment.runner.send_message("esr_welcome", None, client_id=msg.node_id)
+            environment.runner.send_message("esr_welcome", asdict(self.run_values),
+                                            client_id=msg.node_id)
             return
         reason = (f"worker {msg.node_id} runs {theirs['file']} (sha256 {theirs['sha256'][:16]}, "
                   f"ESR {theirs['version']}) but this master runs {self.scenario.file} "
@@ -270,13 +310,11 @@ class EsrRun:
         gc.freeze()
         if self.web:
             self._begin_web_run()
-        self.configure()
+        self._in_test = True
+        self._prepare_citizens()
         self._finals.clear()
         self.ledger.lost.clear()
         self._finishing = None
-        if self.is_worker or not self.is_master:
-            self.arrivals = Arrivals.for_run(self) if self.scenario.load_profile.arrival_rate \
-                else None
         if not self.is_worker and not self.web:
             # Locust installs its own SIGTERM handler only after a headless shape ends.
             gevent.signal_handler(signal.SIGTERM, self.finish)
@@ -289,6 +327,14 @@ class EsrRun:
             self._start_chaos()
             if self.scenario.slo.abort_on_fail:
                 gevent.spawn(self._abort_on_fail)
+
+    def _prepare_citizens(self) -> None:
+        self.configure()
+        if self.is_worker or not self.is_master:
+            if self.arrivals:
+                self.arrivals.stop()
+            self.arrivals = Arrivals.for_run(self) if self.scenario.load_profile.arrival_rate \
+                else None
 
     def _abort_on_fail(self) -> None:
         """Stop the run when an SLO fails over a whole window, as k6's abortOnFail does."""
@@ -310,11 +356,10 @@ class EsrRun:
                 return
 
     def _start_chaos(self) -> None:
-        options = self.environment.parsed_options
         self.faults = []
         self.chaos = Chaos(self.scenario.chaos, host=self.environment.host or self.scenario.target,
                            time_scale=self.time_scale, run_dir=self.run_dir, started=time.time(),
-                           allow_commands=getattr(options, "esr_allow_chaos_commands", False),
+                           allow_commands=getattr(self.options, "allow_chaos_commands", False),
                            spread=self._spread_fault)
         self.chaos.start()
 
@@ -332,6 +377,7 @@ class EsrRun:
 
     def _on_test_stop(self, environment, **_):
         gc.unfreeze()  # the stopped citizens may go
+        self._in_test = False
         if self.arrivals:
             self.arrivals.stop()
         if self.request_log is not None:
@@ -411,7 +457,12 @@ class EsrRun:
         refused is told to quit instead, having sent nothing the report would miss."""
         runner = self.environment.runner
         welcomed = gevent.event.Event()
-        runner.register_message("esr_welcome", lambda msg, **_: welcomed.set())
+
+        def on_welcome(msg, **_):
+            self._on_run_values(msg)
+            welcomed.set()
+
+        runner.register_message("esr_welcome", on_welcome)
         start_worker = runner.start_worker
 
         def start_when_welcomed(user_classes_count, **kwargs):
@@ -474,18 +525,19 @@ class EsrRun:
         """A start in the browser is a run of its own: a new id, directory and tally."""
         from .launch import RunSettings, write_run_files  # the launcher never imports Locust
 
-        options = self.environment.parsed_options
         # Named on the command line, the run id and directory are every run's (the last wins).
         run_id = self._named_run[0] or new_run_id(self.scenario.name)
-        run_dir = Path(self._named_run[1] or Path(options.esr_reports_dir) / run_id).resolve()
+        run_dir = Path(self._named_run[1] or Path(self.options.reports_dir) / run_id).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / EVENTS).unlink(missing_ok=True)
-        # Workers receive the options with their spawn message: the run id labels requests.
-        options.esr_run_id, options.esr_run_dir = run_id, str(run_dir)
+        self.run_dir, self.run_values = run_dir, replace(self.run_values, run_id=run_id)
+        if self.is_master:  # ahead of the spawn messages: the run id labels their requests
+            self.environment.runner.send_message("esr_run", asdict(self.run_values))
+        values = self.run_values
         write_run_files(run_dir, run_id, self.scenario, RunSettings(
             scenario=Path(self.scenario.file), host=self.environment.host or None,
             workers=self.environment.runner.worker_count if self.is_master else 0,
-            time_scale=options.esr_time_scale, user_scale=options.esr_user_scale))
+            time_scale=values.time_scale, user_scale=values.user_scale))
         self.tally = Tally()
         self.ended_at = self.aborted = self._phase = None
         self.report_card = {"run_id": run_id, "state": "running", "run_dir": str(run_dir)}
