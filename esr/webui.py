@@ -49,6 +49,11 @@ COLUMNS = [("cohort", "Cohort"), ("citizens", "Citizens"),
 STATIC = Path(__file__).parent / "static"
 REFRESH_S = 2
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # requests that change nothing
+# What Locust's own start form posts to /swarm. Locust copies any other posted field that
+# names one of its options into parsed_options: json_file or html_file would have the
+# process write its statistics wherever the poster says when it exits.
+SWARM_FIELDS = frozenset({"user_count", "spawn_rate", "host", "run_time", "profile",
+                          "user_classes", "shape_class"})
 
 
 def add_esr_to_web_ui(run) -> None:
@@ -59,7 +64,7 @@ def add_esr_to_web_ui(run) -> None:
     # Not web_ui.auth_required_if_enabled: it answers any error in the view (a 404 too) with
     # HTTP 200 and the error's text unescaped.
     guarded = login_required if web_ui.web_login else (lambda view: view)
-    _guard_the_app(web_ui)
+    _guard_the_app(web_ui, base)
     _warn_if_exposed(web_ui)
     web_ui.template_args.update(
         extended_tabs=[{"title": "ESR citizens", "key": TAB}],
@@ -126,9 +131,10 @@ def plain(text: str, status: int) -> Response:
     return Response(str(escape(text)), status, mimetype="text/plain")
 
 
-def _guard_the_app(web_ui) -> None:
-    """Every route, Locust's and ESR's: no state change from another site's page, and
-    cookies that other sites' requests and scripts never carry."""
+def _guard_the_app(web_ui, base: str) -> None:
+    """Every route, Locust's and ESR's: no state change from another site's page, no
+    option set through the start form, and cookies that other sites' requests and scripts
+    never carry."""
     tls = bool(web_ui.tls_cert and web_ui.tls_key)
     web_ui.app.config.update(
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
@@ -146,7 +152,21 @@ def _guard_the_app(web_ui) -> None:
             return plain(f"403 Forbidden: {request.method} {request.path} comes from another "
                          f"site ({sender or 'an opaque origin'}); it must come from this UI's "
                          "own pages", 403)
+        if request.path == f"{base}/swarm":
+            return refuse_options(request.form, web_ui.environment.parsed_options)
         return None
+
+
+def refuse_options(form, parsed_options) -> Response | None:
+    """/swarm: refuse a post that would set any of Locust's options beyond the form's own
+    (ESR's are out of its reach already: options.py)."""
+    options = set(vars(parsed_options)) if parsed_options is not None else set()
+    posted = sorted((set(form) & options) - SWARM_FIELDS)
+    if not posted:
+        return None
+    logger.warning("refused a start that would set options: %s", ", ".join(posted))
+    return plain(f"400 Bad Request: the start form sets {', '.join(sorted(SWARM_FIELDS))} "
+                 f"only; these options are set on the command line: {', '.join(posted)}", 400)
 
 
 def sending_site(headers) -> str | None:

@@ -131,6 +131,24 @@ chaos:
     assert not marker.exists()
 
 
+def test_a_swarm_post_cannot_have_locust_write_files_where_it_says(tmp_path):
+    scenario = write_scenario(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    server, url = serve_ui(tmp_path, str(scenario), "--workers", "0", "--host",
+                           "http://127.0.0.1:9", "--reports-dir", str(tmp_path / "reports"))
+    try:
+        code, _, body = ask("POST", url + "/swarm", {
+            "json_file": str(elsewhere / "stats"), "html_file": str(elsewhere / "page.html"),
+            "csv_prefix": str(elsewhere / "csv")})
+        time.sleep(2)
+        state = status(url)["state"]
+    finally:
+        server.end()  # Locust writes those files as it exits
+    assert code == 400 and "json_file" in body, body
+    assert state == "ready"
+    assert not elsewhere.exists()
+
+
 # ---- item 7: cross-site posts, exposure, cookies, errors ---------------------------------------
 
 
