@@ -1,8 +1,9 @@
 """The web UI as an attacker sees it: real ESR and Locust processes, real HTTP.
 
 Each test is a hole that was open (issue 11, items 1 and 7): Locust's /swarm form writing
-ESR's own options, a cross-site form post starting load, a web UI listening beyond loopback
-by default, a login cookie other sites' requests carry, errors answered as HTTP 200.
+ESR's own options (or Locust's: files written where the poster says), a cross-site form
+post starting load, a web UI listening beyond loopback by default, a login cookie other
+sites' requests carry, errors answered as HTTP 200.
 """
 
 from __future__ import annotations
