@@ -313,9 +313,13 @@ def _master_arguments(parser: argparse.ArgumentParser) -> None:
     _scale_arguments(parser)
 
 
-def _web_arguments(parser: argparse.ArgumentParser, default=("0.0.0.0", 8089)) -> None:
-    parser.add_argument("--web-bind", type=_host_port, default=default, metavar="HOST:PORT",
-                        help=f"where the web UI listens (default {default[0]}:{default[1]})")
+WEB_BIND = ("127.0.0.1", 8089)  # this machine only: the web UI starts load against any host
+
+
+def _web_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--web-bind", type=_host_port, default=WEB_BIND, metavar="HOST:PORT",
+                        help=f"where the web UI listens (default {WEB_BIND[0]}:{WEB_BIND[1]}; "
+                             "anything else without --web-login is warned about)")
     parser.add_argument("--web-login", action="store_true",
                         help="require a login to the web UI (user and password from "
                              "ESR_WEB_USER and ESR_WEB_PASSWORD)")
@@ -341,7 +345,7 @@ def _ui_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reports-dir", default="reports", metavar="DIR",
                         help="where each run started in the UI gets its directory "
                         "(default reports/)")
-    _web_arguments(parser, default=("127.0.0.1", 8089))
+    _web_arguments(parser)
     _scale_arguments(parser)
 
 

@@ -130,9 +130,13 @@ class Launch:
                   *self._mode_arguments()]
         granted = granted_by(s)
         common += [p.engine_flag for p in PERMISSIONS if p.name in granted]
+        # Each process's own command line names where it logs: a worker takes no ESR option
+        # from its master (only the run's id and scales, messages.RUN).
+        own_log = []
         if s.request_log is not None:
             s.request_log.mkdir(parents=True, exist_ok=True)
-            common += ["--esr-request-log", str(s.request_log.resolve())]
+            own_log = ["--esr-request-log", str(s.request_log.resolve())]
+        common += own_log
         if s.workers == 0:
             self._spawn("locust", common)
             return
@@ -145,7 +149,8 @@ class Launch:
             return  # the workers are started on their own hosts (esr-locust worker)
         for index in range(s.workers):
             self._spawn(f"worker-{index}", ["--worker", "--master-host", "127.0.0.1",
-                                            "--master-port", str(port), "--loglevel", "WARNING"])
+                                            "--master-port", str(port), "--loglevel", "WARNING",
+                                            *own_log])
 
     def _mode_arguments(self) -> list[str]:
         s = self.settings

@@ -18,7 +18,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def served(target: str, run_id: str) -> dict:
-    """The demo target's own tally of one run's requests (/admin/stats)."""
-    with urllib.request.urlopen(f"{target}/admin/stats?run={run_id}", timeout=10) as response:
+def served(target: str, run_id: str | None = None) -> dict:
+    """The demo target's own tally of one run's requests, or of every run (/admin/stats)."""
+    query = "" if run_id is None else f"?run={run_id}"
+    with urllib.request.urlopen(f"{target}/admin/stats{query}", timeout=10) as response:
         return json.loads(response.read())

@@ -22,7 +22,11 @@ class Acting(Run):
     def __init__(self, environment, scenario):
         super().__init__(environment, scenario)
         self.probes = Probes(bucket_width(self.duration_s))
-        self.request_log = None  # opened at the first test start that asks for one
+        self.in_test = False  # between test_start and test_stop
+        # A raw log of every request, where this process's own command line says.
+        log_dir = self.options.request_log
+        self.request_log = open(  # noqa: SIM115 (open for the process's life)
+            Path(log_dir) / f"requests-{os.getpid()}.csv", "a") if log_dir else None
         self._streams: dict[int, object] = {}
         environment.events.request.add_listener(self._on_request)
         # Spawned citizens live until the stop: out of the collector's way meanwhile (a
@@ -58,15 +62,20 @@ class Acting(Run):
 
     def on_test_start(self, environment, **kwargs) -> None:
         super().on_test_start(environment, **kwargs)
-        self.probes = Probes(bucket_width(self.duration_s))  # the run's scales are known now
-        if self.request_log is None and self.request_log_dir:
-            self.request_log = open(  # noqa: SIM115 (open for the process's life)
-                Path(self.request_log_dir) / f"requests-{os.getpid()}.csv", "a")
+        self.in_test = True
+        self.prepare()
+
+    def prepare(self) -> None:
+        """Probes and arrivals for the run's scales, as they are known now."""
+        self.probes = Probes(bucket_width(self.duration_s))
+        if self.arrivals:
+            self.arrivals.stop()
         self.arrivals = Arrivals.for_run(self) if self.scenario.load_profile.arrival_rate \
             else None
 
     def on_test_stop(self, environment, **kwargs) -> None:
         super().on_test_stop(environment, **kwargs)
+        self.in_test = False
         if self.arrivals:
             self.arrivals.stop()
         if self.request_log is not None:

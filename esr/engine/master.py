@@ -39,8 +39,7 @@ class MasterRun(Conducting):
             environment.parsed_options.enable_rebalancing = True
 
     def run_settings(self) -> dict:
-        return messages.run_settings(self.run_id, self.time_scale, self.user_scale,
-                                     self.request_log_dir)
+        return messages.run_settings(self.run_id, self.time_scale, self.user_scale)
 
     def on_test_start(self, environment, **kwargs) -> None:
         super().on_test_start(environment, **kwargs)

@@ -48,6 +48,9 @@ def add_options(parser, **_) -> None:
     group.add_argument("--esr-reports-dir", default="reports",
                        help="web UI: where each run started from the browser gets its "
                             "run directory and report card")
+    for action in parser._actions:  # Locust renders a form field for each custom option
+        if action.dest.startswith("esr_"):
+            action.include_in_web_ui = False
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,6 @@ class Run:
         self.run_id = self.options.run_id or ADHOC_RUN_ID
         self.time_scale = self.options.time_scale or 1.0
         self.user_scale = self.options.user_scale or 1.0
-        self.request_log_dir = self.options.request_log
         self.headers: dict[str, str] = {}
         self.phases: tuple[Phase, ...] = ()
         self.set_run(self.run_id, self.time_scale, self.user_scale)

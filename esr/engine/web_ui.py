@@ -6,19 +6,35 @@ a small script adds a panel that links the report card once the run has ended
 (Locust's tables show text only). Every ESR route honours --web-login as Locust's
 do; with --web-login, ESR signs in the one user named by ESR_WEB_USER (default
 "esr") with ESR_WEB_PASSWORD, since Locust leaves authentication to the locustfile.
+
+Whatever the login, the UI refuses a state-changing request (POST: /swarm, /stop,
+/stats/reset, /esr/login, ...) that a browser sent from another site, keeps its cookies
+from other sites' requests, and warns when it listens beyond loopback without a login.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, redirect, request, send_from_directory, session, url_for
-from flask_login import UserMixin, login_user
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    redirect,
+    request,
+    send_from_directory,
+    session,
+    url_for,
+)
+from flask_login import UserMixin, login_required, login_user
 from markupsafe import escape
+from werkzeug.exceptions import HTTPException
 
 from esr.report.summary import cohorts
 from esr.run_directory import REPORT_CARD
@@ -32,6 +48,12 @@ COLUMNS = [("cohort", "Cohort"), ("citizens", "Citizens"),
            ("approval", "Approval rate"), ("ratio", "vs best cohort (4/5 rule)")]
 STATIC = Path(__file__).parent / "static"
 REFRESH_S = 2
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # requests that change nothing
+# What Locust's own start form posts to /swarm. Locust copies any other posted field that
+# names one of its options into parsed_options: json_file or html_file would have the
+# process write its statistics wherever the poster says when it exits.
+SWARM_FIELDS = frozenset({"user_count", "spawn_rate", "host", "run_time", "profile",
+                          "user_classes", "shape_class"})
 
 
 def add_esr_to_web_ui(run) -> None:
@@ -39,7 +61,11 @@ def add_esr_to_web_ui(run) -> None:
     web_ui = run.environment.web_ui
     base = getattr(run.environment.parsed_options, "web_base_path", "") or ""
     esr = Blueprint("esr", __name__, url_prefix=f"{base}/esr")
-    guarded = web_ui.auth_required_if_enabled
+    # Not web_ui.auth_required_if_enabled: it answers any error in the view (a 404 too) with
+    # HTTP 200 and the error's text unescaped.
+    guarded = login_required if web_ui.web_login else (lambda view: view)
+    _guard_the_app(web_ui, base)
+    _warn_if_exposed(web_ui)
     web_ui.template_args.update(
         extended_tabs=[{"title": "ESR citizens", "key": TAB}],
         extended_tables=[{"key": TAB, "structure": [{"key": key, "title": title}
@@ -91,9 +117,86 @@ def add_esr_to_web_ui(run) -> None:
                 "</body>", f'<script src="{base}/esr/panel.js" defer></script></body>', 1))
         return response
 
+    @esr.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        return plain(f"{error.code} {error.name}: {error.description}", error.code or 500)
+
     if web_ui.web_login:
         _add_login(web_ui, esr, base)
     web_ui.app.register_blueprint(esr)
+
+
+def plain(text: str, status: int) -> Response:
+    """An answer in text, escaped (it may quote a request), with its real status code."""
+    return Response(str(escape(text)), status, mimetype="text/plain")
+
+
+def _guard_the_app(web_ui, base: str) -> None:
+    """Every route, Locust's and ESR's: no state change from another site's page, no
+    option set through the start form, and cookies that other sites' requests and scripts
+    never carry."""
+    tls = bool(web_ui.tls_cert and web_ui.tls_key)
+    web_ui.app.config.update(
+        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=tls, REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Strict", REMEMBER_COOKIE_SECURE=tls)
+
+    @web_ui.app.before_request
+    def refuse_other_sites():
+        if request.method in SAFE_METHODS:
+            return None
+        sender = sending_site(request.headers)
+        if sender is not None and sender != request.host.lower():
+            logger.warning("refused %s %s from another site (%s)", request.method,
+                           request.path, sender or "an opaque origin")
+            return plain(f"403 Forbidden: {request.method} {request.path} comes from another "
+                         f"site ({sender or 'an opaque origin'}); it must come from this UI's "
+                         "own pages", 403)
+        if request.path == f"{base}/swarm":
+            return refuse_options(request.form, web_ui.environment.parsed_options)
+        return None
+
+
+def refuse_options(form, parsed_options) -> Response | None:
+    """/swarm: refuse a post that would set any of Locust's options beyond the form's own
+    (ESR's own, run.EngineOptions, are read once at start and never again)."""
+    options = set(vars(parsed_options)) if parsed_options is not None else set()
+    posted = sorted((set(form) & options) - SWARM_FIELDS)
+    if not posted:
+        return None
+    logger.warning("refused a start that would set options: %s", ", ".join(posted))
+    return plain(f"400 Bad Request: the start form sets {', '.join(sorted(SWARM_FIELDS))} "
+                 f"only; these options are set on the command line: {', '.join(posted)}", 400)
+
+
+def sending_site(headers) -> str | None:
+    """host[:port] of the page that sent a request, from Origin (or Referer without one);
+    "" for an opaque origin ("null"); None when neither is sent (not a browser's form or
+    script: curl, a pipeline), which a cross-site request from a browser always sends."""
+    sender = headers.get("Origin") or headers.get("Referer")
+    if sender is None:
+        return None
+    return urlsplit(sender).netloc.lower() if sender != "null" else ""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # "" (every interface) or a host name
+        return False
+
+
+def _warn_if_exposed(web_ui) -> None:
+    if not is_loopback(web_ui.host) and not web_ui.web_login:
+        logger.warning(
+            "the web UI listens on %s, beyond loopback, with no login: whoever reaches port "
+            "%s can start load against any host. Bind it to 127.0.0.1 (--web-bind "
+            "127.0.0.1:%s), require a login (--web-login with ESR_WEB_PASSWORD), or, in a "
+            "container, publish the port on the host's loopback only (127.0.0.1:%s:%s).",
+            web_ui.host or "every interface", web_ui.port, web_ui.port, web_ui.port,
+            web_ui.port)
 
 
 def status_of(run) -> dict:

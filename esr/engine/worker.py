@@ -45,9 +45,13 @@ class WorkerRun(Acting):
         self._welcomed.set()
 
     def _take_run(self, settings: dict) -> None:
-        """The master's per-run values (messages.RUN)."""
-        self.set_run(settings["run_id"], settings["time_scale"], settings["user_scale"])
-        self.request_log_dir = settings["request_log"]
+        """The master's per-run values (messages.RUN). They come ahead of the spawn message,
+        except to a worker joining a run in progress, whose citizens wait for the welcome:
+        then its probes and arrivals are made again for the run's scales."""
+        self.set_run(str(settings["run_id"]), float(settings["time_scale"]),
+                     float(settings["user_scale"]))
+        if self.in_test:
+            self.prepare()
 
     def _on_report_to_master(self, client_id, data, **_) -> None:
         runner = self.environment.runner
