@@ -20,6 +20,15 @@ from flask import Blueprint, abort, redirect, request, send_from_directory, sess
 from flask_login import UserMixin, login_user
 from markupsafe import escape
 
+from esr.engine.locust_compat import (
+    add_script_to_page,
+    add_tab,
+    add_tab_rows,
+    is_index_page,
+    is_stats_poll,
+    login_guard,
+    web_base_path,
+)
 from esr.report.summary import cohorts
 from esr.run_directory import REPORT_CARD
 
@@ -37,14 +46,11 @@ REFRESH_S = 2
 def add_esr_to_web_ui(run) -> None:
     """Add ESR's tab, routes and panel to the web UI of `run` (an engine.EsrRun)."""
     web_ui = run.environment.web_ui
-    base = getattr(run.environment.parsed_options, "web_base_path", "") or ""
+    base = web_base_path(run.environment)
     esr = Blueprint("esr", __name__, url_prefix=f"{base}/esr")
-    guarded = web_ui.auth_required_if_enabled
-    web_ui.template_args.update(
-        extended_tabs=[{"title": "ESR citizens", "key": TAB}],
-        extended_tables=[{"key": TAB, "structure": [{"key": key, "title": title}
-                                                    for key, title in COLUMNS]}],
-        extended_csv_files=[{"href": f"{base}/esr/report", "title": "ESR report card (last run)"}])
+    guarded = login_guard(web_ui)
+    add_tab(web_ui, TAB, "ESR citizens", COLUMNS,
+            downloads=[(f"{base}/esr/report", "ESR report card (last run)")])
 
     @esr.route("/status")
     @guarded
@@ -81,14 +87,10 @@ def add_esr_to_web_ui(run) -> None:
 
     @web_ui.app.after_request
     def extend(response):
-        if request.path == f"{base}/stats/requests" and response.is_json:
-            body = response.get_json()
-            body["extended_stats"] = [{"key": TAB, "data": cohort_rows(run.tally)}]
-            response.set_data(web_ui.app.json.dumps(body))
-        elif request.path in (f"{base}/", base) and response.mimetype == "text/html":
-            page = response.get_data(as_text=True)
-            response.set_data(page.replace(
-                "</body>", f'<script src="{base}/esr/panel.js" defer></script></body>', 1))
+        if is_stats_poll(request.path, base) and response.is_json:
+            add_tab_rows(web_ui, response, TAB, cohort_rows(run.tally))
+        elif is_index_page(request.path, base) and response.mimetype == "text/html":
+            add_script_to_page(response, f"{base}/esr/panel.js")
         return response
 
     if web_ui.web_login:
