@@ -488,17 +488,24 @@ def test_edits_to_request_meta_reach_the_request_listeners(target):
     assert str(broken["exception"]) == "HTTP 500" and fine["exception"] is None
 
 
+def failure_of_request(url: str, method: str, **session) -> Exception:
+    with session_for(url, **session).request(method, "/", catch_response=True) as response:
+        error = compat.request_meta(response)["exception"]
+        response.failure("failed")
+    return error
+
+
 def test_failures_on_the_wire_are_named_by_their_cause():
     with socket.create_server(("127.0.0.1", 0)) as closed:
-        port = closed.getsockname()[1]
-    session = session_for(f"http://127.0.0.1:{port}", connection_timeout=5)
-    with session.request("GET", "/", catch_response=True) as response:
-        error = compat.request_meta(response)["exception"]
-        response.failure("refused")
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    error = failure_of_request(refused, "GET", connection_timeout=5)
     assert not compat.is_http_error(error)
     assert type(compat.transport_cause(error)) is ConnectionRefusedError
-    cause = TimeoutError()
-    assert compat.transport_cause(RetriesExceeded("http://x/", 2, original=cause)) is cause
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connects, never answers
+        error = failure_of_request(f"http://127.0.0.1:{silent.getsockname()[1]}", "POST",
+                                   network_timeout=0.2)
+    assert isinstance(error, RetriesExceeded) and not compat.is_http_error(error)
+    assert isinstance(compat.transport_cause(error), TimeoutError)
 
 
 # ---- the web UI (for web_ui.py) ---------------------------------------------------------------

@@ -351,7 +351,7 @@ def is_http_error(error: Exception) -> bool:
 def transport_cause(error: Exception) -> Exception:
     """The error under geventhttpclient's RetriesExceeded, or the error itself."""
     # RELIES ON: RetriesExceeded keeps the last attempt's error as `.original`
-    # (UserAgent.urlopen raises RetriesExceeded(url, max_retries, original=last_error)).
+    # (UserAgent._handle_retries_exceeded raises it with original=last_error).
     return getattr(error, "original", None) or error
 
 
