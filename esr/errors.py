@@ -43,6 +43,20 @@ class Problem:
         return f"{where}:{key} {self.message}{hint}"
 
 
+class UntestedLibrary(EsrError):
+    """Locust, geventhttpclient or hdrh is installed in a version ESR's reliances on its
+    internals were not tested with (esr/engine/locust_compat.py says which and why)."""
+
+    exit_code = EXIT_RUN_ERROR
+
+    def __init__(self, problems: list[str], hint: str):
+        self.problems, self.hint = problems, hint
+        super().__init__("; ".join([*problems, hint]))
+
+    def lines(self) -> list[str]:
+        return [*self.problems, self.hint]
+
+
 class ScenarioError(BadInput):
     """Every problem found in one pass over a scenario and the templates it uses."""
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from esr.engine.probes import Probes, Tally, merged, new_histogram, percentile_ms
+from esr.engine.probes import Probes, Tally
+from esr.histograms import merged, new_histogram, percentile_ms
 
 
 def test_fast_percentiles_equal_hdr_own_after_encoding_and_merging():
@@ -55,11 +56,11 @@ def test_other_wire_versions_are_refused():
 
 
 def test_values_recorded_at_once_land_where_hdr_puts_them_one_by_one():
-    from esr.engine.probes import _HDR_RANGE, record_values
+    from esr.histograms import HDR_RANGE, record_values
 
     rng = np.random.default_rng(11)
-    edges = [1, 2, 127, 128, 255, 256, 1023, 1024, 2**20 - 1, 2**20, 2**31, _HDR_RANGE[1]]
-    values = np.concatenate([edges, rng.integers(1, _HDR_RANGE[1], 5000),
+    edges = [1, 2, 127, 128, 255, 256, 1023, 1024, 2**20 - 1, 2**20, 2**31, HDR_RANGE[1]]
+    values = np.concatenate([edges, rng.integers(1, HDR_RANGE[1], 5000),
                              rng.lognormal(9, 2, 5000).astype(np.int64) + 1])
     one_by_one, at_once = new_histogram(), new_histogram()
     for value in values.tolist():

@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from esr.engine import locust_compat as compat
 from esr.engine.arrivals import Arrivals
 from esr.engine.probes import Probes, bucket_width, response_facts
 from esr.engine.run import Run
@@ -36,7 +37,7 @@ class Acting(Run):
     def next_citizen(self, group_index: int) -> dict:
         stream = self._streams.get(group_index)
         if stream is None:
-            share = self.environment.runner.worker_index
+            share = compat.worker_index(self.environment.runner)
             if not 0 <= share < MAX_WORKERS:
                 raise RuntimeError(f"worker index {share} beyond ESR's {MAX_WORKERS} workers")
             factory = CitizenFactory(self.scenario, group_index)

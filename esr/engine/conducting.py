@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import gevent
-from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from esr import __version__
+from esr.engine import locust_compat as compat
 from esr.engine.chaos import Chaos, Fault
 from esr.engine.probes import Tally
 from esr.engine.run import Run
@@ -48,7 +48,9 @@ class Conducting(Run):
         self._finishing = None  # the greenlet of the graceful stop, once asked
         self._progress = None
         self.web_runs = WebRuns(self) if environment.web_ui is not None else None
-        self._hold_quit_until_finished()
+        # Locust quits as soon as the shape greenlet ends, which our stop ends first: that
+        # quit waits for the graceful stop, or the workers' last reports would be dropped.
+        compat.before_quitting(environment.runner, self.wait_for_finish)
         if self.web_runs is None:
             gevent.signal_handler(signal.SIGUSR1, self.finish)
         else:
@@ -154,18 +156,6 @@ class Conducting(Run):
         if finishing is not None and finishing is not gevent.getcurrent():
             finishing.join()
 
-    def _hold_quit_until_finished(self) -> None:
-        """Locust quits as soon as the shape greenlet ends, which our stop ends first: make
-        that quit wait for the graceful stop, or the workers' last reports are dropped."""
-        runner = self.environment.runner
-        quit_now = runner.quit
-
-        def quit_after_finish() -> None:
-            self.wait_for_finish()
-            quit_now()
-
-        runner.quit = quit_after_finish
-
     def on_quitting(self, environment, **kwargs) -> None:
         super().on_quitting(environment, **kwargs)
         if self.web_runs is not None:
@@ -177,7 +167,7 @@ class Conducting(Run):
         environment.process_exit_code = 0
         # Locust's CSV writer wakes once a second and not at exit: one more turn, so its
         # files hold the last requests too.
-        gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.25)
+        gevent.sleep(compat.csv_flush_interval_s() + 0.25)
 
     def write_results(self) -> None:
         """The run's probe tables and counters, once every process has reported."""

@@ -38,9 +38,15 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from geventhttpclient.client import HTTPClientPool
-from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
-from geventhttpclient.url import URL
+from esr.engine.locust_compat import (
+    CONNECTION_POOLS,
+    ClientPoolHooks,
+    ConnectionPoolHooks,
+    client_pool_of,
+    connection_pool_of,
+    swap_class,
+    worker_index,
+)
 
 # A citizen that will think longer than this closes its connection first (Apache httpd's
 # and Node.js's keep-alive timeout: 5 s).
@@ -56,7 +62,7 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linu
 
 def hang_up(session) -> None:
     """Close a FastHttpSession's idle connections; its next request dials again."""
-    pool = session.client.clientpool
+    pool = client_pool_of(session)
     getattr(pool, "hang_up", pool.close)()  # a session not adopted by a Dialer: drop its clients
 
 
@@ -111,7 +117,7 @@ class Dialer:
         self._turn = 0
         # The pool classes citizens use: geventhttpclient's, dialing through this process.
         self.pools = {base: type(f"Citizen{base.__name__}", (_Dialing, base), {"dialer": self})
-                      for base in (ConnectionPool, SSLConnectionPool)}
+                      for base in CONNECTION_POOLS}
         self.client_pool = type("CitizenClientPool", (_CitizenClientPool,), {"dialer": self})
 
     @classmethod
@@ -120,15 +126,14 @@ class Dialer:
         dialer = getattr(environment, "esr_dialer", None)
         if dialer is None:
             open_files = raise_open_files_limit()
-            runner = environment.runner
-            index = getattr(runner, "worker_index", 0) if runner is not None else 0
+            index = worker_index(environment.runner)
             sources = source_addresses(index, open_files, ephemeral_ports())
             dialer = environment.esr_dialer = cls(sources if bindable(sources) else ())
         return dialer
 
     def adopt(self, session) -> None:
         """Make a FastHttpSession dial through this process (no memory added per citizen)."""
-        session.client.clientpool.__class__ = self.client_pool
+        swap_class(client_pool_of(session), self.client_pool)
 
     def resolve(self, key: tuple, lookup: Callable[[], list]) -> list:
         now = time.monotonic()
@@ -145,49 +150,35 @@ class Dialer:
         return self.sources[self._turn]
 
 
-class _Dialing:
+class _Dialing(ConnectionPoolHooks):
     """Mixed into geventhttpclient's connection pools: cached resolution, source addresses."""
 
     dialer: Dialer
 
-    def _resolve(self):
-        key = (self._connection_host, self._connection_port, self.disable_ipv6)
-        return self.dialer.resolve(key, super()._resolve)
+    def resolve(self, target: tuple, lookup: Callable[[], list]) -> list:
+        return self.dialer.resolve(target, lookup)
 
-    def hang_up(self) -> None:
-        """Close this pool's idle connections; it dials again when next asked."""
-        while not self._socket_queue.empty():
-            self._socket_queue.get_nowait().close()
-
-    def _connect_socket(self, sock, address):
+    def before_connect(self, sock, address) -> None:
         source = self.dialer.source_for(sock.family, address)
         if source is not None:
             # The port is picked at connect(), per target address and port, as without a bind.
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((source, 0))
-        return super()._connect_socket(sock, address)
 
 
-class _CitizenClientPool(HTTPClientPool):
+class _CitizenClientPool(ClientPoolHooks):
     """A citizen's clients (one per host), whose connection pools dial through its process."""
 
     dialer: Dialer
 
-    def get_client(self, url):
-        if not isinstance(url, URL):
-            url = URL(url)
-        try:
-            return self.clients[url.host, url.port]  # as geventhttpclient's: the hot path
-        except KeyError:
-            client = super().get_client(url)
-        pool = client._connection_pool
-        pool.__class__ = self.dialer.pools.get(type(pool), type(pool))
-        return client
+    def client_made(self, client) -> None:
+        pool = connection_pool_of(client)
+        swap_class(pool, self.dialer.pools.get(type(pool), type(pool)))
 
     def hang_up(self) -> None:
         """Close the idle connections, keeping the clients: dialing again needs no new one."""
-        for client in self.clients.values():
-            client._connection_pool.hang_up()
+        for pool in self.connection_pools():
+            pool.close_idle()
 
 
 def _read_int(path: str, default: int) -> int:

@@ -28,6 +28,14 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
 from esr.engine.connections import KEEPALIVE_IDLE_S, Dialer, hang_up
+from esr.engine.locust_compat import (
+    StopNotice,
+    cookie_jar_of,
+    is_http_error,
+    request_meta,
+    transport_cause,
+    use_cookie_jar,
+)
 from esr.engine.probes import response_facts
 from esr.scenario.model import CitizenGroup, Step
 from esr.scenario.templating import check_output, compile_template, failure_reason, is_template
@@ -131,7 +139,7 @@ class StepRenderer:
 
 def failure_of(status: int, error: Exception | None, expect: tuple[int, ...]) -> str | None:
     """Why a response counts as failed, or None: by the step's expected statuses, else by class."""
-    if status == 0 or (error is not None and not hasattr(error, "response")):
+    if status == 0 or (error is not None and not is_http_error(error)):
         return transport_failure(error) if error is not None else "no response"
     if expect:
         return None if status in expect else f"unexpected status {status}"
@@ -146,7 +154,7 @@ def transport_failure(error: Exception) -> str:
     geventhttpclient wraps every cause in RetriesExceeded, which would hide a target that
     is too slow (timeouts) behind the same word as a load generator out of files or ports.
     """
-    cause = getattr(error, "original", None) or error
+    cause = transport_cause(error)
     if type(cause) is OSError and cause.errno in errno.errorcode:  # EMFILE, EADDRNOTAVAIL, …
         return errno.errorcode[cause.errno]
     return type(cause).__name__
@@ -200,7 +208,7 @@ class Visit:
         self.variables: dict = {}
 
 
-class CitizenUser(FastHttpUser):
+class CitizenUser(StopNotice, FastHttpUser):
     """Base of the generated class of each citizen group; the compiler sets `group`."""
 
     abstract = True
@@ -224,8 +232,8 @@ class CitizenUser(FastHttpUser):
         self.random = self.run.random  # one per process: a Random each would cost 2.5 KB a user
         # Cookies belong to one citizen's visit: the jar is emptied for each new citizen, and a
         # one-request journey keeps none (http.cookiejar took 6% of each request's CPU).
-        self.cookies = self.client.cookiejar if len(self.steps) > 1 else None
-        self.client.client.cookiejar = self.cookies
+        self.cookies = cookie_jar_of(self.client) if len(self.steps) > 1 else None
+        use_cookie_jar(self.client, self.cookies)
 
     def wait_time(self) -> float:
         # Called while Locust counts the user as waiting, so a stop may end it here.
@@ -237,18 +245,12 @@ class CitizenUser(FastHttpUser):
     def context(self) -> dict:
         return self.visit.context if self.visit else {}
 
-    # Set by stop(). Locust kills a citizen it finds thinking, but the kill lands a moment
-    # later: a citizen whose pause just ended could start a request meanwhile, to be cut
-    # off mid-flight (sent, never counted). act() checks this first and leaves instead.
-    _stop_asked = False
-
-    def stop(self, force: bool = False):
-        self._stop_asked = True
-        return super().stop(force)
-
     @task
     def act(self) -> None:
-        if self._stop_asked:
+        # Locust kills a citizen it finds thinking, but the kill lands a moment later: a
+        # citizen whose pause just ended could start a request meanwhile, to be cut off
+        # mid-flight (sent, never counted). It leaves instead once asked to stop (StopNotice).
+        if self.stop_asked:
             raise StopUser()
         if self.visit is None:
             if self.run.arrivals is not None:
@@ -279,7 +281,7 @@ class CitizenUser(FastHttpUser):
         with self.client.request(step.method, path, name=step.name, headers=headers,
                                  catch_response=True, **payload) as response:
             status = response.status_code or 0
-            meta = response.request_meta
+            meta = request_meta(response)
             failure = failure_of(status, meta["exception"], step.expect) or injected
             meta["response_time"] += jitter_ms
             # Read the wire conventions once; the probes' request listener gets them too.

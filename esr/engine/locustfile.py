@@ -19,10 +19,16 @@ if getattr(sys.modules.get("esr"), "__file__", None) == os.path.abspath(__file__
     del sys.modules["esr"]
 sys.path[:] = [p for p in _PATH if os.path.abspath(p or os.curdir) != _HERE]
 try:
-    from esr.engine.compiler import locustfile_globals
-    from esr.engine.roles import install
     from esr.errors import EsrError
     from esr.scenario.reader import load_scenario
+
+    try:  # locust_compat first: it refuses versions of Locust ESR was not tested with
+        from esr.engine import locust_compat  # noqa: F401
+        from esr.engine.compiler import locustfile_globals
+        from esr.engine.roles import install
+    except EsrError as error:
+        sys.stderr.write("".join(f"esr: {line}\n" for line in error.lines()))
+        raise SystemExit(error.exit_code) from None
 finally:
     sys.path[:] = _PATH
 

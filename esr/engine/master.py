@@ -7,10 +7,9 @@ import logging
 import time
 
 import gevent
-from locust.rpc import Message
-from locust.runners import STATE_MISSING, WORKER_REPORT_INTERVAL
 
 from esr import __version__
+from esr.engine import locust_compat as compat
 from esr.engine import messages
 from esr.engine.chaos import Fault
 from esr.engine.conducting import Conducting
@@ -24,7 +23,7 @@ FINAL_REPORT_TIMEOUT_S = 15.0
 
 
 class MasterRun(Conducting):
-    report_lag_s = WORKER_REPORT_INTERVAL  # workers report every few seconds
+    report_lag_s = compat.worker_report_interval_s()  # workers report every few seconds
 
     def __init__(self, environment, scenario):
         super().__init__(environment, scenario)
@@ -35,8 +34,7 @@ class MasterRun(Conducting):
         environment.events.worker_report.add_listener(self._on_worker_report)
         runner.register_message(messages.HELLO, self._on_hello)
         # A worker gone missing hands its citizens to the others (Locust's rebalancing).
-        if environment.parsed_options is not None:
-            environment.parsed_options.enable_rebalancing = True
+        compat.enable_rebalancing(environment)
 
     def run_settings(self) -> dict:
         return messages.run_settings(self.run_id, self.time_scale, self.user_scale)
@@ -55,7 +53,7 @@ class MasterRun(Conducting):
         return self.environment.runner.worker_count
 
     def results_of_workers(self) -> dict:
-        return {"workers": len(self.environment.runner.worker_indexes),
+        return {"workers": compat.workers_ever_connected(self.environment.runner),
                 "lost_workers": list(self.ledger.lost.values())}
 
     # ---- workers joining and reporting ---------------------------------------------------------
@@ -73,7 +71,7 @@ class MasterRun(Conducting):
         logger.error("refusing a worker: %s", reason)
         self._refused.add(msg.node_id)
         append_event(self.run_dir, "worker_refused", worker=msg.node_id, reason=reason)
-        environment.runner.server.send_to_client(Message("quit", None, msg.node_id))
+        compat.tell_worker_to_quit(environment.runner, msg.node_id)
 
     def _on_worker_report(self, client_id, data, **_) -> None:
         if client_id in self._refused:  # another scenario's figures must not mix with ours
@@ -89,8 +87,7 @@ class MasterRun(Conducting):
 
     def reporting_workers(self) -> set[str]:
         """All workers but those lost or refused."""
-        return {c.id for c in self.environment.runner.clients.all
-                if c.state != STATE_MISSING and c.id not in self.ledger.lost}
+        return compat.connected_workers(self.environment.runner) - set(self.ledger.lost)
 
     def await_final_reports(self, expected: set[str]) -> None:
         deadline = time.monotonic() + FINAL_REPORT_TIMEOUT_S
@@ -100,9 +97,9 @@ class MasterRun(Conducting):
             self._lose(worker, "no final report")
 
     def watch(self) -> None:
-        for client in self.environment.runner.clients.missing:
-            if client.id not in self.ledger.lost and client.id not in self._refused:
-                self._lose(client.id, "missed heartbeats")
+        for worker in compat.missing_workers(self.environment.runner):
+            if worker not in self.ledger.lost and worker not in self._refused:
+                self._lose(worker, "missed heartbeats")
 
     def _lose(self, worker: str, reason: str) -> None:
         lost = self.ledger.lose(worker, time.time(), reason)

@@ -20,66 +20,19 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from esr.bounded import CappedCounts, clip
+from esr.histograms import (
+    HDR_RANGE,
+    add_encoded,
+    merged,
+    new_histogram,
+    percentile_ms,
+    record_values,
+)
 from esr.wire import HITL_HEADER, ROUTE_HEADER, VERDICT_HEADER
 
-# Microseconds, from 1 µs to an hour; 2 significant digits keeps a histogram at ~13 KB
-# and percentiles within 1% (measured 0.4% worst on lognormal latencies).
-_HDR_RANGE = (1, 3_600_000_000)
-_HDR_DIGITS = 2
 WIRE_VERSION = 2  # 2: routes, legal blocks and errors as capped counts
 
 _REASON = re.compile(r"reason\s*=\s*([^;,\s]+)", re.IGNORECASE)
-
-
-def new_histogram(word_size: int = 4) -> HdrHistogram:
-    """Per bucket, 32-bit counts suffice (and halve the memory); merged totals use 64."""
-    return HdrHistogram(*_HDR_RANGE, _HDR_DIGITS, word_size=word_size)
-
-
-def merged(histograms) -> HdrHistogram:
-    """Sum histograms of ESR's layout by adding their count arrays: HDR's own add() walks
-    every bucket in Python when word sizes differ, as decoded ones do (2 ms a merge)."""
-    total = new_histogram(word_size=8)  # 64-bit counts: a whole run may exceed 2**32
-    counts = np.zeros(total.counts_len, dtype=np.uint64)
-    for histogram in histograms:
-        if not histogram.total_count:
-            continue
-        counts += np.ctypeslib.as_array(histogram.counts)[:total.counts_len].astype(np.uint64)
-        total.min_value = min(total.min_value, histogram.min_value) if total.total_count \
-            else histogram.min_value
-        total.max_value = max(total.max_value, histogram.max_value)
-        total.total_count += histogram.total_count
-    view = np.ctypeslib.as_array(total.counts)
-    view[:] = counts.astype(view.dtype)
-    return total
-
-
-def record_values(histogram: HdrHistogram, micros: np.ndarray) -> None:
-    """HDR's record_value for many values at once: the same counts index for each (HDR's
-    own formula, vectorised), a few microseconds per request saved on the hot path."""
-    h = histogram
-    micros = micros.astype(np.int64)
-    bit_length = np.frexp((micros | h.sub_bucket_mask).astype(np.float64))[1]  # exact < 2**53
-    bucket = bit_length - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
-    sub_bucket = micros >> (bucket + h.unit_magnitude)
-    index = ((bucket + 1) << h.sub_bucket_half_count_magnitude) \
-        + (sub_bucket - h.sub_bucket_half_count)
-    counts = np.ctypeslib.as_array(h.counts)
-    counts += np.bincount(index, minlength=h.counts_len)[:h.counts_len].astype(counts.dtype)
-    h.total_count += len(micros)
-    h.min_value = min(h.min_value, int(micros.min()))
-    h.max_value = max(h.max_value, int(micros.max()))
-
-
-def percentile_ms(histogram: HdrHistogram, q: float) -> float:
-    """HDR's value at a percentile, in ms, found with numpy instead of a Python loop."""
-    if not histogram.total_count:
-        return 0.0
-    target = histogram.get_target_count_at_percentile(q)
-    cumulative = np.cumsum(np.ctypeslib.as_array(histogram.counts), dtype=np.uint64)
-    index = int(np.searchsorted(cumulative, target))
-    value = histogram.get_value_from_index(min(index, histogram.counts_len - 1))
-    return histogram.get_highest_equivalent_value(value) / 1000
 
 
 @dataclass
@@ -106,7 +59,7 @@ class Latency:
         self.total_ms += float(values.sum())
         self.min_ms = min(self.min_ms, float(values.min()))
         self.max_ms = max(self.max_ms, float(values.max()))
-        record_values(self.histogram, np.clip((values * 1000).astype(np.int64), 1, _HDR_RANGE[1]))
+        record_values(self.histogram, np.clip((values * 1000).astype(np.int64), 1, HDR_RANGE[1]))
 
     def merge(self, requests, failures, total_ms, min_ms, max_ms, encoded) -> None:
         self.requests += requests
@@ -114,7 +67,7 @@ class Latency:
         self.total_ms += total_ms
         self.min_ms = min(self.min_ms, min_ms)
         self.max_ms = max(self.max_ms, max_ms)
-        self.histogram.decode_and_add(encoded)
+        add_encoded(self.histogram, encoded)
 
     def row(self) -> list:
         self.settle()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-import locust.runners
 from locust.runners import MasterRunner, WorkerRunner
 
+from esr.engine import locust_compat as compat
 from esr.engine.acting import Acting
 from esr.engine.conducting import Conducting
 from esr.engine.lost_workers import MISSING_AFTER_HEARTBEATS
@@ -47,7 +47,7 @@ def install(events, scenario: Scenario) -> None:
 
     events.init_command_line_parser.add_listener(add_options)
     events.init.add_listener(on_init)
-    locust.runners.HEARTBEAT_LIVENESS = MISSING_AFTER_HEARTBEATS  # read by the master's loop
+    compat.miss_workers_after(MISSING_AFTER_HEARTBEATS)
 
 
 def refuse_what_was_not_granted(scenario: Scenario, granted: frozenset[str]) -> None:

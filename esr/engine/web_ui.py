@@ -36,6 +36,14 @@ from flask_login import UserMixin, login_required, login_user
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
+from esr.engine.locust_compat import (
+    add_script_to_page,
+    add_tab,
+    add_tab_rows,
+    is_index_page,
+    is_stats_poll,
+    web_base_path,
+)
 from esr.report.summary import cohorts
 from esr.run_directory import REPORT_CARD
 
@@ -59,18 +67,15 @@ SWARM_FIELDS = frozenset({"user_count", "spawn_rate", "host", "run_time", "profi
 def add_esr_to_web_ui(run) -> None:
     """Add ESR's tab, routes and panel to the web UI of `run` (a conducting run: conducting.py)."""
     web_ui = run.environment.web_ui
-    base = getattr(run.environment.parsed_options, "web_base_path", "") or ""
+    base = web_base_path(run.environment)
     esr = Blueprint("esr", __name__, url_prefix=f"{base}/esr")
     # Not web_ui.auth_required_if_enabled: it answers any error in the view (a 404 too) with
     # HTTP 200 and the error's text unescaped.
     guarded = login_required if web_ui.web_login else (lambda view: view)
     _guard_the_app(web_ui, base)
     _warn_if_exposed(web_ui)
-    web_ui.template_args.update(
-        extended_tabs=[{"title": "ESR citizens", "key": TAB}],
-        extended_tables=[{"key": TAB, "structure": [{"key": key, "title": title}
-                                                    for key, title in COLUMNS]}],
-        extended_csv_files=[{"href": f"{base}/esr/report", "title": "ESR report card (last run)"}])
+    add_tab(web_ui, TAB, "ESR citizens", COLUMNS,
+            downloads=[(f"{base}/esr/report", "ESR report card (last run)")])
 
     @esr.route("/status")
     @guarded
@@ -107,14 +112,10 @@ def add_esr_to_web_ui(run) -> None:
 
     @web_ui.app.after_request
     def extend(response):
-        if request.path == f"{base}/stats/requests" and response.is_json:
-            body = response.get_json()
-            body["extended_stats"] = [{"key": TAB, "data": cohort_rows(run.tally)}]
-            response.set_data(web_ui.app.json.dumps(body))
-        elif request.path in (f"{base}/", base) and response.mimetype == "text/html":
-            page = response.get_data(as_text=True)
-            response.set_data(page.replace(
-                "</body>", f'<script src="{base}/esr/panel.js" defer></script></body>', 1))
+        if is_stats_poll(request.path, base) and response.is_json:
+            add_tab_rows(web_ui, response, TAB, cohort_rows(run.tally))
+        elif is_index_page(request.path, base) and response.mimetype == "text/html":
+            add_script_to_page(response, f"{base}/esr/panel.js")
         return response
 
     @esr.errorhandler(HTTPException)

@@ -12,6 +12,7 @@ import gevent.event
 from locust.runners import STATE_RUNNING, STATE_SPAWNING
 
 from esr import __version__
+from esr.engine import locust_compat as compat
 from esr.engine import messages
 from esr.engine.acting import Acting
 from esr.engine.chaos import Fault
@@ -57,8 +58,7 @@ class WorkerRun(Acting):
         runner = self.environment.runner
         data[messages.DRAINED] = drained = self.probes.drain()
         data[messages.REQUESTS] = sum(row[2] for row in drained["latency"])  # [name, bucket, n…]
-        data[messages.CITIZENS] = max(runner.user_count,
-                                      sum(runner.target_user_classes_count.values()))
+        data[messages.CITIZENS] = max(runner.user_count, compat.users_asked_of(runner))
         if self._final_pending:
             data[messages.FINAL] = True
             self._final_pending = False
@@ -67,11 +67,10 @@ class WorkerRun(Acting):
         super().on_test_stop(environment, **kwargs)
         # The remainder goes now, ahead of the worker's "client_stopped" message.
         self._final_pending = True
-        environment.runner._send_stats()
-        # Locust's worker next sleeps out the stop timeout before it reads another
-        # message, so the master's quit would wait 35 s: the users are stopped already.
-        # (The next spawn message brings the master's stop timeout back.)
-        environment.stop_timeout = 0
+        compat.send_final_report_now(environment.runner)
+        # Else the worker would sleep out the stop timeout before reading another message,
+        # and the master's quit would wait 35 s: the users are stopped already.
+        compat.ready_again_at_once(environment)
 
     def _stop_citizens_when_the_master_is_silent(self) -> None:
         """A worker cut off from its master stops its citizens: the master has handed them
@@ -82,7 +81,7 @@ class WorkerRun(Acting):
             gevent.sleep(WATCH_INTERVAL_S)
             if time.monotonic() - slept > 2 * WATCH_INTERVAL_S:
                 continue  # this process was too busy to read its messages: no verdict
-            heard = runner.last_heartbeat_timestamp
+            heard = compat.last_heard_from_master(runner)
             if heard and time.time() - heard > MASTER_SILENCE_S \
                     and runner.state in (STATE_SPAWNING, STATE_RUNNING):
                 logger.error("no word from the master for %.0f s: stopping this worker's "
@@ -93,15 +92,12 @@ class WorkerRun(Acting):
         """Locust may hand a worker citizens the moment it connects, before the master has
         checked its scenario: a worker starts none until the master has welcomed it. One
         refused is told to quit instead, having sent nothing the report would miss."""
-        runner = self.environment.runner
-        start_worker = runner.start_worker
+        def welcomed() -> bool:
+            if self._welcomed.wait(WELCOME_TIMEOUT_S):
+                return True
+            logger.error("the master has not welcomed this worker in %.0f s (is it an ESR "
+                         "master of version %s?): running no citizens", WELCOME_TIMEOUT_S,
+                         __version__)
+            return False
 
-        def start_when_welcomed(user_classes_count, **kwargs):
-            if not self._welcomed.wait(WELCOME_TIMEOUT_S):
-                logger.error("the master has not welcomed this worker in %.0f s (is it an "
-                             "ESR master of version %s?): running no citizens",
-                             WELCOME_TIMEOUT_S, __version__)
-                return
-            start_worker(user_classes_count, **kwargs)
-
-        runner.start_worker = start_when_welcomed
+        compat.admit_users_only_if(self.environment.runner, welcomed)

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from hdrh.histogram import HdrHistogram
 from scipy import stats as scipy_stats
 
-from esr.engine.probes import percentile_ms
 from esr.errors import BadInput
+from esr.histograms import decoded, percentile_ms
 from esr.report.summary import (
     RUN_LEVEL_METRICS,
     Figures,
@@ -121,7 +120,7 @@ def _latency_frame(run_dir: Path, summary: dict) -> pd.DataFrame:
     start = _epoch(summary.get("started_at")) or (frame["bucket_start"].min()
                                                    if len(frame) else 0.0)
     frame["t"] = frame["bucket_start"].astype(float) - start
-    frame["histogram"] = [HdrHistogram.decode(h.encode("ascii")) for h in frame["hdr"]]
+    frame["histogram"] = [decoded(h) for h in frame["hdr"]]
     return frame
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from hdrh.histogram import HdrHistogram
 
 from esr.bounded import DISTINCT_VALUES_MAX, top_and_other
-from esr.engine.probes import merged, percentile_ms
+from esr.histograms import decoded, merged, percentile_ms
 from esr.run_directory import COUNTERS, RUN_SETTINGS, read_events, read_json, read_table
 from esr.scenario.model import AGE_BANDS
 
@@ -150,7 +150,7 @@ def _seconds_between(start: str | None, end: str | None) -> float:
 
 
 def _decoded(rows: list[dict]) -> list[tuple[dict, HdrHistogram]]:
-    return [(row, HdrHistogram.decode(row["hdr"].encode("ascii"))) for row in rows]
+    return [(row, decoded(row["hdr"])) for row in rows]
 
 
 def _latency(rows: list[tuple[dict, HdrHistogram]], duration_s: float

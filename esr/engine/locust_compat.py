@@ -1,0 +1,410 @@
+"""The seam between ESR and the internals of Locust and geventhttpclient, in one module.
+
+ESR needs more of Locust than its documented API offers: workers that start no citizens
+before the master has checked their scenario, a final report sent at once, citizens that
+hang up while they think, a tab of its own in the web UI. Every use of something Locust or
+geventhttpclient does not document (an underscore name, a replaced method, an overridden
+private hook, a __class__ swap, a module constant read or set, a raw rpc Message, the shape
+of an attribute) is made here, under a RELIES ON comment saying exactly what it takes for
+granted; tests/test_locust_compat.py has a test per reliance, which fails when a version
+changes it. hdrh's internals are named in esr/histograms.py instead: the report builder
+shares them, and must never import Locust.
+
+At import, the installed versions are checked against TESTED, the ranges those tests
+passed with; outside them, UntestedLibrary (exit 3). To move a pin: install the new
+version, run `ESR_ALLOW_UNTESTED_LIBRARIES=1 python -m pytest tests/test_locust_compat.py`,
+mend here what fails, then move TESTED and the pins in setup.cfg together.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from importlib import metadata
+
+from esr import __version__
+from esr.errors import UntestedLibrary
+
+logger = logging.getLogger(__name__)
+
+# ---- versions ----------------------------------------------------------------------------------
+
+# Per library: the first version tests/test_locust_compat.py passed with, and the first one it
+# has not been run against (a minor release may move any internal).
+TESTED = {
+    "locust": ("2.47.0", "2.48"),
+    "geventhttpclient": ("2.6.1", "2.7"),
+    "hdrhistogram": ("0.10.8", "0.11"),
+}
+ALLOW_UNTESTED = "ESR_ALLOW_UNTESTED_LIBRARIES"  # =1: warn instead, to try a new version
+
+
+def release(version: str) -> tuple[int, ...]:
+    """The numbers that lead a version: "2.47.0" -> (2, 47, 0), "2.48.0rc1" -> (2, 48, 0)."""
+    numbers = []
+    for part in version.split("."):
+        digits = re.match(r"\d*", part).group()
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if len(digits) < len(part):
+            break
+    return tuple(numbers)
+
+
+def untested_libraries(version_of: Callable[[str], str] = metadata.version) -> list[str]:
+    """One line for each library installed in a version outside TESTED."""
+    found = []
+    for name, (first, below) in TESTED.items():
+        try:
+            installed = version_of(name)
+        except metadata.PackageNotFoundError:
+            installed = "(none)"
+        if not release(first) <= release(installed) < release(below):
+            found.append(f"{name} {installed} is installed, but ESR {__version__} relies on "
+                         f"internals of {name} tested from {first} to below {below}")
+    return found
+
+
+def check_tested_versions(version_of: Callable[[str], str] = metadata.version,
+                          environ: Mapping[str, str] = os.environ) -> None:
+    """Refuse libraries outside TESTED (UntestedLibrary, exit 3), unless ALLOW_UNTESTED=1."""
+    problems = untested_libraries(version_of)
+    if not problems:
+        return
+    if environ.get(ALLOW_UNTESTED) == "1":
+        logger.warning("%s; trying anyway (%s=1)", "; ".join(problems), ALLOW_UNTESTED)
+        return
+    tested = " ".join(f"'{name}>={first},<{below}'" for name, (first, below) in TESTED.items())
+    raise UntestedLibrary(problems, f"install tested versions (pip install {tested}), or set "
+                          f"{ALLOW_UNTESTED}=1 to try these (see esr/engine/locust_compat.py)")
+
+
+check_tested_versions()  # before the imports below: an untested Locust may lack what they name
+
+import locust.runners  # noqa: E402
+import locust.stats  # noqa: E402
+from geventhttpclient.client import HTTPClientPool  # noqa: E402
+from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool  # noqa: E402
+from geventhttpclient.url import URL  # noqa: E402
+from locust.rpc import Message  # noqa: E402
+from locust.runners import STATE_MISSING  # noqa: E402
+
+# ---- the run: runners, workers and what they tell each other (run.py) -------------------------
+
+
+def miss_workers_after(heartbeats: int) -> None:
+    """Have the master call a worker missing after this many unanswered heartbeats (Locust: 3).
+    Set before the master starts."""
+    # RELIES ON: locust.runners.HEARTBEAT_LIVENESS, read by the master each time a worker
+    # connects or sends a heartbeat (MasterRunner.client_listener), and counted down once per
+    # HEARTBEAT_INTERVAL by MasterRunner.heartbeat_worker.
+    locust.runners.HEARTBEAT_LIVENESS = heartbeats
+
+
+def heartbeat_interval_s() -> float:
+    """How often master and workers send each other heartbeats."""
+    # RELIES ON: locust.runners.HEARTBEAT_INTERVAL, slept between heartbeats on both sides.
+    return locust.runners.HEARTBEAT_INTERVAL
+
+
+def worker_report_interval_s() -> float:
+    """How often a worker reports to its master (report_to_master, then worker_report)."""
+    # RELIES ON: locust.runners.WORKER_REPORT_INTERVAL, slept between reports by
+    # WorkerRunner.stats_reporter.
+    return locust.runners.WORKER_REPORT_INTERVAL
+
+
+def csv_flush_interval_s() -> float:
+    """How often Locust's CSV writer rewrites its files (--csv)."""
+    # RELIES ON: locust.stats.CSV_STATS_INTERVAL_SEC, slept between writes by
+    # StatsCSVFileWriter.stats_writer.
+    return locust.stats.CSV_STATS_INTERVAL_SEC
+
+
+def worker_index(runner) -> int:
+    """This process's index among the workers: 0 in a single process (or with no runner yet),
+    -1 on a worker the master has not acknowledged yet."""
+    # RELIES ON: WorkerRunner.worker_index (set from the master's "ack", -1 before it) and
+    # LocalRunner.worker_index (0); a MasterRunner has none.
+    return getattr(runner, "worker_index", 0) if runner is not None else 0
+
+
+def workers_ever_connected(runner) -> int:
+    """How many workers a master has given an index to (those since gone included)."""
+    # RELIES ON: MasterRunner.worker_indexes, {worker id: index}, kept for every worker seen.
+    return len(runner.worker_indexes)
+
+
+def users_asked_of(runner) -> int:
+    """How many users this runner was last asked to run (spawning may still be under way)."""
+    # RELIES ON: Runner.target_user_classes_count, {class name: users} of the last start,
+    # which WorkerRunner.start_worker sets before it spawns.
+    return sum(runner.target_user_classes_count.values())
+
+
+def last_heard_from_master(runner) -> float | None:
+    """When a worker last had a heartbeat from its master (epoch seconds), None before any."""
+    # RELIES ON: WorkerRunner.last_heartbeat_timestamp, set on each "heartbeat" message.
+    return runner.last_heartbeat_timestamp
+
+
+def connected_workers(runner) -> set[str]:
+    """The ids of a master's workers, but those it has called missing."""
+    # RELIES ON: MasterRunner.clients (WorkerNodes), whose .all holds nodes with .id and
+    # .state, a missing one's state being STATE_MISSING.
+    return {node.id for node in runner.clients.all if node.state != STATE_MISSING}
+
+
+def missing_workers(runner) -> list[str]:
+    """The ids of the workers a master has called missing (their heartbeats ran out)."""
+    # RELIES ON: WorkerNodes.missing, the nodes in STATE_MISSING.
+    return [node.id for node in runner.clients.missing]
+
+
+def send_final_report_now(runner) -> None:
+    """A worker's report to its master, now rather than at the next interval."""
+    # RELIES ON: WorkerRunner._send_stats(), which fires report_to_master and sends the data as
+    # a "stats" message at once (stats_reporter calls it every WORKER_REPORT_INTERVAL).
+    runner._send_stats()
+
+
+def tell_worker_to_quit(runner, worker_id: str) -> None:
+    """Have a master tell one worker to stop its users, send a last report and quit."""
+    # RELIES ON: the master's rpc server (MasterRunner.server.send_to_client) and the raw
+    # "quit" Message, which a worker obeys as it does at MasterRunner.quit.
+    runner.server.send_to_client(Message("quit", None, worker_id))
+
+
+def admit_users_only_if(runner, admitted: Callable[[], bool]) -> None:
+    """A worker starts the users its master sends only if admitted() (which may wait for it)
+    answers True; otherwise it starts none."""
+    # RELIES ON: a WorkerRunner runs each "spawn" message as self.start_worker(user_classes_count)
+    # in a greenlet of its own (handle_message), looked up on the instance: a replacement there
+    # sees every start.
+    start_worker = runner.start_worker
+
+    def start_if_admitted(user_classes_count, **kwargs):
+        if admitted():
+            start_worker(user_classes_count, **kwargs)
+
+    runner.start_worker = start_if_admitted
+
+
+def before_quitting(runner, first: Callable[[], None]) -> None:
+    """Whenever Locust quits this runner, `first()` runs to its end before it does."""
+    # RELIES ON: Locust quits a runner through runner.quit() looked up on the instance: at a
+    # headless shape's end (Runner.shape_worker), on --run-time or a signal (main's shutdown).
+    quit_now = runner.quit
+
+    def quit_after_first() -> None:
+        first()
+        quit_now()
+
+    runner.quit = quit_after_first
+
+
+def ready_again_at_once(environment) -> None:
+    """Call in a worker's test_stop: it tells its master it is ready again straight away,
+    instead of first sleeping out the stop timeout (its users have stopped already). The
+    master's next spawn message brings the stop timeout back."""
+    # RELIES ON: on a "stop" message a worker fires test_stop, then sleeps
+    # environment.stop_timeout, read after test_stop, before sending "client_ready"; each
+    # "spawn" message sets stop_timeout to the master's (WorkerRunner.handle_message).
+    environment.stop_timeout = 0
+
+
+def enable_rebalancing(environment) -> None:
+    """A worker gone missing has its users moved to the others (Locust's --enable-rebalancing)."""
+    # RELIES ON: MasterRunner.rebalancing_enabled() reads parsed_options.enable_rebalancing
+    # whenever a worker goes missing or joins.
+    if environment.parsed_options is not None:
+        environment.parsed_options.enable_rebalancing = True
+
+
+# ---- connections: geventhttpclient's pools (connections.py) ------------------------------------
+
+# What an HTTPClient makes its connection pool of (HTTPClient.__init__): SSL for https.
+CONNECTION_POOLS = (ConnectionPool, SSLConnectionPool)
+
+
+def client_pool_of(session) -> HTTPClientPool:
+    """A FastHttpSession's pool of clients, one per host and port."""
+    # RELIES ON: FastHttpSession.client, its LocustUserAgent, which takes the client for each
+    # request from its `clientpool` (LocustUserAgent._urlopen).
+    return session.client.clientpool
+
+
+def connection_pool_of(client) -> ConnectionPool:
+    """The pool of connections an HTTPClient sends every request over."""
+    # RELIES ON: HTTPClient._connection_pool, made in __init__ as one of CONNECTION_POOLS.
+    return client._connection_pool
+
+
+def swap_class(instance, subclass: type) -> None:
+    """Make an object an instance of a subclass of its class, in place: no copy, no memory."""
+    # RELIES ON: HTTPClientPool, ConnectionPool and SSLConnectionPool are plain classes (no
+    # __slots__, their state in __dict__) that nothing checks by exact type, so a subclass
+    # adding only methods and class attributes takes an instance over by __class__ assignment.
+    assert issubclass(subclass, type(instance)), (subclass, type(instance))
+    instance.__class__ = subclass
+
+
+class ConnectionPoolHooks:
+    """Mixed in ahead of one of CONNECTION_POOLS: its private hooks as two that may be
+    overridden, and a way to drop its idle connections."""
+
+    def resolve(self, target: tuple, lookup: Callable[[], list]) -> list:
+        """The getaddrinfo() answer for target, (host, port, IPv4 only): lookup() by default."""
+        return lookup()
+
+    def before_connect(self, sock, address) -> None:
+        """A new socket about to connect to address: bind it, set options."""
+
+    # RELIES ON: ConnectionPool._resolve(), called without arguments for each new socket and
+    # returning getaddrinfo()'s list, for the pool's _connection_host, _connection_port and
+    # disable_ipv6.
+    def _resolve(self):
+        target = (self._connection_host, self._connection_port, self.disable_ipv6)
+        return self.resolve(target, super()._resolve)
+
+    # RELIES ON: ConnectionPool._connect_socket(sock, address), given each new socket before it
+    # is connected and returning it connected; SSLConnectionPool's calls it first, then wraps
+    # the socket in TLS.
+    def _connect_socket(self, sock, address):
+        self.before_connect(sock, address)
+        return super()._connect_socket(sock, address)
+
+    def close_idle(self) -> None:
+        """Close the pool's idle connections; it dials again when next asked."""
+        # RELIES ON: ConnectionPool._socket_queue, the gevent queue of idle sockets that
+        # get_socket takes from and return_socket puts back into.
+        idle = self._socket_queue
+        while not idle.empty():
+            idle.get_nowait().close()
+
+
+class ClientPoolHooks(HTTPClientPool):
+    """geventhttpclient's pool of clients (one per host and port), told of each new client."""
+
+    def client_made(self, client) -> None:
+        """A client just made, for a host and port the pool had none for."""
+
+    # RELIES ON: HTTPClientPool.get_client(url) keeps each client in self.clients under
+    # (url.host, url.port), and makes one only when that key is absent.
+    def get_client(self, url):
+        if not isinstance(url, URL):
+            url = URL(url)
+        try:
+            return self.clients[url.host, url.port]  # as geventhttpclient's own: the hot path
+        except KeyError:
+            client = super().get_client(url)
+        self.client_made(client)
+        return client
+
+    def connection_pools(self) -> list[ConnectionPool]:
+        return [connection_pool_of(client) for client in self.clients.values()]
+
+
+# ---- a citizen's requests: FastHttpSession and FastHttpUser (journey.py) ----------------------
+
+
+def cookie_jar_of(session):
+    """The CookieJar a FastHttpSession was made with."""
+    # RELIES ON: FastHttpSession.cookiejar, the jar it hands its LocustUserAgent.
+    return session.cookiejar
+
+
+def use_cookie_jar(session, jar) -> None:
+    """Have a FastHttpSession keep its cookies in `jar`, or none at all when jar is None."""
+    # RELIES ON: the session's LocustUserAgent (session.client) reads its `cookiejar` for every
+    # request, and neither sends nor keeps cookies when it is None (UserAgent.urlopen).
+    session.client.cookiejar = jar
+
+
+def request_meta(response) -> dict:
+    """What the request event will be fired with, for a `with client.request(...,
+    catch_response=True) as response` block: edits made in the block reach every listener."""
+    # RELIES ON: ResponseContextManager.request_meta, the dict __exit__ fires the request event
+    # with (response_time in ms, context, ...), its "exception" already holding the error of a
+    # bad status or a failed transport when the block begins.
+    return response.request_meta
+
+
+def is_http_error(error: Exception) -> bool:
+    """Whether a failed request's error came with a response (a bad status), not the wire."""
+    # RELIES ON: geventhttpclient's UserAgent attaches the response to a bad status's error as
+    # `.response`, which is how FastHttpSession._send_request_safe_mode tells them apart.
+    return hasattr(error, "response")
+
+
+def transport_cause(error: Exception) -> Exception:
+    """The error under geventhttpclient's RetriesExceeded, or the error itself."""
+    # RELIES ON: RetriesExceeded keeps the last attempt's error as `.original`
+    # (UserAgent._handle_retries_exceeded raises it with original=last_error).
+    return getattr(error, "original", None) or error
+
+
+class StopNotice:
+    """Mixed into a Locust User ahead of it: `stop_asked` turns True the moment Locust asks
+    this user to stop, before the stop lands (a user found waiting is killed a moment later)."""
+
+    stop_asked = False
+
+    # RELIES ON: Locust stops each user through user.stop(force) (Runner.stop_users, graceful
+    # or forced), looked up on the instance; Locust has no event for that moment.
+    def stop(self, force: bool = False):
+        self.stop_asked = True
+        return super().stop(force)
+
+
+# ---- the web UI (web_ui.py) --------------------------------------------------------------------
+
+STATS_PATH = "/stats/requests"  # what Locust's UI polls every few seconds, under the base path
+
+
+def web_base_path(environment) -> str:
+    """The prefix of every web UI route (--web-base-path), "" without one."""
+    # RELIES ON: parsed_options.web_base_path, which Locust gives create_web_ui as the
+    # url_prefix of its routes.
+    return getattr(environment.parsed_options, "web_base_path", "") or ""
+
+
+def add_tab(web_ui, key: str, title: str, columns: Iterable[tuple[str, str]],
+            downloads: Iterable[tuple[str, str]] = ()) -> None:
+    """A tab with a table in Locust's UI (filled by add_tab_rows), and links to downloads.
+    `columns` and `downloads` are (key, title) and (href, title) pairs."""
+    # RELIES ON: the template_args extended_tabs, extended_tables and extended_csv_files, which
+    # WebUI.update_template_args keeps and Locust's React UI reads (as extendedTabs, …): shown
+    # only in Locust's example extend_modern_web_ui.py.
+    web_ui.template_args.update(
+        extended_tabs=[{"title": title, "key": key}],
+        extended_tables=[{"key": key, "structure": [{"key": column, "title": heading}
+                                                    for column, heading in columns]}],
+        extended_csv_files=[{"href": href, "title": text} for href, text in downloads])
+
+
+def is_stats_poll(path: str, base: str) -> bool:
+    return path == f"{base}{STATS_PATH}"
+
+
+def add_tab_rows(web_ui, response, key: str, rows: list[dict]) -> None:
+    """In an after_request hook, on the answer to a stats poll: the rows of the tab `key`."""
+    # RELIES ON: the UI's poll of STATS_PATH is answered with a JSON object, to which
+    # "extended_stats": [{key, data}] adds the rows of the extended table of that key.
+    body = response.get_json()
+    body["extended_stats"] = [{"key": key, "data": rows}]
+    response.set_data(web_ui.app.json.dumps(body))
+
+
+def is_index_page(path: str, base: str) -> bool:
+    return path in (f"{base}/", base)
+
+
+def add_script_to_page(response, src: str) -> None:
+    """In an after_request hook, on Locust's index page: a script of ESR's, loaded after it."""
+    # RELIES ON: the index page Locust serves at {base}/ is its HTML with one </body>.
+    page = response.get_data(as_text=True)
+    response.set_data(page.replace("</body>", f'<script src="{src}" defer></script></body>', 1))

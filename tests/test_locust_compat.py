@@ -1,0 +1,643 @@
+"""The seam with Locust, geventhttpclient and hdrh: one test per thing ESR relies on that
+they do not document (esr/engine/locust_compat.py, esr/histograms.py), each failing if a new
+version changes it.
+
+Everything here is real and in this process: runners, a master with a worker over zmq on
+127.0.0.1, sessions against a small gevent HTTP server, Locust's web UI app through Flask's
+test client, HDR histograms. To try a new version of a library:
+    ESR_ALLOW_UNTESTED_LIBRARIES=1 .venv/bin/python -m pytest tests/test_locust_compat.py
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+import gevent
+import locust.runners
+import locust.stats
+import numpy as np
+import pytest
+from flask import request
+from gevent.pywsgi import WSGIServer
+from geventhttpclient.client import HTTPClient, HTTPClientPool
+from geventhttpclient.connectionpool import SSLConnectionPool
+from geventhttpclient.useragent import RetriesExceeded
+from locust import LoadTestShape, User, constant, task
+from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
+from locust.contrib.fasthttp import FastHttpSession
+from locust.env import Environment
+from locust.html import DEFAULT_BUILD_PATH
+from locust.rpc import Message
+from locust.runners import STATE_INIT, STATE_RUNNING, MasterRunner, WorkerRunner
+from locust.stats import StatsCSVFileWriter
+
+from esr.engine import locust_compat as compat
+from esr.errors import EXIT_RUN_ERROR, UntestedLibrary
+from esr.histograms import (
+    HDR_RANGE,
+    add_encoded,
+    counts_of,
+    decoded,
+    merged,
+    new_histogram,
+    percentile_ms,
+    record_values,
+    set_totals,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = ROOT / "esr" / "engine" / "locustfile.py"
+# Read before any test shrinks them: what esr/engine/lost_workers.py's figures assume.
+LOCUST_HEARTBEAT_INTERVAL = locust.runners.HEARTBEAT_INTERVAL
+LOCUST_HEARTBEAT_LIVENESS = locust.runners.HEARTBEAT_LIVENESS
+WAIT_S = 10.0  # the longest any condition below is waited for
+
+
+class Idle(User):
+    wait_time = constant(60)
+
+    @task
+    def idle(self):
+        pass
+
+
+class Over(LoadTestShape):
+    def tick(self):
+        return None  # a shape at its end: Locust quits a headless run, stops one in the web UI
+
+
+def wait_until(condition, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "waited in vain"
+        gevent.sleep(0.01)
+
+
+def locust_options(*args: str):
+    """Locust's own options, parsed as its command line would be (no config files read)."""
+    parser = get_empty_argument_parser(default_config_files=[])
+    setup_parser_arguments(parser)
+    return parser.parse_args(list(args))
+
+
+# ---- versions ----------------------------------------------------------------------------------
+
+
+def test_the_installed_libraries_are_tested_versions():
+    assert compat.untested_libraries() == []
+
+
+def test_an_untested_version_is_refused_with_what_to_do():
+    def version_of(name):
+        return {"locust": "2.48.0", "geventhttpclient": "2.6.3", "hdrhistogram": "0.10.8"}[name]
+
+    with pytest.raises(UntestedLibrary) as refused:
+        compat.check_tested_versions(version_of, environ={})
+    error = refused.value
+    assert error.exit_code == EXIT_RUN_ERROR == 3
+    assert error.lines()[0].startswith("locust 2.48.0 is installed, but ESR ")
+    assert "tested from 2.47.0 to below 2.48" in error.lines()[0]
+    assert len(error.lines()) == 2  # geventhttpclient 2.6.3 is inside its range
+    assert "ESR_ALLOW_UNTESTED_LIBRARIES=1" in error.lines()[1]
+    compat.check_tested_versions(version_of, environ={"ESR_ALLOW_UNTESTED_LIBRARIES": "1"})
+
+
+def test_versions_compare_by_their_leading_numbers():
+    assert compat.release("2.47.0") == (2, 47, 0)
+    assert compat.release("2.48.0rc1") == (2, 48, 0)
+    assert compat.release("2.47.1.dev3+g123") == (2, 47, 1)
+    assert compat.release("2.47.0") < compat.release("2.48") <= compat.release("2.48.0")
+
+
+def test_the_pins_in_setup_cfg_are_tested_versions():
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    pins = dict(line.split("==") for line in setup["options"]["install_requires"].split()
+                if "==" in line)
+    for name, (first, below) in compat.TESTED.items():
+        assert compat.release(first) <= compat.release(pins[name]) < compat.release(below), name
+
+
+def test_the_locustfile_says_why_and_exits_3_on_an_untested_locust(tmp_path):
+    pretend = f"""
+import importlib.metadata as metadata, runpy, sys
+installed = metadata.version
+metadata.version = lambda name: "2.48.0" if name == "locust" else installed(name)
+sys.argv = ["locust", "-f", {str(LOCUSTFILE)!r}, "--list"]
+runpy.run_module("locust", run_name="__main__")
+"""
+    env = {**os.environ, "ESR_SCENARIO": str(ROOT / "examples" / "demo.yml")}
+    env.pop("ESR_ALLOW_UNTESTED_LIBRARIES", None)
+    result = subprocess.run([sys.executable, "-c", pretend], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert "esr: locust 2.48.0 is installed, but ESR " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---- the run: runners and their messages (for run.py) ------------------------------------------
+
+
+@contextmanager
+def master_and_worker(master_options=None):
+    """A master and one worker in this process, talking over zmq on 127.0.0.1: heartbeats ten
+    times as often as Locust's, reports only when asked (and the first, as the worker starts)."""
+    with mock.patch.object(locust.runners, "HEARTBEAT_INTERVAL", 0.1), \
+            mock.patch.object(locust.runners, "WORKER_REPORT_INTERVAL", 600):
+        master_env = Environment(user_classes=[Idle],
+                                 parsed_options=master_options or locust_options())
+        master = master_env.create_master_runner("127.0.0.1", 0)
+        worker = Environment(user_classes=[Idle]).create_worker_runner("127.0.0.1",
+                                                                      master.server.port)
+        try:
+            wait_until(lambda: worker.client_id in master.clients)
+            yield master, worker
+        finally:
+            for runner in (worker, master):
+                runner.user_greenlets.kill(block=True)
+                runner.greenlet.kill(block=True)
+            worker.client.close(linger=0)
+            master.server.close(linger=0)
+
+
+def start_users(master, worker, count: int) -> None:
+    gevent.spawn(master.start, count, 100)  # the master waits up to a second for reports
+    wait_until(lambda: worker.user_count == count)
+
+
+def test_the_master_calls_a_worker_missing_after_the_heartbeats_set(monkeypatch):
+    monkeypatch.setattr(locust.runners, "HEARTBEAT_LIVENESS", locust.runners.HEARTBEAT_LIVENESS)
+    compat.miss_workers_after(50)
+    with master_and_worker() as (master, worker):
+        node = master.clients[worker.client_id]
+        assert node.heartbeat > 40  # counted down from 50, Locust's 3 long gone
+        gevent.sleep(0.3)  # heartbeats come back, each setting the count to 50 again
+        assert node.heartbeat > 40
+
+
+def test_the_intervals_are_the_constants_locust_sleeps():
+    # lost_workers.py's figures: Locust calls a worker missing after 3 heartbeats, 1 s apart.
+    assert (LOCUST_HEARTBEAT_INTERVAL, LOCUST_HEARTBEAT_LIVENESS) == (1, 3)
+    assert "HEARTBEAT_INTERVAL" in MasterRunner.heartbeat_worker.__code__.co_names
+    assert "HEARTBEAT_INTERVAL" in WorkerRunner.heartbeat.__code__.co_names
+    assert compat.heartbeat_interval_s() == locust.runners.HEARTBEAT_INTERVAL
+    assert "WORKER_REPORT_INTERVAL" in WorkerRunner.stats_reporter.__code__.co_names
+    assert compat.worker_report_interval_s() == locust.runners.WORKER_REPORT_INTERVAL == 3
+    assert "CSV_STATS_INTERVAL_SEC" in StatsCSVFileWriter.stats_writer.__code__.co_names
+    assert compat.csv_flush_interval_s() == locust.stats.CSV_STATS_INTERVAL_SEC == 1
+
+
+def test_runners_tell_their_index_and_the_users_asked_of_them():
+    local = Environment(user_classes=[Idle]).create_local_runner()
+    assert compat.worker_index(local) == 0 and compat.worker_index(None) == 0
+    with master_and_worker() as (master, worker):
+        assert compat.worker_index(worker) == 0  # from the master's ack
+        assert compat.workers_ever_connected(master) == 1
+        start_users(master, worker, 2)
+        assert compat.users_asked_of(worker) == 2
+
+
+def test_a_worker_hears_heartbeats_from_its_master():
+    with master_and_worker() as (_, worker):
+        wait_until(lambda: compat.last_heard_from_master(worker) is not None)
+        assert abs(compat.last_heard_from_master(worker) - time.time()) < 60
+
+
+def test_the_master_knows_its_workers_and_which_went_missing():
+    with master_and_worker() as (master, worker):
+        assert compat.connected_workers(master) == {worker.client_id}
+        assert compat.missing_workers(master) == []
+        worker.greenlet.kill(block=True)  # silent from now on: no heartbeats
+        wait_until(lambda: compat.missing_workers(master) == [worker.client_id])
+        assert compat.connected_workers(master) == set()
+
+
+def test_a_final_report_goes_at_once():
+    with master_and_worker() as (master, worker):
+        received = []
+        master.environment.events.worker_report.add_listener(
+            lambda client_id, data: received.append(data))
+        wait_until(lambda: received)  # the report a worker sends as it starts
+        worker.environment.events.report_to_master.add_listener(
+            lambda client_id, data: data.update(esr="final"))
+        compat.send_final_report_now(worker)
+        wait_until(lambda: any(data.get("esr") == "final" for data in received))
+
+
+def test_a_worker_told_to_quit_reports_once_more_and_quits():
+    with master_and_worker() as (master, worker):
+        received = []
+        master.environment.events.worker_report.add_listener(
+            lambda client_id, data: received.append(data))
+        wait_until(lambda: received)  # the report a worker sends as it starts
+        worker.environment.events.report_to_master.add_listener(
+            lambda client_id, data: data.update(esr="last"))
+        compat.tell_worker_to_quit(master, worker.client_id)
+        wait_until(lambda: len(worker.greenlet) == 0)  # its loops have ended
+        wait_until(lambda: any(data.get("esr") == "last" for data in received))
+
+
+def test_a_worker_starts_users_only_once_admitted():
+    with master_and_worker() as (master, worker):
+        answers = [False, True]
+        asked = []
+
+        def admitted():
+            asked.append(True)
+            return answers[len(asked) - 1]
+
+        compat.admit_users_only_if(worker, admitted)
+        starting = gevent.spawn(master.start, 1, 100)
+        wait_until(lambda: asked)
+        assert worker.user_count == 0  # refused: none started
+        starting.kill()
+        start_users(master, worker, 2)
+        assert len(asked) == 2
+
+
+def test_a_message_sent_at_the_masters_test_start_comes_before_the_users():
+    """messages.RUN: the run's id and scales, sent by the master's test_start listener, reach
+    a worker ahead of the spawn message (one connection, in order), so before its test_start
+    and before any of its users."""
+    with master_and_worker() as (master, worker):
+        seen = []
+        master.environment.events.test_start.add_listener(
+            lambda **_: master.send_message("esr_run", {"run_id": "run-7"}))
+        worker.register_message("esr_run", lambda msg, **_: seen.append(
+            ("message", msg.data["run_id"], worker.user_count)))
+        worker.environment.events.test_start.add_listener(lambda **_: seen.append(("start",)))
+        start_users(master, worker, 1)
+        assert seen[:2] == [("message", "run-7", 0), ("start",)]
+
+
+def test_rebalancing_is_switched_on_in_the_options():
+    with master_and_worker() as (master, _):
+        assert not master.rebalancing_enabled()
+        compat.enable_rebalancing(master.environment)
+        assert master.rebalancing_enabled()
+
+
+def test_a_stopped_worker_is_ready_again_at_once():
+    with master_and_worker() as (master, worker):
+        master.environment.stop_timeout = 60
+        start_users(master, worker, 1)
+        assert worker.environment.stop_timeout == 60  # the spawn message brought it
+        assert worker.worker_state == STATE_RUNNING
+        worker.environment.events.test_stop.add_listener(
+            lambda **_: compat.ready_again_at_once(worker.environment))
+        master.server.send_to_client(Message("stop", None, worker.client_id))
+        wait_until(lambda: worker.worker_state == STATE_INIT)  # not after 60 s
+
+
+def test_what_must_come_first_runs_before_locust_quits():
+    environment = Environment(user_classes=[Idle], shape_class=Over(),
+                              parsed_options=locust_options("--headless"))
+    runner = environment.create_local_runner()
+    order = []
+    quit_now = runner.quit
+    runner.quit = lambda: (order.append("quit"), quit_now())
+    compat.before_quitting(runner, lambda: order.append("first"))
+    runner.start_shape()
+    wait_until(lambda: order)
+    wait_until(lambda: len(order) == 2)
+    assert order == ["first", "quit"]
+
+
+def test_a_user_knows_it_was_asked_to_stop():
+    users = []
+
+    class Noticing(compat.StopNotice, Idle):
+        def on_start(self):
+            users.append(self)
+
+    environment = Environment(user_classes=[Noticing], stop_timeout=5)
+    runner = environment.create_local_runner()
+    runner.start(1, 100)
+    wait_until(lambda: users)
+    assert not users[0].stop_asked
+    runner.stop()  # graceful: a stop timeout is set, as ESR always sets one
+    assert users[0].stop_asked
+    runner.quit()
+
+
+def test_the_environment_and_the_shape_carry_esr_s_run():
+    environment = Environment(user_classes=[Idle], shape_class=Over())
+    assert not hasattr(environment, "esr") and not hasattr(environment, "esr_dialer")
+    environment.esr = environment.esr_dialer = "ESR's"  # Environment has no __slots__
+    runner = environment.create_local_runner()
+    assert environment.shape_class.runner is runner and runner.environment.esr == "ESR's"
+
+
+# ---- connections: geventhttpclient's pools (for connections.py) --------------------------------
+
+
+@pytest.fixture
+def target():
+    """A small HTTP server on 127.0.0.1 that notes the address of every connection."""
+    peers: list[tuple[str, int]] = []
+
+    def app(environ, start_response):
+        peers.append((environ["REMOTE_ADDR"], int(environ["REMOTE_PORT"])))
+        path = environ["PATH_INFO"]
+        if path == "/broken":
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [b"broken"]
+        headers = [("Content-Type", "text/plain")]
+        if path == "/welcome":
+            headers.append(("Set-Cookie", "visit=1; Path=/"))
+        start_response("200 OK", headers)
+        return [environ.get("HTTP_COOKIE", "").encode()]
+
+    server = WSGIServer(("127.0.0.1", 0), app, log=None)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", peers
+    finally:
+        server.stop(timeout=1)
+
+
+def session_for(url: str, events=None, **kwargs) -> FastHttpSession:
+    events = events or Environment().events
+    return FastHttpSession(url, request_event=events.request, user=None, **kwargs)
+
+
+class Noting(compat.ClientPoolHooks):
+    made: list
+
+    def client_made(self, client):
+        self.made.append(client)
+
+
+def test_a_session_takes_its_clients_from_its_client_pool(target):
+    url, _ = target
+    session = session_for(url)
+    pool = compat.client_pool_of(session)
+    assert type(pool) is HTTPClientPool
+    compat.swap_class(pool, type("NotingPool", (Noting,), {"made": []}))
+    for _ in range(3):
+        session.request("GET", "/")
+    assert len(pool.made) == 1  # one host and port: one client, reused
+    host, port = url.rsplit("//", 1)[1].split(":")
+    assert list(pool.clients) == [(host, int(port))]
+    assert HTTPClientPool.get_client(pool, url) is pool.made[0]  # geventhttpclient's own key
+
+
+def test_clients_send_over_a_connection_pool_whose_hooks_see_each_new_socket(target):
+    url, peers = target
+    assert type(compat.connection_pool_of(HTTPClient.from_url(url))) is compat.CONNECTION_POOLS[0]
+    assert type(compat.connection_pool_of(HTTPClient.from_url("https://127.0.0.1:1/"))) \
+        is SSLConnectionPool is compat.CONNECTION_POOLS[1]
+    seen = {}
+
+    class Watching(compat.ConnectionPoolHooks):
+        def resolve(self, target, lookup):
+            seen["target"], seen["answer"] = target, lookup()
+            return seen["answer"]
+
+        def before_connect(self, sock, address):
+            with pytest.raises(OSError):
+                sock.getpeername()  # not connected yet
+            sock.bind(("127.0.0.1", 0))
+            seen["address"], seen["source"] = address, sock.getsockname()
+
+    client = HTTPClient.from_url(url)
+    pool = compat.connection_pool_of(client)
+    compat.swap_class(pool, type("WatchingPool", (Watching, type(pool)), {}))
+    assert client.get("/").status_code == 200
+    port = int(url.rsplit(":", 1)[1])
+    assert seen["target"] == ("127.0.0.1", port, False)
+    assert [answer[-1] for answer in seen["answer"]] == [("127.0.0.1", port)]  # getaddrinfo's
+    assert seen["address"] == ("127.0.0.1", port)
+    assert peers[-1] == seen["source"]  # the target saw the address bound before connecting
+
+
+def test_tls_pools_show_the_hook_the_socket_before_wrapping_it():
+    listener = socket.create_server(("127.0.0.1", 0))
+    closer = gevent.spawn(lambda: [listener.accept()[0].close() for _ in range(3)])
+    seen = []
+
+    class Watching(compat.ConnectionPoolHooks):
+        def before_connect(self, sock, address):
+            seen.append(type(sock).__name__)
+
+    try:
+        client = HTTPClient.from_url(f"https://127.0.0.1:{listener.getsockname()[1]}/",
+                                     connection_timeout=5, network_timeout=5)
+        pool = compat.connection_pool_of(client)
+        compat.swap_class(pool, type("WatchingTLSPool", (Watching, SSLConnectionPool), {}))
+        with pytest.raises(OSError):  # the listener hangs up on the TLS handshake
+            pool.get_socket()
+        assert seen == ["socket"]  # the plain socket, before TLS wrapped it
+    finally:
+        closer.kill()
+        listener.close()
+
+
+def test_idle_connections_close_and_the_pool_dials_again(target):
+    url, peers = target
+    client = HTTPClient.from_url(url)
+    pool = compat.connection_pool_of(client)
+    compat.swap_class(pool, type("Hooked", (compat.ConnectionPoolHooks, type(pool)), {}))
+    client.get("/").read()
+    client.get("/").read()
+    assert len(set(peers)) == 1  # kept alive
+    idle = list(pool._socket_queue.queue)
+    pool.close_idle()
+    assert len(idle) == 1 and idle[0].closed
+    client.get("/").read()
+    assert len(set(peers)) == 2  # dialed again
+
+
+# ---- a citizen's requests (for journey.py) ----------------------------------------------------
+
+
+def test_a_session_keeps_cookies_in_the_jar_it_is_given_or_none(target):
+    url, _ = target
+    session = session_for(url)
+    jar = compat.cookie_jar_of(session)
+    assert session.client.cookiejar is jar  # the jar its agent uses
+    session.request("GET", "/welcome")
+    assert [cookie.name for cookie in jar] == ["visit"]
+    assert session.request("GET", "/").content == b"visit=1"
+    compat.use_cookie_jar(session, None)
+    assert session.request("GET", "/").content == b""  # none sent
+    session.request("GET", "/welcome")  # none kept
+    compat.use_cookie_jar(session, jar)
+    jar.clear()
+    assert session.request("GET", "/").content == b""
+
+
+def test_edits_to_request_meta_reach_the_request_listeners(target):
+    url, _ = target
+    environment = Environment()
+    fired = []
+    environment.events.request.add_listener(lambda **meta: fired.append(meta))
+    session = session_for(url, environment.events)
+    with session.request("GET", "/broken", catch_response=True, context={"cohort": 1}) as response:
+        meta = compat.request_meta(response)
+        assert compat.is_http_error(meta["exception"])  # the status's verdict, already there
+        meta["response_time"] += 5000
+        meta["context"]["facts"] = {"route": "ai"}
+        response.failure("HTTP 500")
+    with session.request("GET", "/", catch_response=True) as response:
+        assert compat.request_meta(response)["exception"] is None
+        response.success()
+    broken, fine = fired
+    assert broken["response_time"] >= 5000 and fine["response_time"] < 5000
+    assert broken["context"] == {"cohort": 1, "facts": {"route": "ai"}}
+    assert str(broken["exception"]) == "HTTP 500" and fine["exception"] is None
+
+
+def failure_of_request(url: str, method: str, **session) -> Exception:
+    with session_for(url, **session).request(method, "/", catch_response=True) as response:
+        error = compat.request_meta(response)["exception"]
+        response.failure("failed")
+    return error
+
+
+def test_failures_on_the_wire_are_named_by_their_cause():
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    error = failure_of_request(refused, "GET", connection_timeout=5)
+    assert not compat.is_http_error(error)
+    assert type(compat.transport_cause(error)) is ConnectionRefusedError
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connects, never answers
+        error = failure_of_request(f"http://127.0.0.1:{silent.getsockname()[1]}", "POST",
+                                   network_timeout=0.2)
+    assert isinstance(error, RetriesExceeded) and not compat.is_http_error(error)
+    assert isinstance(compat.transport_cause(error), TimeoutError)
+
+
+# ---- the web UI (for web_ui.py) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def locust_argv(monkeypatch):
+    """Locust's web UI parses sys.argv for its extra options: give it a command line of its own."""
+    monkeypatch.setattr(sys, "argv", ["locust"])
+
+
+def web_ui_for(*options: str, **web):
+    environment = Environment(user_classes=[Idle], parsed_options=locust_options(*options))
+    environment.create_local_runner()
+    web_ui = environment.create_web_ui("127.0.0.1", 0, delayed_start=True, **web)
+    web_ui.app.config["SECRET_KEY"] = "test"
+    if web_ui.web_login:  # nobody signs in here
+        web_ui.login_manager.user_loader(lambda name: None)
+    return environment, web_ui
+
+
+@pytest.mark.usefixtures("locust_argv")
+def test_a_tab_of_esr_s_shows_in_locust_s_page_fed_by_its_polls():
+    environment, web_ui = web_ui_for()
+    base = compat.web_base_path(environment)
+    compat.add_tab(web_ui, "esr-tab", "ESR", [("cohort", "Cohort")], [("/esr/report", "Card")])
+
+    @web_ui.app.after_request
+    def extend(response):
+        if compat.is_stats_poll(request.path, base) and response.is_json:
+            compat.add_tab_rows(web_ui, response, "esr-tab", [{"cohort": "18-24"}])
+        elif compat.is_index_page(request.path, base) and response.mimetype == "text/html":
+            compat.add_script_to_page(response, "/esr/panel.js")
+        return response
+
+    client = web_ui.app.test_client()
+    page = client.get("/").get_data(as_text=True)
+    assert '"extended_tabs":[{"key":"esr-tab","title":"ESR"}]' in page.replace(" ", "")
+    assert '"extended_csv_files":[{"href":"/esr/report"' in page.replace(" ", "")
+    assert page.count('<script src="/esr/panel.js" defer></script></body>') == 1
+    poll = client.get("/stats/requests").get_json()
+    assert "stats" in poll  # Locust's own answer, with ESR's rows added
+    assert poll["extended_stats"] == [{"key": "esr-tab", "data": [{"cohort": "18-24"}]}]
+    bundle = "".join(path.read_text() for path in (Path(DEFAULT_BUILD_PATH) / "assets").glob(
+        "*.js"))
+    for name in ("extendedTabs", "extendedTables", "extendedCsvFiles", "extendedStats"):
+        assert name in bundle  # what Locust's UI reads them as
+
+
+@pytest.mark.usefixtures("locust_argv")
+def test_routes_live_under_the_base_path():
+    environment, web_ui = web_ui_for("--web-base-path", "/base")
+    base = compat.web_base_path(environment)
+    assert base == "/base" and compat.web_base_path(Environment()) == ""
+    environment, web_ui = web_ui_for("--web-base-path", "/base", web_base_path=base)
+    assert web_ui.app.test_client().get(f"{base}{compat.STATS_PATH}").status_code == 200
+    assert compat.is_stats_poll(f"{base}{compat.STATS_PATH}", base)
+    assert compat.is_index_page(f"{base}/", base) and compat.is_index_page(base, base)
+
+
+@pytest.mark.usefixtures("locust_argv")
+def test_the_sign_in_page_shows_esr_s_form_and_error():
+    # web_ui._add_login: documented by Locust's examples only (web_ui_auth), so checked here.
+    _, web_ui = web_ui_for(web_login=True)
+    web_ui.auth_args = {"username_password_callback": "/esr/login"}
+    client = web_ui.app.test_client()
+    with client.session_transaction() as session:
+        session["auth_error"] = "Invalid username or password"
+    page = client.get("/login").get_data(as_text=True)
+    assert '"username_password_callback": "/esr/login"' in page
+    assert "Invalid username or password" in page
+    with web_ui.app.test_request_context():
+        from flask import url_for
+
+        assert url_for("locust.index") == "/" and url_for("locust.login") == "/login"
+
+
+# ---- hdrh (esr/histograms.py) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("word_size", [4, 8])
+def test_counts_are_one_array_that_numpy_shares(word_size):
+    histogram = new_histogram(word_size)
+    view = counts_of(histogram)
+    assert (len(view), view.itemsize) == (histogram.counts_len, word_size)
+    histogram.record_value(1234)
+    assert view.sum() == 1  # HDR's own recording shows in the view
+    view[histogram.get_counts_array_index(5000)] += 2  # and the view's writes in HDR
+    set_totals(histogram, 3, 1234, 5000)
+    assert histogram.get_count_at_value(5000) == 2
+    assert histogram.get_value_at_percentile(100) == histogram.get_highest_equivalent_value(5000)
+    again = decoded(histogram.encode().decode("ascii"))  # the totals travel as HDR reads them
+    assert again.get_total_count() == 3
+    assert again.get_min_value() == histogram.get_lowest_equivalent_value(1234)
+    assert again.get_max_value() == histogram.get_highest_equivalent_value(5000)
+
+
+def test_values_recorded_at_once_land_where_hdr_puts_them():
+    values = np.array([1, 2, 127, 128, 255, 256, 1023, 1024, 2**20, 2**31, HDR_RANGE[1]])
+    one_by_one, at_once = new_histogram(), new_histogram()
+    for value in values.tolist():
+        one_by_one.record_value(value)
+    record_values(at_once, values)
+    assert list(at_once.counts) == list(one_by_one.counts)
+    assert (at_once.total_count, at_once.min_value, at_once.max_value) == \
+        (one_by_one.total_count, one_by_one.min_value, one_by_one.max_value)
+
+
+def test_percentiles_follow_hdr_s_own_steps():
+    rng = np.random.default_rng(5)
+    histogram = new_histogram()
+    record_values(histogram, rng.lognormal(9, 1.5, 3000).astype(np.int64) + 1)
+    for kind in (histogram, decoded(histogram.encode().decode("ascii")), merged([histogram])):
+        for q in (0.1, 50, 95, 99.9, 100):
+            assert percentile_ms(kind, q) == kind.get_value_at_percentile(q) / 1000
+
+
+def test_histograms_of_another_word_size_add_in_encoded_or_decoded():
+    part = new_histogram(word_size=4)
+    record_values(part, np.array([10, 2000, 2000, 3_000_000]))
+    total = new_histogram(word_size=8)
+    add_encoded(total, part.encode())
+    add_encoded(total, part.encode().decode("ascii"))
+    assert total.get_total_count() == 8 and total.get_count_at_value(2000) == 4
+    wide = decoded(part.encode().decode("ascii"))
+    assert wide.counts_len == part.counts_len  # merged() adds counts index by index
+    assert merged([wide, part]).get_count_at_value(2000) == 4
