@@ -393,6 +393,15 @@ def test_importing_the_module_does_not_monkey_patch():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30).returncode == 0
 
 
+def test_the_target_imports_neither_locust_nor_gevent():
+    """Only the engine may import them (issue 12); the target is an asyncio app."""
+    code = ("import esr.target, sys; "
+            "print(sorted({'locust', 'gevent', 'flask'} & set(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30,
+                            capture_output=True, text=True, check=True).stdout
+    assert loaded == "[]\n"
+
+
 def test_serve_calls_on_ready_and_queues_beyond_capacity(tmp_path):
     """serve() itself: the callback gets the URL, and one slot makes applications wait in turn."""
     code = ("from esr.target import serve; serve(port=0, capacity=1, service_ms=100, "
