@@ -50,8 +50,9 @@ MAX_APPLICANTS = 50_000  # /admin/applicants keeps the first bodies of this many
 # ... each body up to this size (ESR's are ~300 bytes); a larger one is served but not kept
 MAX_APPLICANT_BYTES = 2_048
 # Labels come from request headers, so any client can invent new ones: the counters keep this
-# many distinct run labels (X-ESR-Synthetic) and User-Agents, each up to MAX_LABEL_CHARS long,
-# and count the rest under OTHER. A test session runs far fewer runs than MAX_RUN_LABELS.
+# many distinct run labels (X-ESR-Synthetic), and of User-Agents per run label, each up to
+# MAX_LABEL_CHARS long, and count the rest under OTHER (at worst ~60 MB of counters).
+# A test session runs far fewer runs than MAX_RUN_LABELS; /admin/reset forgets them all.
 MAX_RUN_LABELS = 1_000
 MAX_USER_AGENTS = 100
 MAX_LABEL_CHARS = 200  # an ESR run id is at most 61 characters
@@ -166,14 +167,20 @@ class Labels:
 class Tally:
     """Exact counts of what was served, keyed by run label first so one run can be read alone.
 
-    Increments never await, so concurrent requests cannot lose a count. Run labels and
-    User-Agents are bounded (`Labels`), so the counters cannot grow without bound.
+    Increments never await, so concurrent requests cannot lose a count. Run labels, and
+    User-Agents within each, are bounded (`Labels`), so the counters cannot grow without
+    bound, and no client can crowd another run's User-Agent out of its count.
     """
 
     def __init__(self) -> None:
         self.counts: Counter[tuple] = Counter()
         self.run_label = Labels(MAX_RUN_LABELS)
-        self.user_agent = Labels(MAX_USER_AGENTS)
+        self.user_agents: dict[str, Labels] = {}  # run label -> its User-Agents
+
+    def user_agent(self, run: str, value: str) -> str:
+        if run not in self.user_agents:
+            self.user_agents[run] = Labels(MAX_USER_AGENTS)
+        return self.user_agents[run](value)
 
     def add(self, run: str, *key: object) -> None:
         self.counts[(run, *key)] += 1
@@ -181,7 +188,7 @@ class Tally:
     def reset(self) -> None:
         self.counts.clear()
         self.run_label.clear()
-        self.user_agent.clear()
+        self.user_agents.clear()
 
     def snapshot(self, run: str | None = None) -> dict:
         """The /admin/stats document; with a run id, only that run's requests count."""
@@ -411,7 +418,7 @@ def record(tally: Tally, scope: dict, status: int, journey: Journey) -> None:
         tally.add(run, "header", key if header in headers else f"missing_{key}")
     if headers.get(HITL_SKIP, "").lower() == "true":
         tally.add(run, "header", "hitl_skip")
-    tally.add(run, "user_agent", tally.user_agent(headers.get("User-Agent", "")))
+    tally.add(run, "user_agent", tally.user_agent(run, headers.get("User-Agent", "")))
     if endpoint != "POST /apply":
         return
     # Every /apply is one journey with one outcome.
