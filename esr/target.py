@@ -47,11 +47,12 @@ AGE_BANDS = (("<18", 0), ("18-29", 18), ("30-44", 30), ("45-61", 45), ("62+", 62
 ROUTES = ("fast_track", "standard", "manual_review")
 MAX_APPLICATIONS = 100_000  # /status remembers this many; a long load test must not grow forever
 MAX_APPLICANTS = 50_000  # /admin/applicants keeps the first bodies of this many citizens
-# ... each body up to this size (ESR's are ~300 bytes); a larger one is served but not kept
-MAX_APPLICANT_BYTES = 2_048
+# ... each body up to this size (ESR's are ~250 bytes; 50,000 of these, ~55 MB at worst);
+# a larger body is served but not kept
+MAX_APPLICANT_BYTES = 1_024
 # Labels come from request headers, so any client can invent new ones: the counters keep this
 # many distinct run labels (X-ESR-Synthetic), and of User-Agents per run label, each up to
-# MAX_LABEL_CHARS long, and count the rest under OTHER (at worst ~60 MB of counters).
+# MAX_LABEL_CHARS long, and count the rest under OTHER (at worst ~45 MB of counters).
 # A test session runs far fewer runs than MAX_RUN_LABELS; /admin/reset forgets them all.
 MAX_RUN_LABELS = 1_000
 MAX_USER_AGENTS = 100
