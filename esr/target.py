@@ -252,7 +252,7 @@ class Journey:
 JOURNEY = "esr.journey"  # where a request's Journey lives in its ASGI scope
 
 
-class JSONResponse(Response):
+class CompactJSON(Response):
     """JSON as the target writes it: sorted keys, compact, ASCII, ending in a newline."""
 
     media_type = "application/json"
@@ -262,7 +262,7 @@ class JSONResponse(Response):
 
 
 def answer(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(body, status, headers)
+    return CompactJSON(body, status, headers)
 
 
 def read_json(raw: bytes) -> object:
