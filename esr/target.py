@@ -6,12 +6,16 @@ blocks (HTTP 451), routing (X-ACT-Route), human review pauses (HTTP 202) and a p
 against seniors for the cohort report to find. /admin/* endpoints drive chaos and expose
 exact counts of what was served, so tests can compare ESR's report with the truth.
 
+An asyncio ASGI app (Starlette) served by uvicorn: it imports neither Locust nor gevent.
+
     python -m esr.target --port 0     # prints "esr target listening on http://HOST:PORT"
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import math
 import random
 import re
@@ -21,10 +25,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import gevent
-import gevent.lock
-from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
+import uvicorn
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 # The wire conventions of DESIGN.md ("Conventions on the wire").
 SYNTHETIC = "X-ESR-Synthetic"
@@ -40,7 +47,24 @@ AGE_BANDS = (("<18", 0), ("18-29", 18), ("30-44", 30), ("45-61", 45), ("62+", 62
 ROUTES = ("fast_track", "standard", "manual_review")
 MAX_APPLICATIONS = 100_000  # /status remembers this many; a long load test must not grow forever
 MAX_APPLICANTS = 50_000  # /admin/applicants keeps the first bodies of this many citizens
+# ... each body up to this size (ESR's are ~250 bytes; 50,000 of these, ~55 MB at worst);
+# a larger body is served but not kept
+MAX_APPLICANT_BYTES = 1_024
+# Labels come from request headers, so any client can invent new ones: the counters keep this
+# many distinct run labels (X-ESR-Synthetic), and of User-Agents per run label, each up to
+# MAX_LABEL_CHARS long, and count the rest under OTHER (at worst ~45 MB of counters).
+# A test session runs far fewer runs than MAX_RUN_LABELS; /admin/reset forgets them all.
+MAX_RUN_LABELS = 1_000
+MAX_USER_AGENTS = 100
+MAX_LABEL_CHARS = 200  # an ESR run id is at most 61 characters
+OTHER = "(other)"
 STOP_GRACE_S = 2.0  # on SIGTERM, requests in flight get this long to finish
+# A burst of thousands of connects waits in the listen queue (capped by net.core.somaxconn)
+# instead of overflowing it into 1 s SYN retries.
+BACKLOG = 4_096
+# Idle keep-alive connections close after this long: longer than any pause across which a
+# citizen keeps its connection (5 s, esr/connections.py) and than a benchmark's idle users.
+KEEP_ALIVE_S = 300
 
 
 # --- The rules ---------------------------------------------------------------------------------
@@ -122,20 +146,50 @@ class Service:
 
 # --- What was served -----------------------------------------------------------------------------
 
-class Tally:
-    """Exact counts of what was served, keyed by run id first so one run can be read alone.
+class Labels:
+    """At most `limit` distinct values of a request header, each kept as it came; the rest OTHER."""
 
-    Increments never yield to gevent, so concurrent requests cannot lose a count.
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.known: dict[str, str] = {}
+
+    def __call__(self, value: str) -> str:
+        label = self.known.get(value)
+        if label is None:
+            if len(self.known) >= self.limit or len(value) > MAX_LABEL_CHARS:
+                return OTHER
+            label = self.known[value] = value
+        return label
+
+    def clear(self) -> None:
+        self.known.clear()
+
+
+class Tally:
+    """Exact counts of what was served, keyed by run label first so one run can be read alone.
+
+    Increments never await, so concurrent requests cannot lose a count. Run labels, and
+    User-Agents within each, are bounded (`Labels`), so the counters cannot grow without
+    bound, and no client can crowd another run's User-Agent out of its count.
     """
 
     def __init__(self) -> None:
         self.counts: Counter[tuple] = Counter()
+        self.run_label = Labels(MAX_RUN_LABELS)
+        self.user_agents: dict[str, Labels] = {}  # run label -> its User-Agents
+
+    def user_agent(self, run: str, value: str) -> str:
+        if run not in self.user_agents:
+            self.user_agents[run] = Labels(MAX_USER_AGENTS)
+        return self.user_agents[run](value)
 
     def add(self, run: str, *key: object) -> None:
         self.counts[(run, *key)] += 1
 
     def reset(self) -> None:
         self.counts.clear()
+        self.run_label.clear()
+        self.user_agents.clear()
 
     def snapshot(self, run: str | None = None) -> dict:
         """The /admin/stats document; with a run id, only that run's requests count."""
@@ -184,18 +238,51 @@ class Tally:
 
 # --- The service -------------------------------------------------------------------------------
 
-def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> Flask:
-    """The WSGI app: `capacity` applications in service at once, each taking `service_ms`."""
+@dataclass
+class Journey:
+    """What one POST /apply decided; the tally reads it as the response starts."""
+
+    cohort: tuple[str, bool | None] = ("unknown", None)  # a body we could not read has none
+    outcome: str = "error"
+    route: str | None = None
+    legal_reason: str | None = None
+    hitl_skipped: bool = False
+
+
+JOURNEY = "esr.journey"  # where a request's Journey lives in its ASGI scope
+
+
+class CompactJSON(Response):
+    """JSON as the target writes it: sorted keys, compact, ASCII, ending in a newline."""
+
+    media_type = "application/json"
+
+    def render(self, content: object) -> bytes:
+        return (json.dumps(content, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+def answer(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return CompactJSON(body, status, headers)
+
+
+def read_json(raw: bytes) -> object:
+    """The JSON document in a request body, or None if it holds none."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> Counted:
+    """The ASGI app: `capacity` applications in service at once, each taking `service_ms`."""
     if capacity < 1:
         raise ValueError(f"capacity must be at least 1, not {capacity}")
-    app = Flask(__name__)
-    slots = gevent.lock.BoundedSemaphore(capacity)
+    slots = asyncio.Semaphore(capacity)
     services = {FEE_SERVICE: Service(FEE_SERVICE)}
     tally = Tally()
     applications: dict[str, str] = {}  # id -> status, oldest first
-    applicants: dict[str, dict[str, dict]] = {}  # run -> citizen_id -> first body received
+    applicants: dict[str, dict[str, bytes]] = {}  # run label -> citizen_id -> first body received
     rng = random.Random(seed)  # seeded so tokens and ids repeat from run to run
-    app.extensions["esr_target"] = {"tally": tally, "services": services}
 
     def remember(prefix: str, status: str) -> str:
         app_id = f"{prefix}-{rng.getrandbits(64):016x}"
@@ -204,151 +291,200 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> 
             del applications[next(iter(applications))]
         return app_id
 
-    def keep_applicant(run: str, citizen_id: str, body: dict) -> None:
+    def keep_applicant(run: str, citizen_id: str, body: bytes) -> None:
         """Who applied, so tests can check which citizens a run sent and with what traits."""
-        if sum(map(len, applicants.values())) < MAX_APPLICANTS:
-            applicants.setdefault(run, {}).setdefault(citizen_id, body)
+        if (len(body) <= MAX_APPLICANT_BYTES
+                and sum(map(len, applicants.values())) < MAX_APPLICANTS):
+            applicants.setdefault(tally.run_label(run), {}).setdefault(citizen_id, body)
 
-    @app.get("/health")
-    def health():
-        return {"ok": True}
+    async def health(request: Request) -> Response:
+        return answer({"ok": True})
 
-    @app.get("/form")
-    def form():
-        return {"form_token": f"{rng.getrandbits(128):032x}"}
+    async def form(request: Request) -> Response:
+        return answer({"form_token": f"{rng.getrandbits(128):032x}"})
 
-    @app.post("/apply")
-    def apply():
-        parsed = parse_application(request.get_json(force=True, silent=True))
+    async def apply(request: Request) -> Response:
+        journey: Journey = request.scope[JOURNEY]
+        body = await request.body()
+        parsed = parse_application(read_json(body))
         if isinstance(parsed, str):
-            return {"error": parsed}, 400
-        g.cohort = (age_band(parsed.age), parsed.veteran)
-        keep_applicant(request.headers.get(SYNTHETIC, ""), parsed.citizen_id, request.get_json())
-        with slots:  # queueing for a slot is where latency grows under load
-            gevent.sleep(service_ms / 1000)
+            return answer({"error": parsed}, 400)
+        journey.cohort = (age_band(parsed.age), parsed.veteran)
+        keep_applicant(request.headers.get(SYNTHETIC, ""), parsed.citizen_id, body)
+        async with slots:  # queueing for a slot is where latency grows under load
+            await asyncio.sleep(service_ms / 1000)
         if not services[FEE_SERVICE].up:
-            return {"error": "fee service unavailable"}, 503
+            return answer({"error": "fee service unavailable"}, 503)
         if reason := legal_block(parsed.citizen_id):
-            g.outcome, g.legal_reason = "blocked", reason
-            return ({"status": "blocked", "reason": reason}, 451,
-                    {VERDICT: f"blocked; reason={reason}"})
+            journey.outcome, journey.legal_reason = "blocked", reason
+            return answer({"status": "blocked", "reason": reason}, 451,
+                          {VERDICT: f"blocked; reason={reason}"})
         income, limit = counted_income(parsed), income_limit(parsed.household_size)
-        g.route = route_for(income, limit)
-        if g.route == "manual_review":
+        journey.route = route_for(income, limit)
+        if journey.route == "manual_review":
             if request.headers.get(HITL_SKIP, "").lower() != "true":
-                g.outcome = "paused"
+                journey.outcome = "paused"
                 ticket = remember("hitl", "pending_review")
-                return ({"status": "pending_review", "ticket": ticket}, 202,
-                        {ROUTE: g.route, HITL_PENDING: ticket})
-            g.hitl_skipped = True
-        g.outcome = "approved" if income <= limit else "rejected"
-        app_id = remember("app", g.outcome)
-        return ({"status": g.outcome, "application_id": app_id, "route": g.route}, 200,
-                {ROUTE: g.route})
+                return answer({"status": "pending_review", "ticket": ticket}, 202,
+                              {ROUTE: journey.route, HITL_PENDING: ticket})
+            journey.hitl_skipped = True
+        journey.outcome = "approved" if income <= limit else "rejected"
+        app_id = remember("app", journey.outcome)
+        return answer({"status": journey.outcome, "application_id": app_id,
+                       "route": journey.route}, 200, {ROUTE: journey.route})
 
-    @app.get("/status/<application_id>")
-    def status(application_id: str):
+    async def status(request: Request) -> Response:
+        application_id = request.path_params["application_id"]
         if application_id not in applications:
-            return {"error": "unknown application"}, 404
-        return {"status": applications[application_id]}
+            return answer({"error": "unknown application"}, 404)
+        return answer({"status": applications[application_id]})
 
-    @app.get("/admin/services")
-    def list_services():
+    def service_states() -> dict[str, str]:
         return {name: "up" if service.up else "down" for name, service in services.items()}
 
-    @app.post("/admin/services/<name>/<action>")
-    def set_service(name: str, action: str):
+    async def list_services(request: Request) -> Response:
+        return answer(service_states())
+
+    async def set_service(request: Request) -> Response:
+        name, action = request.path_params["name"], request.path_params["action"]
         if name not in services or action not in ("kill", "restore"):
-            return {"error": f"no service {name!r} or action {action!r}"}, 404
+            return answer({"error": f"no service {name!r} or action {action!r}"}, 404)
         services[name].up = action == "restore"
-        return list_services()
+        return answer(service_states())
 
-    @app.get("/admin/stats")
-    def stats():
-        return tally.snapshot(request.args.get("run"))
+    async def stats(request: Request) -> Response:
+        return answer(tally.snapshot(request.query_params.get("run")))
 
-    @app.get("/admin/applicants")
-    def list_applicants():
-        return applicants.get(request.args.get("run", ""), {})
+    async def list_applicants(request: Request) -> Response:
+        kept = applicants.get(request.query_params.get("run", ""), {})
+        return answer({citizen_id: json.loads(body) for citizen_id, body in kept.items()})
 
-    @app.post("/admin/reset")
-    def reset():
+    async def reset(request: Request) -> Response:
         tally.reset()
         applicants.clear()
-        return {"ok": True}
+        return answer({"ok": True})
 
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
-        return {"error": (error.name or "error").lower()}, error.code or 500
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        return answer({"error": error.detail.lower()}, error.status_code)
 
-    @app.after_request
-    def count(response: Response) -> Response:
-        # Counted here, as the response is produced, so 400/404/503 answers count too.
-        if request.path.split("/")[1] != "admin":
-            record(response)
-        return response
+    async def server_error(request: Request, error: Exception) -> Response:
+        return answer({"error": "internal server error"}, 500)
 
-    def record(response: Response) -> None:
-        run = request.headers.get(SYNTHETIC, "")
-        endpoint = endpoint_name()
-        tally.add(run, "request", endpoint, response.status_code)
-        for header, key in ((SYNTHETIC, "synthetic"), (CITIZEN, "citizen")):
-            tally.add(run, "header", key if header in request.headers else f"missing_{key}")
-        if request.headers.get(HITL_SKIP, "").lower() == "true":
-            tally.add(run, "header", "hitl_skip")
-        tally.add(run, "user_agent", request.headers.get("User-Agent", ""))
-        if endpoint != "POST /apply":
+    app = Starlette(routes=[
+        Route("/health", health, methods=["GET"]),
+        Route("/form", form, methods=["GET"]),
+        Route("/apply", apply, methods=["POST"]),
+        Route("/status/{application_id}", status, methods=["GET"]),
+        Route("/admin/services", list_services, methods=["GET"]),
+        Route("/admin/services/{name}/{action}", set_service, methods=["POST"]),
+        Route("/admin/stats", stats, methods=["GET"]),
+        Route("/admin/applicants", list_applicants, methods=["GET"]),
+        Route("/admin/reset", reset, methods=["POST"]),
+    ], exception_handlers={HTTPException: http_error, Exception: server_error})
+    app.router.redirect_slashes = False  # a path is served as written: /health/ is a 404
+    return Counted(app, tally)
+
+
+class Counted:
+    """The app, with every request outside /admin counted as its response starts.
+
+    Counted there, before the client can see the answer, so 400/404/405/503 answers count
+    too and a client that reads /admin/stats after its answer finds its request counted.
+    """
+
+    def __init__(self, app: Starlette, tally: Tally) -> None:
+        self.app = app
+        self.tally = tally
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"].split("/")[1:2] == ["admin"]:
+            await self.app(scope, receive, send)
             return
-        # Every /apply is one journey with one outcome; a body we could not read has no cohort.
-        band, veteran = g.get("cohort", ("unknown", None))
-        outcome = g.get("outcome", "error")
-        tally.add(run, "journey")
-        tally.add(run, "outcome", band, veteran, outcome)
-        if "route" in g:
-            tally.add(run, "route", g.route)
-        if "legal_reason" in g:
-            tally.add(run, "legal", g.legal_reason)
-        if outcome == "paused" or "hitl_skipped" in g:
-            tally.add(run, "hitl", "paused" if outcome == "paused" else "skipped")
+        journey = scope[JOURNEY] = Journey()
 
-    return app
+        async def counted_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                record(self.tally, scope, message["status"], journey)
+            await send(message)
+
+        await self.app(scope, receive, counted_send)
 
 
-def endpoint_name() -> str:
+def record(tally: Tally, scope: dict, status: int, journey: Journey) -> None:
+    headers = Headers(scope=scope)
+    run = tally.run_label(headers.get(SYNTHETIC, ""))
+    endpoint = endpoint_name(scope)
+    tally.add(run, "request", endpoint, status)
+    for header, key in ((SYNTHETIC, "synthetic"), (CITIZEN, "citizen")):
+        tally.add(run, "header", key if header in headers else f"missing_{key}")
+    if headers.get(HITL_SKIP, "").lower() == "true":
+        tally.add(run, "header", "hitl_skip")
+    tally.add(run, "user_agent", tally.user_agent(run, headers.get("User-Agent", "")))
+    if endpoint != "POST /apply":
+        return
+    # Every /apply is one journey with one outcome.
+    tally.add(run, "journey")
+    tally.add(run, "outcome", *journey.cohort, journey.outcome)
+    if journey.route is not None:
+        tally.add(run, "route", journey.route)
+    if journey.legal_reason is not None:
+        tally.add(run, "legal", journey.legal_reason)
+    if journey.outcome == "paused" or journey.hitl_skipped:
+        tally.add(run, "hitl", "paused" if journey.outcome == "paused" else "skipped")
+
+
+def endpoint_name(scope: dict) -> str:
     """'METHOD /pattern' of the matched route ('GET /status/{id}'), so names stay bounded."""
-    if request.url_rule is None:
+    route = scope.get("route")
+    if not isinstance(route, Route) or scope["method"] not in (route.methods or ()):
         return "(unmatched)"
-    return f"{request.method} {re.sub(r'<[^>]+>', '{id}', request.url_rule.rule)}"
+    return f"{scope['method']} {re.sub(r'{[^}]+}', '{id}', route.path)}"
 
 
 # --- Serving -----------------------------------------------------------------------------------
 
+class AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, telling `announce` its port once it listens."""
+
+    def __init__(self, config: uvicorn.Config, announce: Callable[[int], object]) -> None:
+        super().__init__(config)
+        self.announce = announce
+
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.announce(self.servers[0].sockets[0].getsockname()[1])
+
+
 def serve(*, host: str = "127.0.0.1", port: int = 8080, capacity: int = 8,
           service_ms: float = 5.0, on_ready: Callable[[str], object] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then let requests in flight finish and return."""
-    # Patch only here, in the serving process: tests import this module in-process.
-    from gevent import monkey
 
-    monkey.patch_all()
-    from gevent.pool import Pool
-    from gevent.pywsgi import WSGIServer
-
-    app = create_app(capacity=capacity, service_ms=service_ms)
-    # A pool lets stop() wait for the handlers in flight; bare greenlets would be abandoned.
-    server = WSGIServer((host, port), app, spawn=Pool(), log=None)
-    # close() wakes serve_forever(), which then stops gracefully within STOP_GRACE_S.
-    handlers = [gevent.signal_handler(sig, server.close) for sig in (signal.SIGTERM, signal.SIGINT)]
-    try:
-        server.start()
+    def ready(bound_port: int) -> None:
         shown_host = f"[{host}]" if ":" in host else host
-        url = f"http://{shown_host}:{server.server_port}"
+        url = f"http://{shown_host}:{bound_port}"
         print(f"esr target listening on {url}", flush=True)
         if on_ready is not None:
             on_ready(url)
-        server.serve_forever(stop_timeout=STOP_GRACE_S)
+
+    config = uvicorn.Config(
+        create_app(capacity=capacity, service_ms=service_ms), host=host, port=port,
+        backlog=BACKLOG, timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=STOP_GRACE_S,
+        loop="uvloop", http="httptools", lifespan="off",
+        log_config=None, log_level="warning", access_log=False, server_header=False)
+    server = AnnouncingServer(config, ready)
+
+    def stop(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    # While serving, uvicorn's own handlers stop it gracefully; afterwards it raises the
+    # signal again for the handler it found, this one, so the process returns (exit 0).
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
     finally:
-        for handler in handlers:
-            handler.cancel()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> None:

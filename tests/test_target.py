@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -315,6 +317,23 @@ def test_stats_count_exactly_what_was_served(url):
     assert stats(url, "")["runs"] == {"": {"requests": 10, "journeys": 1}}
 
 
+def test_keep_alive_serves_requests_one_after_another_on_one_connection(url):
+    """Locust's FastHttpUser keeps its connection: the target must not close it."""
+    connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=10)
+    connection.connect()
+    first = connection.sock
+    try:
+        for path in ("/health", "/form", "/health"):
+            connection.request("GET", path, headers={"X-ESR-Synthetic": "kept"})
+            response = connection.getresponse()
+            assert (response.status, response.getheader("Connection")) == (200, None)
+            response.read()
+            assert connection.sock is first  # http.client drops a socket the server closes
+    finally:
+        connection.close()
+    assert stats(url, "kept")["runs"] == {"kept": {"requests": 3, "journeys": 0}}
+
+
 def test_admin_requests_are_not_counted(url):
     call(url, "GET", "/health", run="r")
     for _ in range(3):
@@ -387,10 +406,49 @@ def test_signal_stops_cleanly_after_requests_in_flight(tmp_path, sig):
         stop_target(proc)  # a no-op once it has exited; closes its stdout
 
 
+def test_a_burst_of_connects_fits_the_listen_queue(tmp_path):
+    """1,000 connects at once while the target cannot accept: the kernel queues them all.
+
+    A short listen queue would drop the rest, and each would retry only after a second.
+    """
+    proc, base = start_target(log=tmp_path / "stderr.log")
+    port = int(base.rsplit(":", 1)[1])
+    sockets, connected = [], 0
+    proc.send_signal(signal.SIGSTOP)  # only the kernel's listen queue can take them now
+    try:
+        with selectors.DefaultSelector() as selector:
+            for _ in range(1000):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", port))
+                sockets.append(sock)
+                selector.register(sock, selectors.EVENT_WRITE)
+            deadline = time.monotonic() + 5
+            while connected < len(sockets) and time.monotonic() < deadline:
+                for key, _ in selector.select(timeout=0.1):
+                    selector.unregister(key.fileobj)
+                    connected += key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        for sock in sockets:
+            sock.close()
+        stop_target(proc)
+    assert connected == 1000
+
+
 def test_importing_the_module_does_not_monkey_patch():
     code = ("import esr.target, gevent.monkey, sys; "
             "sys.exit(gevent.monkey.is_module_patched('socket'))")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30).returncode == 0
+
+
+def test_the_target_imports_neither_locust_nor_gevent():
+    """Only the engine may import them (issue 12); the target is an asyncio app."""
+    code = ("import esr.target, sys; "
+            "print(sorted({'locust', 'gevent', 'flask'} & set(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30,
+                            capture_output=True, text=True, check=True).stdout
+    assert loaded == "[]\n"
 
 
 def test_serve_calls_on_ready_and_queues_beyond_capacity(tmp_path):
