@@ -150,9 +150,9 @@ def time_wait() -> int:
 
 
 def target_pids() -> list[int]:
-    """The demo target this benchmark started (a child process running esr.target)."""
+    """The demo target this benchmark started (a child process running esr.demo.target)."""
     return [p.pid for p in psutil.Process().children()
-            if "esr.target" in " ".join(p.cmdline())]
+            if "esr.demo.target" in " ".join(p.cmdline())]
 
 
 def served(target: str, run_id: str) -> int:

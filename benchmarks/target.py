@@ -1,7 +1,7 @@
 """The demo target's throughput: POST /apply over keep-alive connections, for a bounded time.
 
-Starts the target (`python -m esr.target`, or `--target-file FILE`: another version of the
-module, e.g. `git show REV:esr/target.py > /tmp/old_target.py`, to compare two versions on
+Starts the target (`python -m esr.demo.target`, or `--target-file FILE`: another version of the
+module, e.g. `git show REV:esr/demo/target.py > /tmp/old_target.py`, to compare two versions on
 one machine in one session) and drives it from this process with a small asyncio HTTP/1.1
 client: C citizens, each sending the next application as soon as the last is answered.
 On two or more CPUs the target is pinned to CPU 0 and the client to CPU 1, so the client's
@@ -52,7 +52,7 @@ WARM_UP_S = 1.0
 @contextlib.contextmanager
 def target(target_file: str | None, arguments: tuple[str, ...]) -> Iterator[int]:
     """A target process on a free port, pinned to CPU 0; yields its port, ends it by its PID."""
-    module = [target_file] if target_file else ["-m", "esr.target"]
+    module = [target_file] if target_file else ["-m", "esr.demo.target"]
     process = subprocess.Popen([sys.executable, *module, "--port", "0", *arguments], cwd=ROOT,
                                stdout=subprocess.PIPE, text=True, preexec_fn=pin(0))
     try:
@@ -115,11 +115,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--citizens", type=int, default=50, help="clients at once")
-    parser.add_argument("--target-file", help="run this file as the target instead of esr.target")
+    parser.add_argument("--target-file",
+                        help="run this file as the target instead of esr.demo.target")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) >= 2:
         os.sched_setaffinity(0, {1})
-    print(f"target: {args.target_file or 'esr.target'}; {args.citizens} citizens at once, "
+    print(f"target: {args.target_file or 'esr.demo.target'}; {args.citizens} citizens at once, "
           f"{args.seconds:g} s per load")
     for name, (arguments, fresh) in LOADS.items():
         with target(args.target_file, arguments) as port:

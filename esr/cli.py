@@ -406,7 +406,7 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def target(args: argparse.Namespace) -> int:
-    from esr.target import serve
+    from esr.demo.target import serve
 
     serve(host=args.host, port=args.port, capacity=args.capacity, service_ms=args.service_ms)
     return EXIT_OK

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 from commands import served
 
-from esr.demo import demo_target
-from esr.target import MAX_RUN_LABELS, MAX_USER_AGENTS, OTHER
+from esr.demo.process import demo_target
+from esr.demo.target import MAX_RUN_LABELS, MAX_USER_AGENTS, OTHER
 
 HOSTILE_REQUESTS = 5_000
 APPLY_EVERY = 10  # every tenth hostile request is an application, the rest GET /health

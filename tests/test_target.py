@@ -34,8 +34,8 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # --- A target process --------------------------------------------------------------------------
 
 def start_target(*args: str, log: Path) -> tuple[subprocess.Popen, str]:
-    """Start `python -m esr.target --port 0 ARGS` and return it with the URL it printed."""
-    return launch([sys.executable, "-m", "esr.target", "--port", "0", *args], log)
+    """Start `python -m esr.demo.target --port 0 ARGS` and return it with the URL it printed."""
+    return launch([sys.executable, "-m", "esr.demo.target", "--port", "0", *args], log)
 
 
 def launch(command: list[str], log: Path) -> tuple[subprocess.Popen, str]:
@@ -437,14 +437,14 @@ def test_a_burst_of_connects_fits_the_listen_queue(tmp_path):
 
 
 def test_importing_the_module_does_not_monkey_patch():
-    code = ("import esr.target, gevent.monkey, sys; "
+    code = ("import esr.demo.target, gevent.monkey, sys; "
             "sys.exit(gevent.monkey.is_module_patched('socket'))")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30).returncode == 0
 
 
 def test_the_target_imports_neither_locust_nor_gevent():
     """Only the engine may import them (issue 12); the target is an asyncio app."""
-    code = ("import esr.target, sys; "
+    code = ("import esr.demo.target, sys; "
             "print(sorted({'locust', 'gevent', 'flask'} & set(sys.modules)))")
     loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30,
                             capture_output=True, text=True, check=True).stdout
@@ -453,7 +453,7 @@ def test_the_target_imports_neither_locust_nor_gevent():
 
 def test_serve_calls_on_ready_and_queues_beyond_capacity(tmp_path):
     """serve() itself: the callback gets the URL, and one slot makes applications wait in turn."""
-    code = ("from esr.target import serve; serve(port=0, capacity=1, service_ms=100, "
+    code = ("from esr.demo.target import serve; serve(port=0, capacity=1, service_ms=100, "
             "on_ready=lambda url: print('ready', url, flush=True))")
     proc, base = launch([sys.executable, "-c", code], tmp_path / "stderr.log")
     try:

@@ -15,8 +15,8 @@ READY_PREFIX = "esr target listening on "
 
 @contextlib.contextmanager
 def demo_target(*arguments: str) -> Iterator[str]:
-    """Start `esr.target` on a free loopback port; yield its URL; stop it by its PID."""
-    process = subprocess.Popen([sys.executable, "-m", "esr.target", "--port", "0", *arguments],
+    """Start `esr.demo.target` on a free loopback port; yield its URL; stop it by its PID."""
+    process = subprocess.Popen([sys.executable, "-m", "esr.demo.target", "--port", "0", *arguments],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:

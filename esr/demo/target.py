@@ -8,7 +8,7 @@ exact counts of what was served, so tests can compare ESR's report with the trut
 
 An asyncio ASGI app (Starlette) served by uvicorn: it imports neither Locust nor gevent.
 
-    python -m esr.target --port 0     # prints "esr target listening on http://HOST:PORT"
+    python -m esr.demo.target --port 0     # prints "esr target listening on http://HOST:PORT"
 """
 
 from __future__ import annotations
@@ -488,7 +488,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8080, capacity: int = 8,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m esr.target",
+    parser = argparse.ArgumentParser(prog="python -m esr.demo.target",
                                      description="The bundled demo target of ESR.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
