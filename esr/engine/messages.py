@@ -29,7 +29,7 @@ FAULT = "esr_fault"
 # ---- keys of a worker's report (Locust's report_to_master / worker_report data) --------------
 
 DRAINED = "esr"
-"""The probe data drained since the last report (probes.Probes.drain())."""
+"""The probe data drained since the last report (its shape: probes.Drained)."""
 
 REQUESTS = "esr_requests"
 """How many requests that drained data holds (the lost-worker ledger's rate)."""

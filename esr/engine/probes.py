@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -31,6 +32,34 @@ from esr.histograms import (
 from esr.wire import HITL_HEADER, ROUTE_HEADER, VERDICT_HEADER
 
 WIRE_VERSION = 2  # 2: routes, legal blocks and errors as capped counts
+
+
+class Drained(TypedDict):
+    """Probe data as `Probes.drain()` hands it over and `Tally.merge()` takes it: one per
+    worker report (messages.DRAINED), msgpack-safe. The one statement of its shape."""
+
+    v: int  # WIRE_VERSION: a master refuses data of another version
+    bucket_s: float  # width of a latency time bucket, seconds
+    latency: list[list]  # [endpoint, bucket index, *LATENCY_FIGURES], per endpoint and bucket
+    errors: dict  # CappedCounts.wire() of (endpoint, failure text)
+    routes: dict  # CappedCounts.wire() of X-ACT-Route values
+    legal_blocks: dict  # CappedCounts.wire() of (reason, age band, veteran)
+    hitl: dict  # {"paused": n, "skipped": n}
+    journeys: list[list]  # [*JOURNEY_KEY, citizens]
+    traits: list[list]  # [*TRAIT_KEY, citizens]
+    arrivals: dict  # open model: {"late": n, "late_ms_total": ms, "missed": n, "late_ms_max": ms}
+    unaccounted: int  # requests cut off in flight by a forced stop
+
+
+LATENCY_FIGURES = ("requests", "failures", "total_ms", "min_ms", "max_ms", "hdr")
+JOURNEY_KEY = ("group", "age_band", "veteran", "outcome", "frustrated")
+TRAIT_KEY = ("trait", "value", "outcome")
+_REQUESTS_AT = 2 + LATENCY_FIGURES.index("requests")  # in a latency row
+
+
+def requests_in(drained: Drained) -> int:
+    """How many requests a drained batch holds."""
+    return sum(row[_REQUESTS_AT] for row in drained["latency"])
 
 _REASON = re.compile(r"reason\s*=\s*([^;,\s]+)", re.IGNORECASE)
 
@@ -151,9 +180,9 @@ class Probes:
         self.arrivals["late_ms_total"] += int(late_ms)
         self.arrival_late_max_ms = max(self.arrival_late_max_ms, late_ms)
 
-    def drain(self) -> dict:
-        """Everything since the last drain, as msgpack-safe data; the probes start afresh."""
-        data = {
+    def drain(self) -> Drained:
+        """Everything since the last drain (see Drained); the probes start afresh."""
+        data: Drained = {
             "v": WIRE_VERSION,
             "bucket_s": self.bucket_s,
             "latency": [[name, bucket, *lat.row()] for (name, bucket), lat in self.latency.items()],
@@ -187,7 +216,7 @@ class Tally:
         self.bucket_s = 0.0
         self.reports = 0
 
-    def merge(self, data: dict) -> None:
+    def merge(self, data: Drained) -> None:
         if data.get("v") != WIRE_VERSION:
             raise ValueError(f"probe data of wire version {data.get('v')!r}, "
                              f"expected {WIRE_VERSION}")

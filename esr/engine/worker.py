@@ -17,6 +17,7 @@ from esr.engine import messages
 from esr.engine.acting import Acting
 from esr.engine.chaos import Fault
 from esr.engine.lost_workers import MASTER_SILENCE_S, WATCH_INTERVAL_S
+from esr.engine.probes import requests_in
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class WorkerRun(Acting):
     def _on_report_to_master(self, client_id, data, **_) -> None:
         runner = self.environment.runner
         data[messages.DRAINED] = drained = self.probes.drain()
-        data[messages.REQUESTS] = sum(row[2] for row in drained["latency"])  # [name, bucket, n…]
+        data[messages.REQUESTS] = requests_in(drained)
         data[messages.CITIZENS] = max(runner.user_count, compat.users_asked_of(runner))
         if self._final_pending:
             data[messages.FINAL] = True
