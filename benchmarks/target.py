@@ -8,7 +8,7 @@ On two or more CPUs the target is pinned to CPU 0 and the client to CPU 1, so th
 cost does not count against the target. Three loads, each for S seconds after a 1 s warm-up:
 
 - the demo's model: capacity 8, 5 ms each, so at most 1,600 applications/s by design, over
-  keep-alive connections (citizens who think less than 5 s keep theirs, esr/connections.py);
+  keep-alive connections (citizens who think less than 5 s keep theirs, esr/engine/connections.py);
 - the same with a new connection for each request, as citizens who think longer dial again;
 - the server's own ceiling: capacity 10,000, service time ~0, keep-alive, so every request
   is the framework's and the parser's work.

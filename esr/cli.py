@@ -199,13 +199,9 @@ def compile_plan(args: argparse.Namespace) -> int:
 
 def _local_run_arguments(parser: argparse.ArgumentParser) -> None:
     """What `run` and `ui` both ask: the scenario, its target, local workers, permissions."""
-    from esr.launcher import default_workers
-
     parser.add_argument("scenario", metavar="SCENARIO")
     parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
-    parser.add_argument("--workers", type=_non_negative_int, default=default_workers(),
-                        metavar="N", help="0: one process; N: a local master and N workers "
-                        "(default: one per core)")
+    _workers_argument(parser)
     _permission_arguments(parser)
 
 
@@ -234,7 +230,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from esr.launcher import RunSettings
 
-    settings = RunSettings(scenario=Path(args.scenario), host=args.host, workers=args.workers,
+    settings = RunSettings(scenario=Path(args.scenario), host=args.host,
+                           workers=_local_workers(args),
                            run_dir=Path(args.run_dir) if args.run_dir else None,
                            time_scale=args.time_scale, user_scale=args.user_scale,
                            **_permissions(args))
@@ -298,8 +295,9 @@ def _master_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", metavar="SCENARIO")
     parser.add_argument("--expect-workers", type=_positive_int, default=1, metavar="N",
                         help="start when N workers have connected (default 1)")
-    parser.add_argument("--bind", type=_host_port, default=("0.0.0.0", 5557),
-                        metavar="HOST:PORT", help="where workers connect (default 0.0.0.0:5557)")
+    parser.add_argument("--bind", type=_host_port, default=("127.0.0.1", 5557),
+                        metavar="HOST:PORT", help="where workers connect (default "
+                        "127.0.0.1:5557, this machine only; 0.0.0.0:5557 for other hosts)")
     parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
     parser.add_argument("--run-dir", metavar="DIR")
     _permission_arguments(parser)
@@ -354,7 +352,7 @@ def ui(args: argparse.Namespace) -> int:
     from esr.launcher import RunSettings
 
     return _serve_web_ui(RunSettings(
-        scenario=Path(args.scenario), host=args.host, workers=args.workers,
+        scenario=Path(args.scenario), host=args.host, workers=_local_workers(args),
         time_scale=args.time_scale, user_scale=args.user_scale,
         **_permissions(args), web=args.web_bind,
         web_login=args.web_login, reports_dir=Path(args.reports_dir)))
@@ -413,10 +411,21 @@ def target(args: argparse.Namespace) -> int:
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    _workers_argument(parser)
+
+
+def _local_workers(args: argparse.Namespace) -> int:
     from esr.launcher import default_workers
 
-    parser.add_argument("--workers", type=_non_negative_int, default=default_workers(),
-                        metavar="N")
+    return default_workers() if args.workers is None else args.workers
+
+
+def _workers_argument(parser: argparse.ArgumentParser) -> None:
+    # The default is resolved when a run is made (RunSettings), so building the parser for
+    # `validate` or `schema` never loads the launcher.
+    parser.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
+                        help="0: one process; N: a local master and N workers "
+                        "(default: one per core)")
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -426,7 +435,7 @@ def demo(args: argparse.Namespace) -> int:
 
     with demo_target() as url:
         print(f"esr-locust: demo target at {url}", file=sys.stderr)
-        settings = RunSettings(scenario=DEMO_SCENARIO, host=url, workers=args.workers)
+        settings = RunSettings(scenario=DEMO_SCENARIO, host=url, workers=_local_workers(args))
         return _run_and_report(settings)
 
 

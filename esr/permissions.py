@@ -97,6 +97,13 @@ def granted_by(settings: object, *, engine: bool = False) -> frozenset[str]:
                      if getattr(settings, p.option if engine else p.setting, False) is True)
 
 
+def named_on(argv: list[str], *, engine: bool = False) -> frozenset[str]:
+    """The permissions whose flag is written on this command line."""
+    flags = {arg.split("=", 1)[0] for arg in argv}
+    return frozenset(p.name for p in PERMISSIONS
+                     if (p.engine_flag if engine else p.flag) in flags)
+
+
 def refusals(scenario: Scenario, granted: frozenset[str], *, engine: bool = False
              ) -> list[Problem]:
     """Every chaos action of the scenario that needs a permission not granted, as a problem

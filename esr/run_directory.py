@@ -21,6 +21,7 @@ from esr import __version__
 from esr.population.demographics import template_file
 from esr.scenario.model import Scenario
 from esr.scenario.stages import plan_stages
+from esr.scenario.yaml_source import MAX_FILE_BYTES
 
 RUN_SETTINGS = "run.json"
 RESOLVED_SCENARIO = "scenario.resolved.yml"
@@ -140,7 +141,7 @@ def write_run_files(run_dir: Path, run_id: str, scenario: Scenario, *, host: str
         "slo_window_s": scenario.slo.window, "abort_on_fail": scenario.slo.abort_on_fail,
         "phases": [asdict(p) for p in phases],
     })
-    source = yaml.safe_load(Path(scenario.file).read_text())
+    source = yaml.safe_load(scenario.source)  # as it was checked, within the caps
     resolved = {**source, "seed": scenario.seed, "target": host or scenario.target,
                 "esr_run": {"run_id": run_id, "esr_version": __version__,
                             "time_scale": time_scale, "user_scale": user_scale,
@@ -153,4 +154,7 @@ def write_run_files(run_dir: Path, run_id: str, scenario: Scenario, *, host: str
 
 def _template_text(name: str, scenario: Scenario) -> str:
     path = template_file(name, Path(scenario.file).parent)  # None: outside the scenario's folder
-    return path.read_text() if path is not None and path.is_file() else ""
+    if path is None or not path.is_file():
+        return ""
+    with open(path, encoding="utf-8", errors="replace") as text:
+        return text.read(MAX_FILE_BYTES)

@@ -641,3 +641,24 @@ def test_histograms_of_another_word_size_add_in_encoded_or_decoded():
     wide = decoded(part.encode().decode("ascii"))
     assert wide.counts_len == part.counts_len  # merged() adds counts index by index
     assert merged([wide, part]).get_count_at_value(2000) == 4
+
+
+def test_options_hidden_from_the_web_form_are_not_rendered():
+    parser = get_empty_argument_parser()
+    parser.add_argument("--esr-reports-dir", default="reports")
+    parser.add_argument("--other", default="")
+    assert "esr_reports_dir" in parser.args_included_in_web_ui  # Locust shows custom options
+    compat.hide_from_web_form(parser, "esr_")
+    shown = set(parser.args_included_in_web_ui)
+    assert "other" in shown and "esr_reports_dir" not in shown
+
+
+def test_users_get_time_to_stop_and_a_longer_timeout_stays():
+    from locust.env import Environment
+
+    environment = Environment()
+    compat.give_users_time_to_stop(environment, 30)
+    assert environment.stop_timeout == 30
+    environment.stop_timeout = 90
+    compat.give_users_time_to_stop(environment, 30)
+    assert environment.stop_timeout == 90

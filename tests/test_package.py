@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import site
 import subprocess
 import sys
@@ -44,13 +45,23 @@ def test_the_image_installs_the_wheel_not_a_source_tree():
     assert "COPY esr" not in DOCKERFILE.read_text()  # only the wheel reaches the image
 
 
+def build_context(folder: Path) -> Path:
+    """The checkout as `COPY . .` puts it in the image: without what .dockerignore names
+    (a stale build/ would otherwise slip old modules into the wheel)."""
+    ignored = [line.strip().removeprefix("**/") for line in
+               (ROOT / ".dockerignore").read_text().splitlines() if line.strip()]
+    shutil.copytree(ROOT, folder, symlinks=True, ignore=shutil.ignore_patterns(*ignored))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """The wheel, built with the Dockerfile's own command (its /dist a temporary folder)."""
     dist = tmp_path_factory.mktemp("dist")
+    source = build_context(tmp_path_factory.mktemp("context") / "src")
     (command,) = [cmd for cmd in dockerfile_runs() if cmd.startswith("pip wheel")]
     args = shlex.split(command.replace("/dist", str(dist)))
-    subprocess.run([sys.executable, "-m", *args], cwd=ROOT, check=True, capture_output=True,
+    subprocess.run([sys.executable, "-m", *args], cwd=source, check=True, capture_output=True,
                    timeout=300)
     (built,) = dist.glob("esr_locust-*.whl")
     return built
@@ -85,6 +96,8 @@ def test_the_wheel_carries_what_a_run_needs(wheel):
 
     names = set(zipfile.ZipFile(wheel).namelist())
     assert set(PACKAGE_DATA) <= names
+    modules = {name for name in names if name.endswith(".py")}
+    assert modules == {str(p.relative_to(ROOT)) for p in (ROOT / "esr").rglob("*.py")}
     assert len([n for n in names if n.startswith("esr/population/templates/")]) == 6
 
 

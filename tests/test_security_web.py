@@ -260,3 +260,22 @@ def test_the_login_cookie_stays_on_this_site_and_errors_keep_their_status(tmp_pa
     code, headers, body = refused
     assert code == 403 and "<script>" not in body and "&lt;script&gt;" in body, body
     assert headers["Content-Type"].startswith("text/plain")
+
+
+def test_a_rebound_name_and_the_user_class_editor_are_refused(tmp_path):
+    """DNS rebinding: another site's name pointed at 127.0.0.1 reaches the UI with that name
+    as Host; and Locust's /user editor would change the compiled citizens' attributes."""
+    scenario = write_scenario(tmp_path)
+    server, url = serve_ui(tmp_path, str(scenario), "--workers", "0", "--host",
+                           "http://127.0.0.1:9", "--reports-dir", str(tmp_path / "reports"))
+    try:
+        code, _, body = ask("POST", url + "/swarm", {}, {"Host": "evil.example:8089"})
+        assert code == 421 and "evil.example" in body, body
+        assert ask("GET", url + "/stats/requests", None, {"Host": "evil.example"})[0] == 421
+        assert ask("GET", url + "/stats/requests", None, {"Host": "localhost"})[0] == 200
+        code, _, body = ask("POST", url + "/user", None,
+                            {"Content-Type": "application/json"})
+        assert code == 403, body
+        assert status(url)["state"] == "ready"
+    finally:
+        server.end()

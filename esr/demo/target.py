@@ -63,7 +63,7 @@ STOP_GRACE_S = 2.0  # on SIGTERM, requests in flight get this long to finish
 # instead of overflowing it into 1 s SYN retries.
 BACKLOG = 4_096
 # Idle keep-alive connections close after this long: longer than any pause across which a
-# citizen keeps its connection (5 s, esr/connections.py) and than a benchmark's idle users.
+# citizen keeps its connection (5 s, esr/engine/connections.py) and than a benchmark's idle users.
 KEEP_ALIVE_S = 300
 
 
@@ -165,7 +165,7 @@ class Labels:
         self.known.clear()
 
 
-class Tally:
+class ServedCounts:
     """Exact counts of what was served, keyed by run label first so one run can be read alone.
 
     Increments never await, so concurrent requests cannot lose a count. Run labels, and
@@ -265,7 +265,7 @@ def answer(body: object, status: int = 200, headers: dict[str, str] | None = Non
     return CompactJSON(body, status, headers)
 
 
-def read_json(raw: bytes) -> object:
+def parse_body(raw: bytes) -> object:
     """The JSON document in a request body, or None if it holds none."""
     try:
         return json.loads(raw)
@@ -279,7 +279,7 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> 
         raise ValueError(f"capacity must be at least 1, not {capacity}")
     slots = asyncio.Semaphore(capacity)
     services = {FEE_SERVICE: Service(FEE_SERVICE)}
-    tally = Tally()
+    tally = ServedCounts()
     applications: dict[str, str] = {}  # id -> status, oldest first
     applicants: dict[str, dict[str, bytes]] = {}  # run label -> citizen_id -> first body received
     rng = random.Random(seed)  # seeded so tokens and ids repeat from run to run
@@ -306,7 +306,7 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> 
     async def apply(request: Request) -> Response:
         journey: Journey = request.scope[JOURNEY]
         body = await request.body()
-        parsed = parse_application(read_json(body))
+        parsed = parse_application(parse_body(body))
         if isinstance(parsed, str):
             return answer({"error": parsed}, 400)
         journey.cohort = (age_band(parsed.age), parsed.veteran)
@@ -392,7 +392,7 @@ class Counted:
     too and a client that reads /admin/stats after its answer finds its request counted.
     """
 
-    def __init__(self, app: Starlette, tally: Tally) -> None:
+    def __init__(self, app: Starlette, tally: ServedCounts) -> None:
         self.app = app
         self.tally = tally
 
@@ -410,7 +410,7 @@ class Counted:
         await self.app(scope, receive, counted_send)
 
 
-def record(tally: Tally, scope: dict, status: int, journey: Journey) -> None:
+def record(tally: ServedCounts, scope: dict, status: int, journey: Journey) -> None:
     headers = Headers(scope=scope)
     run = tally.run_label(headers.get(SYNTHETIC, ""))
     endpoint = endpoint_name(scope)

@@ -67,8 +67,10 @@ class Acting(Run):
         self.prepare()
 
     def prepare(self) -> None:
-        """Probes and arrivals for the run's scales, as they are known now."""
+        """Probes and arrivals for the run's scales, as they are known now; no fault of an
+        earlier run in force."""
         self.probes = Probes(bucket_width(self.duration_s))
+        self.faults = []
         if self.arrivals:
             self.arrivals.stop()
         self.arrivals = Arrivals.for_run(self) if self.scenario.load_profile.arrival_rate \

@@ -2,7 +2,7 @@
 the tally of what every process reported, live progress, a stop that loses nothing, and
 the run's files.
 
-The end of a run follows the order ../shared/LOCUST_NOTES.md found reliable: the
+The end of a run follows the order LOCUST_NOTES.md (the team's notes on Locust) found reliable: the
 conductor stops the citizens (they finish the request they are in), each worker sends
 its remainder from its own test_stop, the master waits for every worker's final report
 (master.py), and only then lets Locust quit and writes the probe tables.
@@ -44,6 +44,7 @@ class Conducting(Run):
         self.chaos: Chaos | None = None
         self.aborted: dict | None = None
         self.started_at: str | None = None
+        self.runs_started = 0  # a run's number tells a loop of an earlier run to end
         self.ended_at: str | None = None
         self._finishing = None  # the greenlet of the graceful stop, once asked
         self._progress = None
@@ -85,6 +86,17 @@ class Conducting(Run):
 
     # ---- the run's life ----------------------------------------------------------------------
 
+    def begin_run(self, run_id: str, run_dir: Path) -> None:
+        """A run of its own in this process (a start in the web UI): id, directory, tally."""
+        self.set_run(run_id, self.time_scale, self.user_scale)
+        self.run_dir = run_dir
+        self.tally = Tally()
+        self.ended_at = self.aborted = self.phase = None
+
+    @property
+    def finishing(self) -> bool:
+        return self._finishing is not None
+
     def on_test_start(self, environment, **kwargs) -> None:
         if self.web_runs is not None:
             self.web_runs.begin()  # a new run id and directory before anything uses them
@@ -94,6 +106,7 @@ class Conducting(Run):
             # Locust installs its own SIGTERM handler only after a headless shape ends.
             gevent.signal_handler(signal.SIGTERM, self.finish)
         self.started_at = now_iso()
+        self.runs_started += 1
         append_event(self.run_dir, "test_start", run_id=self.run_id,
                      phases=[vars(p) for p in self.phases])
         if self._progress is None or self._progress.dead:
@@ -105,7 +118,7 @@ class Conducting(Run):
                            spread=self.spread_fault)
         self.chaos.start()
         if self.scenario.slo.abort_on_fail:
-            gevent.spawn(self._abort_on_fail)
+            gevent.spawn(self._abort_on_fail, self.runs_started)
 
     def on_test_stop(self, environment, **kwargs) -> None:
         super().on_test_stop(environment, **kwargs)
@@ -118,11 +131,12 @@ class Conducting(Run):
             append_event(self.run_dir, "phase", name=phase.name, citizens=phase.citizens,
                          start_s=phase.start, end_s=phase.end)
 
-    def _abort_on_fail(self) -> None:
+    def _abort_on_fail(self, run_number: int) -> None:
         """Stop the run when an SLO fails over a whole window, as k6's abortOnFail does."""
         window = self.scenario.slo.window * self.time_scale
         began = time.time()
-        while self._finishing is None:
+        # Until this run ends: its stop, or (Stop in the web UI) the next run's start.
+        while self._finishing is None and self.runs_started == run_number:
             gevent.sleep(1.0)
             now = time.time() - self.report_lag_s  # judge a window that has arrived
             if now - began < window:
@@ -167,7 +181,8 @@ class Conducting(Run):
         environment.process_exit_code = 0
         # Locust's CSV writer wakes once a second and not at exit: one more turn, so its
         # files hold the last requests too.
-        gevent.sleep(compat.csv_flush_interval_s() + 0.25)
+        if getattr(environment.parsed_options, "csv_prefix", None):
+            gevent.sleep(compat.csv_flush_interval_s() + 0.25)
 
     def write_results(self) -> None:
         """The run's probe tables and counters, once every process has reported."""

@@ -92,7 +92,7 @@ from geventhttpclient.url import URL  # noqa: E402
 from locust.rpc import Message  # noqa: E402
 from locust.runners import STATE_MISSING  # noqa: E402
 
-# ---- the run: runners, workers and what they tell each other (run.py) -------------------------
+# ---- the run: runners, workers and what they tell each other (the roles) -------------------------
 
 
 def miss_workers_after(heartbeats: int) -> None:
@@ -214,6 +214,22 @@ def ready_again_at_once(environment) -> None:
     # environment.stop_timeout, read after test_stop, before sending "client_ready"; each
     # "spawn" message sets stop_timeout to the master's (WorkerRunner.handle_message).
     environment.stop_timeout = 0
+
+
+def hide_from_web_form(parser, prefix: str) -> None:
+    """Locust's web UI renders a form field for each custom option: none for these."""
+    # RELIES ON: argparse's parser._actions, and LocustArgumentParser.args_included_in_web_ui
+    # (what ui_extra_args_dict renders) taking the actions whose include_in_web_ui is true.
+    for action in parser._actions:
+        if action.dest.startswith(prefix):
+            action.include_in_web_ui = False
+
+
+def give_users_time_to_stop(environment, seconds: float) -> None:
+    """Users asked to stop get at least this long to finish their task (Locust's default is
+    none: they are killed mid-request); a worker takes its master's value with each spawn."""
+    # RELIES ON: Runner.stop() waiting environment.stop_timeout for users to finish.
+    environment.stop_timeout = max(environment.stop_timeout or 0, seconds)
 
 
 def enable_rebalancing(environment) -> None:

@@ -11,8 +11,10 @@ import sys
 
 from locust import events
 
-# Locust imports this file as a module named "esr" with its folder first on sys.path,
-# which hides the esr package: step aside while the package is imported.
+# Locust imports a locustfile as a module named after the file, with its folder first on
+# sys.path: through the repository's locustfiles/esr.py that name is "esr", which hides the
+# package, and from here the engine's modules would shadow top-level ones: step aside while
+# the package is imported.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PATH = list(sys.path)
 if getattr(sys.modules.get("esr"), "__file__", None) == os.path.abspath(__file__):

@@ -29,6 +29,7 @@ class MasterRun(Conducting):
         super().__init__(environment, scenario)
         self.ledger = WorkerLedger()  # workers heard from, and those lost
         self._finals: set[str] = set()  # workers whose final report has come
+        self._welcomed: set[str] = set()  # workers whose scenario and version were checked
         self._refused: set[str] = set()
         runner = environment.runner
         environment.events.worker_report.add_listener(self._on_worker_report)
@@ -62,6 +63,7 @@ class MasterRun(Conducting):
         theirs = msg.data
         if (theirs["sha256"], theirs["version"]) == (self.scenario.sha256, __version__):
             self.ledger.hello(msg.node_id, time.time())
+            self._welcomed.add(msg.node_id)
             environment.runner.send_message(messages.WELCOME, self.run_settings(),
                                             client_id=msg.node_id)
             return
@@ -74,8 +76,8 @@ class MasterRun(Conducting):
         compat.tell_worker_to_quit(environment.runner, msg.node_id)
 
     def _on_worker_report(self, client_id, data, **_) -> None:
-        if client_id in self._refused:  # another scenario's figures must not mix with ours
-            return
+        if client_id not in self._welcomed:  # refused, or never said which scenario it runs:
+            return  # another scenario's figures (or anyone's) must not mix with ours
         if messages.DRAINED in data:
             self.tally.merge(data[messages.DRAINED])
             self.ledger.heard(client_id, time.time(), data[messages.REQUESTS],

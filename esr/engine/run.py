@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import gc
 import random
+import sys
 from dataclasses import dataclass
 
+from esr.engine import locust_compat as compat
 from esr.engine.chaos import Fault
 from esr.engine.journey import DEFAULT_STEP, StepRenderer
-from esr.permissions import PERMISSIONS, granted_by
+from esr.permissions import PERMISSIONS, granted_by, named_on
 from esr.population.citizens import identity_pool
 from esr.scenario.model import Scenario
 from esr.scenario.stages import Phase, plan_stages
@@ -48,9 +50,7 @@ def add_options(parser, **_) -> None:
     group.add_argument("--esr-reports-dir", default="reports",
                        help="web UI: where each run started from the browser gets its "
                             "run directory and report card")
-    for action in parser._actions:  # Locust renders a form field for each custom option
-        if action.dest.startswith("esr_"):
-            action.include_in_web_ui = False
+    compat.hide_from_web_form(parser, "esr_")
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,13 @@ class EngineOptions:
     granted: frozenset[str] = frozenset()  # permissions beyond HTTP (permissions.py)
 
     @classmethod
-    def read(cls, parsed_options) -> EngineOptions:
+    def read(cls, parsed_options, argv: list[str]) -> EngineOptions:
         values = {name: getattr(parsed_options, f"esr_{name}", default)
                   for name, default in vars(cls()).items() if name != "granted"}
-        return cls(**values, granted=granted_by(parsed_options, engine=True))
+        # A permission counts only when its flag is on the command line itself: Locust also
+        # reads options from locust.conf or pyproject.toml in the working directory.
+        granted = granted_by(parsed_options, engine=True) & named_on(argv, engine=True)
+        return cls(**values, granted=granted)
 
 
 class Run:
@@ -80,7 +83,7 @@ class Run:
     def __init__(self, environment, scenario: Scenario):
         self.environment = environment
         self.scenario = scenario
-        self.options = EngineOptions.read(environment.parsed_options)
+        self.options = EngineOptions.read(environment.parsed_options, sys.argv)
         self.renderers = [StepRenderer(step) for step in scenario.journey or (DEFAULT_STEP,)]
         self.jitter_ms = scenario.network_jitter_ms
         self.report_traits = scenario.report_traits
@@ -89,14 +92,13 @@ class Run:
         self.arrivals = None  # the open model's schedule, where citizens act (acting.py)
         # Citizens stopped without a timeout would be killed mid-request (Locust's default 0,
         # as in its web UI): always give them time to finish. Workers get the master's value.
-        environment.stop_timeout = max(environment.stop_timeout or 0, STOP_TIMEOUT_S)
+        compat.give_users_time_to_stop(environment, STOP_TIMEOUT_S)
         identity_pool()  # built now, not in the first second of load
-        self.run_id = self.options.run_id or ADHOC_RUN_ID
-        self.time_scale = self.options.time_scale or 1.0
-        self.user_scale = self.options.user_scale or 1.0
+        self.run_id, self.time_scale, self.user_scale = ADHOC_RUN_ID, 1.0, 1.0
         self.headers: dict[str, str] = {}
         self.phases: tuple[Phase, ...] = ()
-        self.set_run(self.run_id, self.time_scale, self.user_scale)
+        self.set_run(self.options.run_id or ADHOC_RUN_ID, self.options.time_scale or 1.0,
+                     self.options.user_scale or 1.0)
         events = environment.events
         events.test_start.add_listener(self.on_test_start)
         events.test_stop.add_listener(self.on_test_stop)

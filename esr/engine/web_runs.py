@@ -12,13 +12,15 @@ from pathlib import Path
 import gevent
 from locust.runners import STATE_RUNNING, STATE_SPAWNING
 
-from esr.engine.probes import Tally
 from esr.run_directory import EVENTS, new_run_id, write_run_files
 from esr.wire import STOP_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
-CONCLUDE_TIMEOUT_S = 180.0  # the workers' last reports, the files, and the report card
+# The workers' last reports (master.FINAL_REPORT_TIMEOUT_S), the files, and the report card.
+CONCLUDE_TIMEOUT_S = 135.0
+# Ctrl-C or SIGTERM: the run's stop, its final reports, and its card, then the UI ends.
+SHUT_DOWN_GRACE_S = 75.0
 
 
 class WebRuns:
@@ -35,13 +37,10 @@ class WebRuns:
         run_dir = Path(options.run_dir or Path(options.reports_dir) / run_id).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / EVENTS).unlink(missing_ok=True)
-        run.set_run(run_id, run.time_scale, run.user_scale)
-        run.run_dir = run_dir
+        run.begin_run(run_id, run_dir)
         write_run_files(run_dir, run_id, run.scenario, host=run.environment.host or None,
                         workers=run.workers_now(), time_scale=run.time_scale,
                         user_scale=run.user_scale)
-        run.tally = Tally()
-        run.ended_at = run.aborted = run.phase = None
         self.report_card = {"run_id": run_id, "state": "running", "run_dir": str(run_dir)}
 
     def stopped(self) -> None:
@@ -50,7 +49,7 @@ class WebRuns:
     def _conclude(self) -> None:
         """A browser run has stopped (at its end, or Stop pressed): its files, its report card."""
         run = self.run
-        if run._finishing is not None:
+        if run.finishing:
             run.wait_for_finish()
         else:  # Stop pressed: Locust has stopped the workers already
             if run.chaos is not None:
@@ -82,7 +81,7 @@ class WebRuns:
         run = self.run
         if run.environment.runner.state in (STATE_SPAWNING, STATE_RUNNING):
             run.finish()
-        deadline = time.monotonic() + STOP_TIMEOUT_S + CONCLUDE_TIMEOUT_S
+        deadline = time.monotonic() + STOP_TIMEOUT_S + SHUT_DOWN_GRACE_S
         while self.report_card and self.report_card["state"] in ("running", "building") \
                 and time.monotonic() < deadline:
             gevent.sleep(0.2)

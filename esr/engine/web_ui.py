@@ -142,8 +142,15 @@ def _guard_the_app(web_ui, base: str) -> None:
         SESSION_COOKIE_SECURE=tls, REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Strict", REMEMBER_COOKIE_SECURE=tls)
 
+    # On loopback with no login, the UI answers to loopback names only: a page on another
+    # site whose name is re-pointed at 127.0.0.1 (DNS rebinding) sends its own name as Host.
+    loopback_only = is_loopback(web_ui.host) and not web_ui.web_login
+
     @web_ui.app.before_request
     def refuse_other_sites():
+        if loopback_only and not is_loopback(urlsplit(f"//{request.host}").hostname or ""):
+            return plain(f"421 Misdirected Request: this UI answers to 127.0.0.1 or localhost "
+                         f"only, not {request.host}", 421)
         if request.method in SAFE_METHODS:
             return None
         sender = sending_site(request.headers)
@@ -155,6 +162,9 @@ def _guard_the_app(web_ui, base: str) -> None:
                          "own pages", 403)
         if request.path == f"{base}/swarm":
             return refuse_options(request.form, web_ui.environment.parsed_options)
+        if request.path == f"{base}/user":  # Locust's editor of user classes' attributes
+            return plain("403 Forbidden: the citizens' classes are compiled from the scenario "
+                         "and fixed when the process starts", 403)
         return None
 
 

@@ -123,6 +123,8 @@ class Scenario:
     report_title: str | None = None
     report_traits: tuple[str, ...] = ()  # outcomes are also broken down by these traits
     language_version: int = LANGUAGE_VERSION
+    # The text that was read and checked: what the run directory keeps (the file may change).
+    source: str = field(default="", compare=False, repr=False)
 
 
 def age_band(age: int) -> str:

@@ -130,7 +130,8 @@ def _read_scenario(doc: Document, path: Path, problems: list) -> Scenario | None
     if flags["track_legal_blocks"] and "legal_blocks" not in probes:
         probes = (*probes, "legal_blocks")
     return Scenario(
-        name=name, file=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        name=name, file=str(path), sha256=hashlib.sha256(doc.text.encode()).hexdigest(),
+        source=doc.text,
         target=target, seed=seed, reference_date=reference, citizens=groups,
         load_profile=profile, journey=journey, probes=probes, network_jitter_ms=jitter,
         chaos=chaos, track_legal_blocks=flags["track_legal_blocks"],

@@ -40,6 +40,7 @@ class Document:
     keys: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     built: int = 0  # values built so far, aliases counted each time they are expanded
+    text: str = ""  # the source, as read (within the caps)
 
     def place(self, path: KeyPath, at_key: bool = False) -> tuple[int, int]:
         """The line and column of a value (or its key), or of its nearest known parent."""
@@ -87,7 +88,7 @@ def _too_large(doc: Document, size: int) -> None:
 
 
 def parse_yaml(text: str, name: str) -> Document:
-    doc = Document(name, None)
+    doc = Document(name, None, text=text)
     if len(text) > MAX_FILE_BYTES:  # characters: at least as many bytes
         _too_large(doc, len(text))
         return doc
