@@ -1,4 +1,8 @@
-"""Journeys beyond the default: several steps, the open model, jitter, and the Python API."""
+"""Journeys beyond the default: several steps, the open model, jitter, and the Python API.
+
+`target` is the session's demo target (tests/conftest.py: 8 applications at once, 5 ms each);
+the tests that need a slower one start their own.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +28,6 @@ from esr.engine.journey import decision_of
 from esr.launcher import RunSettings, run
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def target():
-    with demo_target("--capacity", "8", "--service-ms", "5") as url:
-        yield url
 
 
 def scenario(tmp_path: Path, text: str) -> Path:

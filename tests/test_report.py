@@ -6,14 +6,12 @@ import csv
 import json
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 
-from esr.demo.process import demo_target
 from esr.engine.probes import Tally
 from esr.launcher import RunSettings, run
 from esr.report.render import write_report_card
@@ -39,14 +37,13 @@ report: {traits: [disability, language]}
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    """One real run against the demo target, with a raw log of every request."""
+def report(tmp_path_factory, target):
+    """One real run against the session's demo target, with a raw log of every request."""
     folder = tmp_path_factory.mktemp("report")
     scenario = folder / "scenario.yml"
     scenario.write_text(SCENARIO)
-    with demo_target() as url:
-        result = run(RunSettings(scenario=scenario, host=url, workers=2,
-                                 run_dir=folder / "run", request_log=folder / "raw"))
+    result = run(RunSettings(scenario=scenario, host=target, workers=2,
+                             run_dir=folder / "run", request_log=folder / "raw"))
     files = write_report_card(result.run_dir)
     return {"result": result, "files": files, "raw": folder / "raw"}
 
@@ -236,8 +233,7 @@ def test_a_partial_run_directory_still_reports_what_is_missing(report, tmp_path)
     assert "esr_counters.json" in html and "locust_stats_history.csv" in html
 
 
-def test_not_a_run_directory_is_bad_input(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "esr.cli", "report", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+def test_not_a_run_directory_is_bad_input(tmp_path, esr_cli):
+    result = esr_cli("report", str(tmp_path))
     assert result.returncode == 2
     assert "not an ESR run directory" in result.stderr and "Traceback" not in result.stderr

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -44,6 +43,7 @@ citizens:
     count: 8
     behavior: {think_time: 0s..200ms, retries: 1}
 load_profile: {ramp_up: 1s, sustain: %(sustain)s}
+report: {formats: [json, html]}
 """
 
 
@@ -233,6 +233,7 @@ def test_unreachable_target_is_a_run_error(tmp_path):
 scenario: nobody home
 citizens: {template: students, count: 2, behavior: {think_time: 100ms, retries: 0}}
 load_profile: {sustain: 2s}
+report: {formats: [json]}
 """)
     result = subprocess.run(
         [sys.executable, "-m", "esr.cli", "run", str(path), "--host", "http://127.0.0.1:9",
@@ -243,14 +244,12 @@ load_profile: {sustain: 2s}
     assert summary["requests"]["total"] == summary["requests"]["failures"] > 0
 
 
-def test_bad_input_exits_2_before_anything_runs(tmp_path):
+def test_bad_input_exits_2_before_anything_runs(tmp_path, esr_cli):
     path = write_scenario(tmp_path, "scenario: x\ncitizens: {template: seniors, count: 0}\n"
                                     "load_profile: {sustain: 1m}\n")
     for args in (["run", str(path)], ["run", str(ROOT / "examples/demo.yml"), "--workers", "-1"],
                  ["run", str(ROOT / "examples/demo.yml"), "--time-scale", "0"]):
-        result = subprocess.run([sys.executable, "-m", "esr.cli", *args, "--run-dir",
-                                 str(tmp_path / "never")], capture_output=True, text=True,
-                                timeout=60, env={**os.environ})
+        result = esr_cli(*args, "--run-dir", str(tmp_path / "never"))
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "never").exists()
