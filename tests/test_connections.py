@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from commands import served
 
 from esr.engine.connections import (
@@ -78,6 +79,7 @@ def sockets_while_thinking(tmp_path: Path, target: str, think: str) -> tuple[int
     return max(seen), sources
 
 
+@pytest.mark.slow(reason="two runs whose citizens think past the keep-alive idle time")
 def test_citizens_thinking_long_hold_no_connection_and_short_thinkers_keep_theirs(
         tmp_path, target):
     assert KEEPALIVE_IDLE_S < 6

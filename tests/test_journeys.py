@@ -211,6 +211,7 @@ load_profile: {ramp_up: 1s, sustain: 3s}
     assert result.summary["requests"]["total"] == served(target, job.id)["requests"]["total"]
 
 
+@pytest.mark.slow(reason="Locust's web UI started, polled until all citizens run, left to quit")
 def test_locust_web_ui_runs_the_same_classes_and_shape(tmp_path, target):
     """`locust -f locustfiles/esr.py` with ESR_SCENARIO: Locust's own UI drives ESR's run."""
     path = scenario(tmp_path, """

@@ -36,6 +36,11 @@ report: {traits: [disability, language]}
 """
 
 
+# The tests reading the report card of the real run below: a 7 s run with two workers, then
+# all four formats of its card.
+ON_A_REAL_RUN = pytest.mark.slow(reason="the report card of a real 7 s run with two workers")
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, target):
     """One real run against the session's demo target, with a raw log of every request."""
@@ -83,12 +88,14 @@ class Page(HTMLParser):
             self._row.append(data.strip())
 
 
+@ON_A_REAL_RUN
 def test_a_real_run_writes_all_four_files(report):
     assert set(report["files"]) == {"html", "pdf", "json", "junit"}
     for path in report["files"].values():
         assert path.is_file() and path.stat().st_size > 0
 
 
+@ON_A_REAL_RUN
 def test_the_html_says_the_verdict_flags_the_planted_bias_and_loads_nothing(report):
     html = report["files"]["html"].read_text()
     page = Page(html)
@@ -104,6 +111,7 @@ def test_the_html_says_the_verdict_flags_the_planted_bias_and_loads_nothing(repo
     assert "Report card &lt;check&gt; &amp; co" in html
 
 
+@ON_A_REAL_RUN
 def test_outcomes_by_the_traits_the_scenario_names(report):
     summary = report["result"].summary
     assert set(summary["by_trait"]) == {"disability", "language"}
@@ -114,6 +122,7 @@ def test_outcomes_by_the_traits_the_scenario_names(report):
     assert 'id="trait-disability"' in html and 'id="trait-language"' in html
 
 
+@ON_A_REAL_RUN
 def test_the_pdf_has_the_same_verdict_and_cohort_rows_as_text(report):
     text = subprocess.run(["pdftotext", "-layout", str(report["files"]["pdf"]), "-"],
                           capture_output=True, text=True, check=True).stdout
@@ -123,6 +132,7 @@ def test_the_pdf_has_the_same_verdict_and_cohort_rows_as_text(report):
     assert "Cohorts: who was turned away?" in text
 
 
+@ON_A_REAL_RUN
 def test_junit_has_one_case_per_slo_check(report):
     summary = report["result"].summary
     suite = ET.parse(report["files"]["junit"]).getroot().find("testsuite")
@@ -134,6 +144,7 @@ def test_junit_has_one_case_per_slo_check(report):
     assert suite.get("failures") == "1"
 
 
+@ON_A_REAL_RUN
 def test_percentiles_are_within_one_percent_of_the_raw_log(report):
     raw: dict[str, list[float]] = {}
     for log in report["raw"].glob("requests-*.csv"):
@@ -156,6 +167,7 @@ def test_percentiles_are_within_one_percent_of_the_raw_log(report):
         assert reported["p99_ms"] <= reported["max_ms"]
 
 
+@ON_A_REAL_RUN
 def test_a_real_browser_shows_it_without_console_errors(report, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium")
@@ -221,6 +233,7 @@ def test_markup_from_the_target_is_escaped(tmp_path):
     assert 'alert("x")' in text  # shown as text, not run
 
 
+@ON_A_REAL_RUN
 def test_a_partial_run_directory_still_reports_what_is_missing(report, tmp_path):
     partial = tmp_path / "partial"
     shutil.copytree(report["result"].run_dir, partial)

@@ -125,6 +125,7 @@ def assert_same_citizens(url: str, run_id: str, scenario_path: Path) -> int:
     return len(applicants)
 
 
+@pytest.mark.slow(reason="a 7 s run with an outage in it, to count retries and errors exactly")
 @pytest.mark.parametrize("workers", [0, 2])
 def test_counts_equal_what_the_target_served(tmp_path, target, workers):
     path = write_scenario(tmp_path, COUNTING % {"sustain": "6s"})
@@ -144,6 +145,7 @@ def test_counts_equal_what_the_target_served(tmp_path, target, workers):
     assert assert_same_citizens(target, result.run_id, path) > 20
 
 
+@pytest.mark.slow(reason="two real runs, one process and one worker, compared citizen by citizen")
 def test_one_worker_sends_the_citizens_one_process_sends(tmp_path, target):
     path = write_scenario(tmp_path, COUNTING % {"sustain": "2s"})
     seen = {}
@@ -175,6 +177,8 @@ slo: {p95_ms: 0.001, error_rate: 0.5}
     assert checks == {"p95_ms": False, "error_rate": True}
 
 
+@pytest.mark.slow(reason="Locust's own user count followed through three 3 s stages "
+                  "(test_stages.py checks the table itself in microseconds)")
 def test_the_shape_follows_the_stage_table(tmp_path, target):
     path = write_scenario(tmp_path, """
 scenario: stages
@@ -201,6 +205,7 @@ load_profile:
     assert result.summary["requests"]["total"] > 0
 
 
+@pytest.mark.slow(reason="a master and two workers until 50 requests, then a graceful stop")
 def test_ctrl_c_stops_gracefully_and_loses_nothing(tmp_path, target):
     path = write_scenario(tmp_path, COUNTING % {"sustain": "2m"})
     run_dir = tmp_path / "run"

@@ -26,6 +26,7 @@ report: {formats: [html]}
 """
 
 
+@pytest.mark.slow(reason="a master and two workers started as separate commands, run to the end")
 def test_the_master_refuses_a_worker_with_another_scenario(tmp_path, target):
     scenario, other = tmp_path / "scenario.yml", tmp_path / "other.yml"
     scenario.write_text(SCENARIO)
@@ -72,6 +73,8 @@ report: {formats: [json]}
 
 
 
+@pytest.mark.slow(reason="Locust calls a worker missing only after 8 missed heartbeats, and the "
+                  "run must outlast the others taking over its citizens")
 def test_a_worker_killed_mid_run_is_recorded_with_a_bound_and_its_citizens_go_on(tmp_path,
                                                                                  target):
     scenario, run_dir, port = tmp_path / "scenario.yml", tmp_path / "run", free_port()
