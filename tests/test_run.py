@@ -19,12 +19,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from commands import served
 
 from esr import __version__
 from esr.demo.process import demo_target
 from esr.launcher import RunSettings, run
 from esr.population.citizens import CitizenFactory
-from esr.run_directory import read_events
+from esr.run_directory import new_run_id, read_events
 from esr.scenario.reader import load_scenario
 from esr.wire import DEFAULT_BODY_FIELDS
 
@@ -68,9 +69,16 @@ def write_scenario(tmp_path: Path, text: str, name: str = "scenario.yml") -> Pat
     return path
 
 
-def outage(url: str, at_s: float, for_s: float) -> threading.Thread:
-    """Kill the target's fee service mid-run and restore it: 503s, so retries and errors."""
+def outage(url: str, run_id: str, at_s: float, for_s: float) -> threading.Thread:
+    """Kill the target's fee service mid-run and restore it: 503s, so retries and errors.
+    Timed from the run's first request, not from its launch: a loaded machine can take
+    longer to start Locust and its workers than the whole outage would last."""
     def act():
+        deadline = time.monotonic() + 60
+        while served(url, run_id)["requests"]["total"] == 0:
+            if time.monotonic() > deadline:
+                return  # the run never started: its own assertions say so
+            time.sleep(0.1)
         time.sleep(at_s)
         admin(url, "/admin/services/svc-fee/kill", "POST")
         time.sleep(for_s)
@@ -125,13 +133,15 @@ def assert_same_citizens(url: str, run_id: str, scenario_path: Path) -> int:
     return len(applicants)
 
 
-@pytest.mark.slow(reason="a 7 s run with an outage in it, to count retries and errors exactly")
+@pytest.mark.slow(reason="a 5 s run with an outage in it, to count retries and errors exactly")
 @pytest.mark.parametrize("workers", [0, 2])
 def test_counts_equal_what_the_target_served(tmp_path, target, workers):
-    path = write_scenario(tmp_path, COUNTING % {"sustain": "6s"})
-    outage(target, at_s=3.0, for_s=1.0)
-    result = run(RunSettings(scenario=path, host=target, workers=workers,
+    path = write_scenario(tmp_path, COUNTING % {"sustain": "4s"})
+    run_id = new_run_id("exact counts")
+    service_outage = outage(target, run_id, at_s=1.0, for_s=1.0)
+    result = run(RunSettings(scenario=path, host=target, workers=workers, run_id=run_id,
                              run_dir=tmp_path / "run"))
+    service_outage.join(timeout=10)  # restored before the next test
     served = admin(target, f"/admin/stats?run={result.run_id}")
     assert_counts_match(result.summary, served)
     assert result.summary["requests"]["failures"] > 0, "the outage should have caused 503s"
