@@ -25,6 +25,7 @@ def test_report_benchmark_runs_on_a_small_synthetic_run():
     assert "report card, all four formats" in out and "report.html" in out
 
 
+@pytest.mark.slow(reason="four Locust deployments with workers: bare and ESR, small and full")
 def test_crowd_benchmark_runs_a_small_crowd():
     out = subprocess.run([sys.executable, str(BENCHMARKS / "crowd.py"), "--citizens", "2000",
                           "--seconds", "8", "--ramp", "2"],
@@ -33,6 +34,7 @@ def test_crowd_benchmark_runs_a_small_crowd():
     assert "peak open per worker" in out and "EMFILE 0, EADDRNOTAVAIL 0" in out, out
 
 
+@pytest.mark.slow(reason="rounds of bare Locust and ESR against nginx, each a few seconds")
 @pytest.mark.skipif(not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()),
                     reason="benchmarks/engine.py needs nginx (apt-get install nginx-light)")
 def test_engine_benchmark_runs_a_short_round():

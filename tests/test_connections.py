@@ -1,8 +1,9 @@
 """How citizens hold connections (esr/engine/connections.py): none while thinking long, own source
 addresses on loopback, and failures on the wire named by their cause.
 
-The runs here are real and short: a Locust process against the demo target on 127.0.0.1,
-its sockets counted from /proc by psutil while its citizens think.
+The runs here are real and short: a Locust process against the session's demo target on
+127.0.0.1 (tests/conftest.py: 8 applications at once, 5 ms each), its sockets counted from
+/proc by psutil while its citizens think.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import psutil
 import pytest
 from commands import served
 
-from esr.demo.process import demo_target
 from esr.engine.connections import (
     KEEPALIVE_IDLE_S,
     SOURCES_PER_WORKER,
@@ -39,12 +39,6 @@ seed: 3
 citizens: {template: low_income, count: %(citizens)d, behavior: {think_time: "%(think)s"}}
 load_profile: {ramp_up: 500ms, sustain: %(sustain)s}
 """
-
-
-@pytest.fixture(scope="module")
-def target():
-    with demo_target("--capacity", "8", "--service-ms", "5") as url:
-        yield url
 
 
 def connections_to(pid: int, port: int) -> list:
@@ -85,6 +79,7 @@ def sockets_while_thinking(tmp_path: Path, target: str, think: str) -> tuple[int
     return max(seen), sources
 
 
+@pytest.mark.slow(reason="two runs whose citizens think past the keep-alive idle time")
 def test_citizens_thinking_long_hold_no_connection_and_short_thinkers_keep_theirs(
         tmp_path, target):
     assert KEEPALIVE_IDLE_S < 6

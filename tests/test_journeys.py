@@ -1,4 +1,8 @@
-"""Journeys beyond the default: several steps, the open model, jitter, and the Python API."""
+"""Journeys beyond the default: several steps, the open model, jitter, and the Python API.
+
+`target` is the session's demo target (tests/conftest.py: 8 applications at once, 5 ms each);
+the tests that need a slower one start their own.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +28,6 @@ from esr.engine.journey import decision_of
 from esr.launcher import RunSettings, run
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def target():
-    with demo_target("--capacity", "8", "--service-ms", "5") as url:
-        yield url
 
 
 def scenario(tmp_path: Path, text: str) -> Path:
@@ -213,6 +211,7 @@ load_profile: {ramp_up: 1s, sustain: 3s}
     assert result.summary["requests"]["total"] == served(target, job.id)["requests"]["total"]
 
 
+@pytest.mark.slow(reason="Locust's web UI started, polled until all citizens run, left to quit")
 def test_locust_web_ui_runs_the_same_classes_and_shape(tmp_path, target):
     """`locust -f locustfiles/esr.py` with ESR_SCENARIO: Locust's own UI drives ESR's run."""
     path = scenario(tmp_path, """

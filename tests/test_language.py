@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -142,7 +140,7 @@ def test_the_schema_rejects_what_the_loader_rejects(bad):
         jsonschema.validate(bad, scenario_schema())
 
 
-def test_schema_command_prints_the_schema():
-    out = subprocess.run([sys.executable, "-m", "esr.cli", "schema"], capture_output=True,
-                         text=True, check=True)
+def test_schema_command_prints_the_schema(esr_cli):
+    out = esr_cli("schema")
+    assert out.returncode == 0
     assert json.loads(out.stdout) == json.loads(json.dumps(scenario_schema()))

@@ -34,6 +34,8 @@ from hosts import Lan, NamespacesUnavailable, virtual_lan
 from esr.population.citizens import BLOCK
 from esr.run_directory import read_events
 
+pytestmark = pytest.mark.slow(reason="a LAN of namespaces with a master and three workers; "
+                              "one test waits for Locust to miss a cut-off worker")
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 CONTAINER_WORKDIR = Path("/esr")  # the image's WORKDIR (Dockerfile)

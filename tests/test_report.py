@@ -6,14 +6,12 @@ import csv
 import json
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 
-from esr.demo.process import demo_target
 from esr.engine.probes import Tally
 from esr.launcher import RunSettings, run
 from esr.report.render import write_report_card
@@ -38,15 +36,19 @@ report: {traits: [disability, language]}
 """
 
 
+# The tests reading the report card of the real run below: a 7 s run with two workers, then
+# all four formats of its card.
+ON_A_REAL_RUN = pytest.mark.slow(reason="the report card of a real 7 s run with two workers")
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    """One real run against the demo target, with a raw log of every request."""
+def report(tmp_path_factory, target):
+    """One real run against the session's demo target, with a raw log of every request."""
     folder = tmp_path_factory.mktemp("report")
     scenario = folder / "scenario.yml"
     scenario.write_text(SCENARIO)
-    with demo_target() as url:
-        result = run(RunSettings(scenario=scenario, host=url, workers=2,
-                                 run_dir=folder / "run", request_log=folder / "raw"))
+    result = run(RunSettings(scenario=scenario, host=target, workers=2,
+                             run_dir=folder / "run", request_log=folder / "raw"))
     files = write_report_card(result.run_dir)
     return {"result": result, "files": files, "raw": folder / "raw"}
 
@@ -86,12 +88,14 @@ class Page(HTMLParser):
             self._row.append(data.strip())
 
 
+@ON_A_REAL_RUN
 def test_a_real_run_writes_all_four_files(report):
     assert set(report["files"]) == {"html", "pdf", "json", "junit"}
     for path in report["files"].values():
         assert path.is_file() and path.stat().st_size > 0
 
 
+@ON_A_REAL_RUN
 def test_the_html_says_the_verdict_flags_the_planted_bias_and_loads_nothing(report):
     html = report["files"]["html"].read_text()
     page = Page(html)
@@ -107,6 +111,7 @@ def test_the_html_says_the_verdict_flags_the_planted_bias_and_loads_nothing(repo
     assert "Report card &lt;check&gt; &amp; co" in html
 
 
+@ON_A_REAL_RUN
 def test_outcomes_by_the_traits_the_scenario_names(report):
     summary = report["result"].summary
     assert set(summary["by_trait"]) == {"disability", "language"}
@@ -117,6 +122,7 @@ def test_outcomes_by_the_traits_the_scenario_names(report):
     assert 'id="trait-disability"' in html and 'id="trait-language"' in html
 
 
+@ON_A_REAL_RUN
 def test_the_pdf_has_the_same_verdict_and_cohort_rows_as_text(report):
     text = subprocess.run(["pdftotext", "-layout", str(report["files"]["pdf"]), "-"],
                           capture_output=True, text=True, check=True).stdout
@@ -126,6 +132,7 @@ def test_the_pdf_has_the_same_verdict_and_cohort_rows_as_text(report):
     assert "Cohorts: who was turned away?" in text
 
 
+@ON_A_REAL_RUN
 def test_junit_has_one_case_per_slo_check(report):
     summary = report["result"].summary
     suite = ET.parse(report["files"]["junit"]).getroot().find("testsuite")
@@ -137,6 +144,7 @@ def test_junit_has_one_case_per_slo_check(report):
     assert suite.get("failures") == "1"
 
 
+@ON_A_REAL_RUN
 def test_percentiles_are_within_one_percent_of_the_raw_log(report):
     raw: dict[str, list[float]] = {}
     for log in report["raw"].glob("requests-*.csv"):
@@ -159,6 +167,7 @@ def test_percentiles_are_within_one_percent_of_the_raw_log(report):
         assert reported["p99_ms"] <= reported["max_ms"]
 
 
+@ON_A_REAL_RUN
 def test_a_real_browser_shows_it_without_console_errors(report, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium")
@@ -224,6 +233,7 @@ def test_markup_from_the_target_is_escaped(tmp_path):
     assert 'alert("x")' in text  # shown as text, not run
 
 
+@ON_A_REAL_RUN
 def test_a_partial_run_directory_still_reports_what_is_missing(report, tmp_path):
     partial = tmp_path / "partial"
     shutil.copytree(report["result"].run_dir, partial)
@@ -236,8 +246,7 @@ def test_a_partial_run_directory_still_reports_what_is_missing(report, tmp_path)
     assert "esr_counters.json" in html and "locust_stats_history.csv" in html
 
 
-def test_not_a_run_directory_is_bad_input(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "esr.cli", "report", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+def test_not_a_run_directory_is_bad_input(tmp_path, esr_cli):
+    result = esr_cli("report", str(tmp_path))
     assert result.returncode == 2
     assert "not an ESR run directory" in result.stderr and "Traceback" not in result.stderr

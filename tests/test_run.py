@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,12 +19,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from commands import served
 
 from esr import __version__
 from esr.demo.process import demo_target
 from esr.launcher import RunSettings, run
 from esr.population.citizens import CitizenFactory
-from esr.run_directory import read_events
+from esr.run_directory import new_run_id, read_events
 from esr.scenario.reader import load_scenario
 from esr.wire import DEFAULT_BODY_FIELDS
 
@@ -44,6 +44,7 @@ citizens:
     count: 8
     behavior: {think_time: 0s..200ms, retries: 1}
 load_profile: {ramp_up: 1s, sustain: %(sustain)s}
+report: {formats: [json, html]}
 """
 
 
@@ -68,9 +69,16 @@ def write_scenario(tmp_path: Path, text: str, name: str = "scenario.yml") -> Pat
     return path
 
 
-def outage(url: str, at_s: float, for_s: float) -> threading.Thread:
-    """Kill the target's fee service mid-run and restore it: 503s, so retries and errors."""
+def outage(url: str, run_id: str, at_s: float, for_s: float) -> threading.Thread:
+    """Kill the target's fee service mid-run and restore it: 503s, so retries and errors.
+    Timed from the run's first request, not from its launch: a loaded machine can take
+    longer to start Locust and its workers than the whole outage would last."""
     def act():
+        deadline = time.monotonic() + 60
+        while served(url, run_id)["requests"]["total"] == 0:
+            if time.monotonic() > deadline:
+                return  # the run never started: its own assertions say so
+            time.sleep(0.1)
         time.sleep(at_s)
         admin(url, "/admin/services/svc-fee/kill", "POST")
         time.sleep(for_s)
@@ -125,12 +133,15 @@ def assert_same_citizens(url: str, run_id: str, scenario_path: Path) -> int:
     return len(applicants)
 
 
+@pytest.mark.slow(reason="a 5 s run with an outage in it, to count retries and errors exactly")
 @pytest.mark.parametrize("workers", [0, 2])
 def test_counts_equal_what_the_target_served(tmp_path, target, workers):
-    path = write_scenario(tmp_path, COUNTING % {"sustain": "6s"})
-    outage(target, at_s=3.0, for_s=1.0)
-    result = run(RunSettings(scenario=path, host=target, workers=workers,
+    path = write_scenario(tmp_path, COUNTING % {"sustain": "4s"})
+    run_id = new_run_id("exact counts")
+    service_outage = outage(target, run_id, at_s=1.0, for_s=1.0)
+    result = run(RunSettings(scenario=path, host=target, workers=workers, run_id=run_id,
                              run_dir=tmp_path / "run"))
+    service_outage.join(timeout=10)  # restored before the next test
     served = admin(target, f"/admin/stats?run={result.run_id}")
     assert_counts_match(result.summary, served)
     assert result.summary["requests"]["failures"] > 0, "the outage should have caused 503s"
@@ -144,6 +155,7 @@ def test_counts_equal_what_the_target_served(tmp_path, target, workers):
     assert assert_same_citizens(target, result.run_id, path) > 20
 
 
+@pytest.mark.slow(reason="two real runs, one process and one worker, compared citizen by citizen")
 def test_one_worker_sends_the_citizens_one_process_sends(tmp_path, target):
     path = write_scenario(tmp_path, COUNTING % {"sustain": "2s"})
     seen = {}
@@ -175,6 +187,8 @@ slo: {p95_ms: 0.001, error_rate: 0.5}
     assert checks == {"p95_ms": False, "error_rate": True}
 
 
+@pytest.mark.slow(reason="Locust's own user count followed through three 3 s stages "
+                  "(test_stages.py checks the table itself in microseconds)")
 def test_the_shape_follows_the_stage_table(tmp_path, target):
     path = write_scenario(tmp_path, """
 scenario: stages
@@ -201,6 +215,7 @@ load_profile:
     assert result.summary["requests"]["total"] > 0
 
 
+@pytest.mark.slow(reason="a master and two workers until 50 requests, then a graceful stop")
 def test_ctrl_c_stops_gracefully_and_loses_nothing(tmp_path, target):
     path = write_scenario(tmp_path, COUNTING % {"sustain": "2m"})
     run_dir = tmp_path / "run"
@@ -233,6 +248,7 @@ def test_unreachable_target_is_a_run_error(tmp_path):
 scenario: nobody home
 citizens: {template: students, count: 2, behavior: {think_time: 100ms, retries: 0}}
 load_profile: {sustain: 2s}
+report: {formats: [json]}
 """)
     result = subprocess.run(
         [sys.executable, "-m", "esr.cli", "run", str(path), "--host", "http://127.0.0.1:9",
@@ -243,14 +259,12 @@ load_profile: {sustain: 2s}
     assert summary["requests"]["total"] == summary["requests"]["failures"] > 0
 
 
-def test_bad_input_exits_2_before_anything_runs(tmp_path):
+def test_bad_input_exits_2_before_anything_runs(tmp_path, esr_cli):
     path = write_scenario(tmp_path, "scenario: x\ncitizens: {template: seniors, count: 0}\n"
                                     "load_profile: {sustain: 1m}\n")
     for args in (["run", str(path)], ["run", str(ROOT / "examples/demo.yml"), "--workers", "-1"],
                  ["run", str(ROOT / "examples/demo.yml"), "--time-scale", "0"]):
-        result = subprocess.run([sys.executable, "-m", "esr.cli", *args, "--run-dir",
-                                 str(tmp_path / "never")], capture_output=True, text=True,
-                                timeout=60, env={**os.environ})
+        result = esr_cli(*args, "--run-dir", str(tmp_path / "never"))
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "never").exists()

@@ -14,7 +14,6 @@ import pytest
 import yaml
 from commands import esr_locust, free_port, served
 
-from esr.demo.process import demo_target
 from esr.launcher import end_process
 from esr.run_directory import read_events
 
@@ -23,19 +22,11 @@ scenario: spread out
 seed: 31
 citizens: {template: students, count: 4, behavior: {think_time: 50ms..150ms}}
 load_profile: {sustain: 5s}
+report: {formats: [html]}
 """
 
 
-@pytest.fixture(scope="module")
-def target():
-    with demo_target() as url:
-        yield url
-
-
-
-
-
-
+@pytest.mark.slow(reason="a master and two workers started as separate commands, run to the end")
 def test_the_master_refuses_a_worker_with_another_scenario(tmp_path, target):
     scenario, other = tmp_path / "scenario.yml", tmp_path / "other.yml"
     scenario.write_text(SCENARIO)
@@ -76,11 +67,14 @@ scenario: a worker dies
 seed: 32
 citizens: {template: students, count: 30, behavior: {think_time: 50ms..150ms}}
 load_profile: {sustain: 32s}
+report: {formats: [json]}
 """
 
 
 
 
+@pytest.mark.slow(reason="Locust calls a worker missing only after 8 missed heartbeats, and the "
+                  "run must outlast the others taking over its citizens")
 def test_a_worker_killed_mid_run_is_recorded_with_a_bound_and_its_citizens_go_on(tmp_path,
                                                                                  target):
     scenario, run_dir, port = tmp_path / "scenario.yml", tmp_path / "run", free_port()
@@ -126,20 +120,19 @@ def _requests_flowing(run_dir: Path) -> bool:
         return False
 
 
-def test_bad_master_addresses_and_scenarios_are_bad_input(tmp_path):
+def test_bad_master_addresses_and_scenarios_are_bad_input(tmp_path, esr_cli):
     bad = tmp_path / "bad.yml"
     bad.write_text("scenario: x\n")
     for args in (["worker", str(bad), "--master", "127.0.0.1:5557"],
                  ["worker", str(bad), "--master", "nowhere"],
                  ["master", str(bad), "--bind", "127.0.0.1:99999"]):
-        result = subprocess.run(esr_locust(*args), capture_output=True, text=True, timeout=60)
+        result = esr_cli(*args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, (args, result.stderr)
 
 
-def test_every_command_the_compose_file_needs_exists():
+def test_every_command_the_compose_file_needs_exists(esr_cli):
     for command in ("master", "worker", "target"):
-        result = subprocess.run(esr_locust(command, "--help"), capture_output=True, text=True,
-                                timeout=60)
+        result = esr_cli(command, "--help")
         assert result.returncode == 0 and "usage" in result.stdout
     assert Path(__file__).resolve().parent.parent.joinpath("locustfiles", "esr.py").is_file()
 
@@ -156,7 +149,7 @@ def test_the_compose_file_is_valid_for_a_real_compose_implementation():
     assert result.returncode == 0, result.stderr
 
 
-def test_the_compose_layout_scales_workers_and_runs_esr_commands():
+def test_the_compose_layout_scales_workers_and_runs_esr_commands(esr_cli):
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     assert set(services) == {"target", "master", "worker"}
     worker = services["worker"]
@@ -167,9 +160,7 @@ def test_the_compose_layout_scales_workers_and_runs_esr_commands():
     for service in services.values():
         assert any(v.endswith(":/esr/examples:ro") for v in service["volumes"])
         assert any(v.endswith(":/esr/reports") for v in service["volumes"])
-        help_text = subprocess.run(esr_locust(service["command"][0], "--help"),
-                                   capture_output=True, text=True, timeout=60)
-        assert help_text.returncode == 0
+        assert esr_cli(service["command"][0], "--help").returncode == 0
 
 
 @pytest.mark.parametrize("mode, expected", [(None, "--web"), ("headless", "--headless")])

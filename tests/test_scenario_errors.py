@@ -538,15 +538,10 @@ def _case(id_: str) -> Case:
     return CASES[CASE_IDS.index(id_)].values[0]
 
 
-def validate(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "esr.cli", "validate", str(path)],
-                          capture_output=True, text=True, timeout=60)
-
-
 @pytest.mark.parametrize("id_", CLI_CASES)
-def test_validate_reports_without_a_traceback(tmp_path, id_):
+def test_validate_reports_without_a_traceback(tmp_path, id_, esr_cli):
     case_ = _case(id_)
-    result = validate(write_case(tmp_path, case_))
+    result = esr_cli("validate", str(write_case(tmp_path, case_)))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     where = f"{tmp_path / case_.expected.file}:{case_.expected.line}:"
@@ -564,10 +559,10 @@ def test_an_empty_mapping_document_is_a_scenario_error(tmp_path):
     assert_reported(problems_of(path), Expected(1, "", "missing required key 'scenario'"))
 
 
-def test_validate_an_empty_mapping_without_a_traceback(tmp_path):
+def test_validate_an_empty_mapping_without_a_traceback(tmp_path, esr_cli):
     path = tmp_path / SCENARIO
     path.write_text("{}\n")
-    result = validate(path)
+    result = esr_cli("validate", str(path))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
 
 
@@ -760,6 +755,7 @@ def test_a_few_aliases_are_fine(tmp_path):
 def test_an_alias_bomb_is_refused_quickly(tmp_path):
     path = tmp_path / SCENARIO
     path.write_text(aliases(7))  # 10 million strings once expanded
+    # A real process: its timeout bounds the test if the refusal ever stopped working.
     result = subprocess.run([sys.executable, "-m", "esr.cli", "validate", str(path)],
                             capture_output=True, text=True, timeout=6)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
