@@ -39,6 +39,8 @@ LOCUSTFILE = Path(__file__).resolve().parent / "engine" / "locustfile.py"
 REPORTS_DIR = Path("reports")
 # How long workers may take to connect before the run is called off.
 WORKERS_CONNECT_TIMEOUT_S = 60
+# How often live progress is read while the run goes on.
+WATCH_INTERVAL_S = 0.5
 # Beyond the planned duration, how long a run may overrun before it is stopped.
 OVERRUN_S = STOP_TIMEOUT_S + 60
 
@@ -230,10 +232,14 @@ class Launch:
         return self._result()
 
     def _watch(self) -> Iterator[dict | None]:
-        while self.lead.poll() is None:
-            time.sleep(0.5)
+        while True:
+            try:
+                self.lead.wait(timeout=WATCH_INTERVAL_S)  # returns as soon as it ends
+            except subprocess.TimeoutExpired:
+                yield read_live(self.run_dir)
+                continue
             yield read_live(self.run_dir)
-        yield read_live(self.run_dir)
+            return
 
     def _end_workers(self) -> None:
         """Workers have delivered their final reports before the master quits, but a worker
