@@ -32,6 +32,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from esr.launcher import end_process
+
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"esr target listening on http://127\.0\.0\.1:(\d+)")
 MODEL = ("--capacity", "8", "--service-ms", "5")
@@ -62,12 +64,7 @@ def target(target_file: str | None, arguments: tuple[str, ...]) -> Iterator[int]
             raise SystemExit(f"the target did not start: {line!r}")
         yield int(ready.group(1))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        end_process(process, grace_s=10)
 
 
 def pin(cpu: int):

@@ -29,16 +29,16 @@ from esr.scenario.model import ChaosAction
 from esr.scenario.reader import signal_number
 from esr.units import parse_duration
 
-
-def parse_delay_ms(value: object) -> float:
-    """A latency action's delay (validated as a duration when the scenario was loaded)."""
-    return parse_duration(value) * 1000
-
 HTTP_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 60.0
 DETAIL_LIMIT = 500  # characters of a response or a command's output kept in the event
 PID_FILE_LIMIT = 64  # bytes read of a pid file: a pid and a newline, nothing else
 _PID = re.compile(r"\s*([1-9][0-9]{0,9})\s*")
+
+
+def parse_delay_ms(value: object) -> float:
+    """A latency action's delay (validated as a duration when the scenario was loaded)."""
+    return parse_duration(value) * 1000
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):

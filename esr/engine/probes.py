@@ -47,7 +47,7 @@ class Drained(TypedDict):
     hitl: dict  # {"paused": n, "skipped": n}
     journeys: list[list]  # [*JOURNEY_KEY, citizens]
     traits: list[list]  # [*TRAIT_KEY, citizens]
-    arrivals: dict  # open model: {"late": n, "late_ms_total": ms, "missed": n, "late_ms_max": ms}
+    arrivals: dict  # open model: on_time, late, late_ms_total, missed (counts), late_ms_max
     unaccounted: int  # requests cut off in flight by a forced stop
 
 
@@ -57,11 +57,12 @@ TRAIT_KEY = ("trait", "value", "outcome")
 _REQUESTS_AT = 2 + LATENCY_FIGURES.index("requests")  # in a latency row
 
 
+_REASON = re.compile(r"reason\s*=\s*([^;,\s]+)", re.IGNORECASE)
+
+
 def requests_in(drained: Drained) -> int:
     """How many requests a drained batch holds."""
     return sum(row[_REQUESTS_AT] for row in drained["latency"])
-
-_REASON = re.compile(r"reason\s*=\s*([^;,\s]+)", re.IGNORECASE)
 
 
 @dataclass
