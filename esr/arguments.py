@@ -15,9 +15,9 @@ def positive_int(text: str, minimum: int = 1) -> int:
     return value
 
 
-def host_port(text: str) -> tuple[str, int]:
+def host_port(text: str, lowest_port: int = 1) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not port.isdigit() or not lowest_port <= int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:5557, "
                                          f"got '{text}'")
     return host.strip("[]"), int(port)
@@ -49,3 +49,8 @@ def positive_float(text: str) -> float:
 
 def non_negative_int(text: str) -> int:
     return positive_int(text, minimum=0)
+
+
+def bind_address(text: str) -> tuple[str, int]:
+    """HOST:PORT to listen on, where port 0 picks a free one."""
+    return host_port(text, lowest_port=0)

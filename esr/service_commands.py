@@ -10,7 +10,13 @@ import os
 import sys
 from pathlib import Path
 
-from esr.arguments import host_port, local_workers, positive_float, positive_int, workers_argument
+from esr.arguments import (
+    bind_address,
+    local_workers,
+    positive_float,
+    positive_int,
+    workers_argument,
+)
 from esr.errors import EXIT_OK, BadInput
 from esr.units import parse_duration
 
@@ -29,7 +35,7 @@ def _data_argument(parser: argparse.ArgumentParser) -> None:
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     from esr.service import DEFAULT_BIND
 
-    parser.add_argument("--bind", type=_bind, default=DEFAULT_BIND, metavar="HOST:PORT",
+    parser.add_argument("--bind", type=bind_address, default=DEFAULT_BIND, metavar="HOST:PORT",
                         help=f"where the API and page listen (default {DEFAULT_BIND[0]}:"
                         f"{DEFAULT_BIND[1]}; port 0 picks a free one)")
     _data_argument(parser)
@@ -220,12 +226,6 @@ def fetch(args: argparse.Namespace) -> int:
     for fmt in parse_formats(args.format):
         print(client.report(args.run_id, fmt, out_dir=args.out).path)
     return EXIT_OK
-
-
-def _bind(text: str) -> tuple[str, int]:
-    """HOST:PORT, where port 0 picks a free one (the service says which when it listens)."""
-    return host_port(text.removesuffix(":0") + ":1")[:1] + (0,) if text.endswith(":0") \
-        else host_port(text)
 
 
 def _duration(text: str) -> float:
