@@ -50,6 +50,8 @@ POLL_S = 1.0
 EAGER_FORMATS = "html,json,junit"
 # How long a load process left over from a killed service may take to stop gracefully.
 ORPHAN_STOP_S = 60.0
+# How long a load process left starting may take to set up its graceful stop.
+ORPHAN_READY_S = 30.0
 _PDF_LOCK = threading.Lock()
 
 
@@ -242,28 +244,69 @@ def build_report_card(run_dir: Path, formats: str = EAGER_FORMATS) -> str | None
 
 
 def stop_orphans(run: Run) -> None:
-    """End the load processes a killed service left for this run: the first (the master, or
-    the only process) gracefully, so it writes its results; the rest after it."""
-    pids = [pid for pid in run.pids or [] if _belongs_to(pid, run)]
-    lead = (run.pids or [None])[0]
-    if lead in pids and _signal(lead, signal.SIGUSR1):
+    """End the load processes a killed service left for this run: the lead (the master, or
+    the only process) gracefully, so it writes its results; the rest after it.
+
+    They are found by the run directory in their environment rather than by the pids the
+    store recorded: a service killed between starting them and recording them leaves them
+    too. A lead that has not yet set up its graceful stop would die of SIGUSR1 with nothing
+    written, so it is given until it catches the signal."""
+    pids = _load_processes(run)
+    lead = next((pid for pid in pids if _is_lead(pid, run)), None)
+    if lead is not None and _catches_when_ready(lead, run, signal.SIGUSR1) and \
+            _signal(lead, signal.SIGUSR1):
         deadline = time.monotonic() + ORPHAN_STOP_S
         while _belongs_to(lead, run) and time.monotonic() < deadline:
             time.sleep(0.2)
     for pid in pids:
-        _signal(pid, signal.SIGKILL)
+        if _belongs_to(pid, run):
+            _signal(pid, signal.SIGKILL)
+
+
+def _load_processes(run: Run) -> list[int]:
+    """The run's Locust processes still alive, found in /proc (pids recorded or not)."""
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    return [pid for pid in pids if _belongs_to(pid, run)]
 
 
 def _belongs_to(pid: int, run: Run) -> bool:
-    """Whether pid is still one of this run's Locust processes (pids are reused): the run
-    directory is on its command line (the master) or in its environment (ESR_SCENARIO)."""
+    """Whether pid is alive and one of this run's Locust processes (pids are reused): started
+    as `python -m locust` with the run's scenario, in its directory, as ESR_SCENARIO."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        marks = Path(f"/proc/{pid}/cmdline").read_bytes() + \
-            Path(f"/proc/{pid}/environ").read_bytes()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environment = Path(f"/proc/{pid}/environ").read_bytes()
+    except (OSError, IndexError):
+        return False
+    mark = f"ESR_SCENARIO={Path(run.run_dir).resolve()}/".encode()
+    return state != "Z" and b"\0-m\0locust\0" in command and \
+        any(variable.startswith(mark) for variable in environment.split(b"\0"))
+
+
+def _is_lead(pid: int, run: Run) -> bool:
+    """The lead alone is told where the run directory is (workers take it from the master)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return state != "Z" and str(run.run_dir).encode() in marks
+    return f"\0--esr-run-dir\0{Path(run.run_dir).resolve()}\0".encode() in command
+
+
+def _catches_when_ready(pid: int, run: Run, number: int) -> bool:
+    """Wait (up to ORPHAN_READY_S) until the process has a handler for the signal."""
+    deadline = time.monotonic() + ORPHAN_READY_S
+    while _belongs_to(pid, run):
+        try:
+            caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                          if line.startswith("SigCgt:"))
+        except (OSError, StopIteration):
+            return False
+        if int(caught.split()[1], 16) >> (number - 1) & 1:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return False
 
 
 def _signal(pid: int, number: int) -> bool:

@@ -29,8 +29,10 @@ class ServeSettings:
 
 
 def open_store(data: Path) -> Store:
+    """The store in the data folder, named absolutely: run directories are recorded under it,
+    and a service started again from another working directory must still find them."""
     try:
-        return Store(data)
+        return Store(Path(data).resolve())
     except StoreTooNew as error:
         raise BadInput(str(error)) from None
     except OSError as error:
