@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -131,7 +132,20 @@ class Health(BaseModel):
     version: str
 
 
-ERRORS = {status: {"model": ErrorOut} for status in (401, 403, 404)}
+# Every refusal has the same body, a request that does not match the API (422) included.
+ERRORS = {status: {"model": ErrorOut} for status in (401, 403, 404, 422)}
+ERRORS[401]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"},
+                                               "required": True}}
+# How requests authenticate, as the OpenAPI document declares it (the check is `caller`'s).
+BEARER = HTTPBearer(auto_error=False, scheme_name="AgencyToken",
+                    description="an agency's token (esr_…), made by `esr-locust tokens create`")
+# A live stream's events as Server-Sent Events: each event's `data` is one JSON object.
+SSE_EVENT = {"type": "object", "required": ["id", "event", "data"], "properties": {
+    "id": {"type": "string", "pattern": r"^\d+$",
+           "description": "the run's event sequence number (send it back as Last-Event-ID)"},
+    "event": {"enum": ["status", "stats", "alert", "done"]},
+    "data": {"type": "string", "contentMediaType": "application/json",
+             "description": "the event's figures as a JSON object, with its time as `at`"}}}
 SUBMIT_BODY = {
     "requestBody": {"required": True, "content": {
         "application/yaml": {"schema": {"type": "string", "maxLength": MAX_SCENARIO_BYTES}},
@@ -187,10 +201,10 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
 
     _error_handlers(app)
 
-    def caller(request: Request,
-               authorization: Annotated[str | None, Header()] = None) -> Caller:
+    def caller(request: Request, _declared: Annotated[
+            HTTPAuthorizationCredentials | None, Depends(BEARER)] = None) -> Caller:
         try:
-            return authenticate(service.store, authorization)
+            return authenticate(service.store, request.headers.get("authorization"))
         except Unauthorized as error:
             service.store.audit("auth_failed", client=_client(request), reason=str(error),
                                 path=request.url.path[:200])
@@ -215,7 +229,9 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
     @app.post("/v1/runs", status_code=202, response_model=RunAccepted, tags=["runs"],
               openapi_extra=SUBMIT_BODY,
               responses={**ERRORS, 413: {"model": ErrorOut}, 415: {"model": ErrorOut},
-                         422: {"model": ErrorOut}, 429: {"model": ErrorOut}})
+                         429: {"model": ErrorOut, "headers": {"Retry-After": {
+                             "description": "seconds until a queued place may be free",
+                             "schema": {"type": "integer", "minimum": 1}, "required": True}}}})
     async def submit(request: Request, who: Annotated[Caller, Depends(starter)],
                      idempotency_key: Annotated[str | None, Header(max_length=200)] = None
                      ) -> JSONResponse:
@@ -257,7 +273,7 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
              responses={**ERRORS, 200: {
                  "description": "Server-Sent Events (status, stats, alert, done), or with "
                  "?after=N the same events as JSON",
-                 "content": {"text/event-stream": {"schema": {"type": "string"}},
+                 "content": {"text/event-stream": {"schema": SSE_EVENT},
                              "application/json": {"schema": {
                                  "type": "array",
                                  "items": EventOut.model_json_schema()}}}}})
@@ -291,7 +307,9 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
                 for ext in REPORT_FORMATS}
         return ReportLinksOut(expires_in_s=service.link_ttl_s, **urls)
 
-    @app.get("/v1/runs/{run_id}/report.{extension}", tags=["reports"], responses={
+    # A bearer token, or none with a signed link's expires and signature.
+    @app.get("/v1/runs/{run_id}/report.{extension}", tags=["reports"],
+             openapi_extra={"security": [{BEARER.scheme_name: []}, {}]}, responses={
         **ERRORS, 409: {"model": ErrorOut},
         200: {"description": "the report card in that format: html, pdf, json (summary.json) "
               "or xml (JUnit); with a bearer token, or with a signed link's expires and "
@@ -299,8 +317,8 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
                                        "application/json": {}, "application/xml": {}}}})
     def report_file(run_id: str, extension: str, request: Request,
                     expires: Annotated[str | None, Query(max_length=20)] = None,
-                    signature: Annotated[str | None, Query(max_length=128)] = None,
-                    authorization: Annotated[str | None, Header()] = None) -> Response:
+                    signature: Annotated[str | None, Query(max_length=128)] = None) -> Response:
+        authorization = request.headers.get("authorization")
         if extension not in REPORT_FORMATS:
             raise Failure(404, f"no report format '{extension[:20]}' (html, pdf, json, xml)")
         if signature is not None or authorization is None:
@@ -313,7 +331,7 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
             if run is None:
                 raise Failure(404, f"no run '{run_id[:80]}'")
             return _report_file(service, run, extension, None, request)
-        who = _scoped(caller(request, authorization), "runs:read")
+        who = _scoped(caller(request), "runs:read")
         return _report_file(service, own_run(run_id, who), extension, who, request)
 
     add_page(app, service)
