@@ -11,6 +11,7 @@ them gracefully (their results are written) and marks the run interrupted.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -199,6 +200,7 @@ class Follow:
         self.launch, self.stop_sent = launch, False
         self.alerts = LiveAlerts(p95_threshold_ms(launch.scenario))
         self.last_at = None
+        self.first_at: dt.datetime | None = None  # the first live reading: the load's start
 
     def __call__(self, live: dict) -> None:
         # Live figures mean the load process is up and takes a graceful stop (SIGUSR1).
@@ -209,6 +211,8 @@ class Follow:
             return
         self.last_at = live.get("at")
         stats = stats_of(live)
+        if stats["elapsed_s"] is None:  # live.json keeps no clock: count from the first reading
+            stats["elapsed_s"] = self.elapsed_s(live.get("at"))
         self.store.set_live(self.run_id, stats)
         self.store.append_event(self.run_id, "stats", stats)
         for alert in self.alerts.observe(live):
@@ -216,6 +220,14 @@ class Follow:
         if live.get("phase") == "stopping" or live.get("final"):
             self.dispatcher._status(self.run_id, STOPPING, only_from=(RUNNING,))
         self.dispatcher.notify(self.run_id)
+
+    def elapsed_s(self, at: str | None) -> float | None:
+        try:
+            now = dt.datetime.fromisoformat(at)
+        except (TypeError, ValueError):
+            return None
+        self.first_at = self.first_at or now
+        return round((now - self.first_at).total_seconds(), 1)
 
     def last(self, live: dict | None) -> None:
         if live is not None:
