@@ -42,3 +42,13 @@ def test_engine_benchmark_runs_a_short_round():
                           "--rounds", "1", "--idle-citizens", "400"],
                          capture_output=True, text=True, timeout=300, check=True).stdout
     assert "ratio ESR / bare" in out and "memory per idle user" in out, out
+
+
+@pytest.mark.slow(reason="two real runs through esr-locust serve, one of them watched")
+def test_service_benchmark_runs_with_a_few_watchers():
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "service.py"), "--watchers", "5",
+                          "--reads", "20", "--lists", "3", "--time-scale", "0.4",
+                          "--window", "1", "--workers", "0"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "submit -> first request at the target" in out and "listing all 1,00" in out, out
+    assert "5/5 watchers got every one and the end" in out, out

@@ -245,12 +245,15 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
     @app.get("/v1/runs", response_model=RunList, tags=["runs"], responses=ERRORS)
     def list_runs(who: Annotated[Caller, Depends(reader)],
                   cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
-                  limit: Annotated[int, Query(ge=1, le=PAGE_SIZE_MAX)] = 50) -> RunList:
+                  limit: Annotated[int, Query(ge=1, le=PAGE_SIZE_MAX)] = 50) -> Response:
         runs = service.store.runs(who.agency, before=int(cursor) if cursor else None,
                                   limit=limit + 1)
         more = len(runs) > limit
-        return RunList(runs=[_run_out(service, run) for run in runs[:limit]],
+        page = RunList(runs=[_run_out(service, run) for run in runs[:limit]],
                        next_cursor=str(runs[limit - 1].n) if more else None)
+        # Serialized once, by pydantic-core: FastAPI's way with a returned model (dump it,
+        # validate it again, serialize it, json.dumps it) took two thirds of a page's time.
+        return Response(page.model_dump_json(), media_type="application/json")
 
     @app.get("/v1/runs/{run_id}", response_model=RunOut, tags=["runs"], responses=ERRORS)
     def get_run(run_id: str, who: Annotated[Caller, Depends(reader)]) -> RunOut:
