@@ -7,7 +7,6 @@ its own runs only (another agency's run answers 404, exactly as an unknown id).
 
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import sqlite3
@@ -186,11 +185,20 @@ class RunEvents:
         if event is not None:
             event.set()
 
-    async def wait(self, run_id: str, timeout_s: float) -> None:
+    def armed(self, run_id: str) -> asyncio.Event:
+        """What the run's next notice sets. Take it before reading the store: an event
+        written between the read and the wait then still wakes the reader."""
         self.loop = asyncio.get_running_loop()
-        event = self._waiting.setdefault(run_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+        return self._waiting.setdefault(run_id, asyncio.Event())
+
+    @staticmethod
+    async def wait(notice: asyncio.Event, timeout_s: float) -> bool:
+        """Whether the notice came (else the time ran out)."""
+        try:
+            await asyncio.wait_for(notice.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
 
 def create_app(service: Service, events: RunEvents) -> FastAPI:
@@ -458,6 +466,7 @@ async def _stream(service: Service, events: RunEvents, run_id: str, after: int
     """Replay what the watcher missed from the store, then follow; end after `done`."""
     yield b"retry: 2000\n\n"
     while True:
+        notice = events.armed(run_id)
         batch = await asyncio.to_thread(service.store.events, run_id, after)
         for event in batch:
             after = event.seq
@@ -465,9 +474,8 @@ async def _stream(service: Service, events: RunEvents, run_id: str, after: int
                    f"data: {json.dumps({**event.data, 'at': event.at})}\n\n").encode()
             if event.type == "done":
                 return
-        if not batch:
-            await events.wait(run_id, KEEPALIVE_S)
-            yield b": keep-alive\n\n"
+        if not batch and not await events.wait(notice, KEEPALIVE_S):
+            yield b": keep-alive\n\n"  # 15 s without an event
 
 
 def _report_file(service: Service, run: Run, extension: str, who: Caller | None,
