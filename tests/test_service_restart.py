@@ -135,6 +135,27 @@ def test_a_graceful_stop_during_a_run_ends_it_interrupted_with_its_report_card(t
         assert_partial_report_card(api, target, run_id)
 
 
+def test_a_graceful_stop_while_the_report_card_is_built_keeps_the_run_as_it_ended(tmp_path,
+                                                                                  target):
+    """The load ran to its end: the service stopping during the report card does not make
+    the run interrupted."""
+    data = tmp_path / "data"
+    secret = make_token(data, "housing", "--allow-target", target)
+    service = start_service(data)
+    try:
+        with service.client(secret) as api:
+            run_id = submit(api, target, time_scale=0.2)
+            run = wait_for_status(api, run_id, ("reporting",) + ENDED, timeout_s=90)
+            assert run["status"] == "reporting", run
+        service.process.send_signal(signal.SIGTERM)
+        assert service.process.wait(timeout=90) == 0, service.log.read_text()
+    finally:
+        end_process(service.process)
+    row = store_row(data, run_id)
+    assert row["status"] == "passed", dict(row)
+    assert json.loads(row["verdict"])["requests"] == served(target, run_id)["requests"]["total"]
+
+
 # ---- the store's schema ----------------------------------------------------------------------
 
 

@@ -137,7 +137,7 @@ class Dispatcher:
             follow = Follow(self, run, launch)
             result = launch.wait(follow)
             follow.last(read_live(run.run_dir))
-            self._report(run.id, result.summary, result.exit_code)
+            self._report(run.id, result.summary, result.exit_code, cut_short=follow.stop_sent)
         except EsrError as error:
             self._end(run.id, ERROR, reason=" ".join(error.lines()))
         except Exception as error:  # a bug must still end the run, never leave it hanging
@@ -145,15 +145,18 @@ class Dispatcher:
         finally:
             self._wake.set()
 
-    def _report(self, run_id: str, summary: dict, exit_code: int) -> None:
+    def _report(self, run_id: str, summary: dict, exit_code: int, cut_short: bool) -> None:
+        """The run's end: cancelled or interrupted if it was stopped before its end (by its
+        agency, or by the service stopping), else as its SLOs say. A service that stops
+        while the report card is built does not make a whole run interrupted."""
         self._status(run_id, REPORTING)
         run = self.store.run(run_id)
         reason = build_report_card(run.run_dir)
-        if self._closing.is_set():
+        if run.cancel_requested:
+            status = CANCELLED
+        elif cut_short:
             status = INTERRUPTED
             reason = reason or "the service stopped during the run"
-        elif run.cancel_requested:
-            status = CANCELLED
         else:
             status = {EXIT_OK: PASSED, EXIT_SLO_FAILED: FAILED}.get(exit_code, ERROR)
             if status == ERROR:
