@@ -147,6 +147,15 @@ def test_a_wrong_token_is_told_and_signs_nobody_in(served, browser):
     assert served.runs["housing"] not in page.content()
 
 
+def test_a_token_that_cannot_read_runs_is_told_so(served, browser):
+    """A pipeline's token (runs:start only) would sign in to an empty page: it is refused."""
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, served.url, served.service.token("housing", "--scopes", "runs:start"))
+    assert "lacks the scope 'runs:read'" in page.locator("#error").inner_text()
+    assert context.cookies() == []
+
+
 def test_another_agency_sees_its_own_runs_only(served, browser):
     page = browser.new_context().new_page()
     sign_in(page, served.url, served.service.token("transit"))

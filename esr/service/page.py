@@ -68,6 +68,9 @@ def add_page(app: FastAPI, service) -> None:
             service.store.audit("auth_failed", client=_client(request), reason=str(error),
                                 path="/session")
             return _render(None, [], f"Not signed in: {error}.", status=401)
+        if "runs:read" not in who.policy.scopes:  # the page would show it nothing
+            return _render(None, [], "Not signed in: this token lacks the scope 'runs:read' "
+                           "the page needs to show runs.", status=403)
         service.store.audit("page_sign_in", agency=who.agency, token_id=who.token.id,
                             client=_client(request))
         response = RedirectResponse("/runs", status_code=303)
