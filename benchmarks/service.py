@@ -34,9 +34,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,19 +140,19 @@ async def watch(client: httpx.AsyncClient, run_id: str, watcher: Watcher) -> Non
         watcher.error = f"{type(error).__name__}: {error}"
 
 
-def watchers_in_background(url: str, secret: str, run_id: str, count: int
-                           ) -> tuple[threading.Thread, list[Watcher]]:
-    watchers = [Watcher() for _ in range(count)]
+def watchers(url: str, secret: str, run_id: str, count: int) -> list[Watcher]:
+    """`count` clients following the run's live stream to its end (in a process of their own,
+    so that they do not slow this one's timed reads)."""
+    followed = [Watcher() for _ in range(count)]
 
     async def all_of_them() -> None:
         limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(
                 30.0, read=120.0), headers={"Authorization": f"Bearer {secret}"}) as client:
-            await asyncio.gather(*(watch(client, run_id, w) for w in watchers))
+            await asyncio.gather(*(watch(client, run_id, w) for w in followed))
 
-    thread = threading.Thread(target=asyncio.run, args=(all_of_them(),), daemon=True)
-    thread.start()
-    return thread, watchers
+    asyncio.run(all_of_them())
+    return followed
 
 
 # ---- one run -----------------------------------------------------------------------------------
@@ -196,7 +196,8 @@ def one_run(url: str, process: psutil.Process, target: str, secret: str, args,
                                             "time_scale": args.time_scale})
         answer.raise_for_status()
         run_id = answer.json()["id"]
-        thread, watchers = watchers_in_background(url, secret, run_id, watcher_count)
+        watching = ProcessPoolExecutor(1)
+        followed = watching.submit(watchers, url, secret, run_id, watcher_count)
         first_request = first_request_at_target(target, run_id) - submitted
 
         # The service's own CPU over a window of the run, before any read.
@@ -223,11 +224,12 @@ def one_run(url: str, process: psutil.Process, target: str, secret: str, args,
             if time.monotonic() > deadline:
                 raise SystemExit(f"run {run_id} did not end")
             time.sleep(0.5)
-        thread.join(timeout=60)
+        followers = followed.result(timeout=60)
+        watching.shutdown()
         stats_ids = [e["id"] for e in api.get(f"/v1/runs/{run_id}/events",
                                               params={"after": 0}).json()
                      if e["type"] == "stats"]
-    return RunFigures(first_request, cpu, get_run, list_all_ms, listed, watchers, stats_ids)
+    return RunFigures(first_request, cpu, get_run, list_all_ms, listed, followers, stats_ids)
 
 
 # ---- figures -----------------------------------------------------------------------------------
@@ -292,6 +294,12 @@ def main() -> None:
               f"{args.time_scale:g}, {args.workers if args.workers is not None else 'one per core'}"
               " local workers")
         with service(data, args.workers) as (url, process):
+            with httpx.Client(base_url=url, timeout=30,
+                              headers={"Authorization": f"Bearer {secret}"}) as api:
+                list_all(api)
+                idle = [timed_ms(lambda: list_all(api)) for _ in range(args.lists)]
+            print(f"no run in progress: listing all {STORED_RUNS:,} runs x{args.lists}: p50 "
+                  f"{percentile(idle, 50):.0f} ms, p99 {percentile(idle, 99):.0f} ms")
             alone = one_run(url, process, target, secret, args, 0)
             report("the run alone", alone)
             watched = one_run(url, process, target, secret, args, args.watchers)
