@@ -172,11 +172,11 @@ class RunEvents:
         if event is not None:
             event.set()
 
-    async def wait(self, run_id: str, timeout_s: float) -> None:
+    def waiter(self, run_id: str) -> asyncio.Event:
+        """What the next event of the run sets: taken before reading the store, so an event
+        written in between is never missed."""
         self.loop = asyncio.get_running_loop()
-        event = self._waiting.setdefault(run_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+        return self._waiting.setdefault(run_id, asyncio.Event())
 
 
 def create_app(service: Service, events: RunEvents) -> FastAPI:
@@ -437,6 +437,7 @@ async def _stream(service: Service, events: RunEvents, run_id: str, after: int
     """Replay what the watcher missed from the store, then follow; end after `done`."""
     yield b"retry: 2000\n\n"
     while True:
+        waiter = events.waiter(run_id)
         batch = await asyncio.to_thread(service.store.events, run_id, after)
         for event in batch:
             after = event.seq
@@ -445,7 +446,9 @@ async def _stream(service: Service, events: RunEvents, run_id: str, after: int
             if event.type == "done":
                 return
         if not batch:
-            await events.wait(run_id, KEEPALIVE_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), KEEPALIVE_S)
+                continue
             yield b": keep-alive\n\n"
 
 
