@@ -91,9 +91,12 @@ def _problem(problem: Problem) -> dict:
 
 
 def targets_of(scenario: Scenario, host: str | None) -> list[str]:
-    """Every URL a run would send requests to: the target (or --host) and chaos http actions."""
-    return [host or scenario.target,
-            *(action.target for action in scenario.chaos if action.action == "http")]
+    """Every URL a run would send requests to: the target (or --host) and chaos http actions,
+    a path among them on the target as the engine resolves it (esr/engine/chaos.py)."""
+    base = host or scenario.target
+    return [base, *(f"{base.rstrip('/')}{action.target}" if action.target.startswith("/")
+                    else action.target
+                    for action in scenario.chaos if action.action == "http")]
 
 
 def _check_targets(caller: Caller, scenario: Scenario, host: str | None) -> None:
