@@ -222,9 +222,8 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
         submission = _submission(request, await _body(request))
         run = await asyncio.to_thread(_start, service, who, submission, idempotency_key,
                                       _client(request))
-        return JSONResponse(RunAccepted(
-            id=run.id, status=run.status, queue_position=service.store.queue_position(run),
-            links=_links(run)).model_dump(), status_code=202)
+        return JSONResponse(await asyncio.to_thread(_accepted, service, run.id),
+                            status_code=202)
 
     @app.get("/v1/runs", response_model=RunList, tags=["runs"], responses=ERRORS)
     def list_runs(who: Annotated[Caller, Depends(reader)],
@@ -392,6 +391,14 @@ def _start(service: Service, who: Caller, submission: Submission, key: str | Non
                 client=client, scenario=scenario.name[:200])
     service.dispatcher.wake()
     return run
+
+
+def _accepted(service: Service, run_id: str) -> dict:
+    """The answer to a submission: the run as it stands now (the queue may have started it)."""
+    run = service.store.run(run_id)
+    return RunAccepted(id=run.id, status=run.status,
+                       queue_position=service.store.queue_position(run),
+                       links=_links(run)).model_dump()
 
 
 def _same_body(run: Run, submission: Submission) -> Run:
