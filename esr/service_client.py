@@ -4,6 +4,7 @@ service's message (a scenario's located problems as a ScenarioError)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ ENDED = ("passed", "failed", "cancelled", "error", "interrupted")
 # Exit codes of `esr-locust submit --wait`, as `run`'s, by the run's final status.
 EXIT_CODES = {"passed": 0, "failed": 1}
 RECONNECT_S = 1.0
+# How long a live stream may say nothing, keep-alives included, before it is resumed.
+READ_TIMEOUT_S = 60.0
 EXTENSIONS = {"html": "html", "pdf": "pdf", "json": "json", "junit": "xml", "xml": "xml"}
 
 
@@ -119,27 +122,28 @@ class ServiceClient(EsrClient):
     def events(self, job_id: str, after: int = 0, deadline: float | None = None
                ) -> Iterator[dict]:
         """Every event of the run ({"type", "id", **data}) until `done`; a dropped connection
-        is resumed with Last-Event-ID, so nothing is missed or repeated."""
-        while deadline is None or time.monotonic() < deadline:
+        is resumed with Last-Event-ID, so nothing is missed or repeated. With a deadline
+        (time.monotonic()), stop there, even while the run is quiet (queued, say): the clock
+        is read on every line, the service's keep-alives included."""
+        while not _passed(deadline):
             headers = {"Last-Event-ID": str(after)} if after else {}
+            read_s = READ_TIMEOUT_S if deadline is None else \
+                max(0.1, min(READ_TIMEOUT_S, deadline - time.monotonic()))
             try:
                 with connect_sse(self.http, "GET", f"/v1/runs/{job_id}/events",
                                  headers=headers, timeout=httpx.Timeout(
-                                     10.0, read=60.0)) as source:
+                                     10.0, read=read_s)) as source:
                     if source.response.status_code != 200:
                         source.response.read()
                         self._check(source.response)
-                    for sse in source.iter_sse():
-                        if deadline is not None and time.monotonic() > deadline:
-                            return
-                        if not sse.id or not sse.data:  # keep-alives, the retry hint
-                            continue
-                        after = int(sse.id)
-                        yield {"type": sse.event, "id": after, **sse.json()}
-                        if sse.event == "done":
+                    for event in _server_sent_events(source.response.iter_lines(), deadline):
+                        after = event["id"]
+                        yield event
+                        if event["type"] == "done":
                             return
             except httpx.TransportError:
-                time.sleep(RECONNECT_S)
+                if not _passed(deadline):
+                    time.sleep(RECONNECT_S)
 
     def live(self, job_id: str) -> Iterator[dict]:
         """The live figures (phase, citizens, requests/s, p95, error rate, outcomes)."""
@@ -212,3 +216,29 @@ class ServiceClient(EsrClient):
         raise ServiceRefused(response.status_code,
                              f"the ESR service refused ({response.status_code}): {message}",
                              response.headers.get("retry-after"))
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _server_sent_events(lines: Iterator[str], deadline: float | None) -> Iterator[dict]:
+    """The events of a Server-Sent Events stream as {"type", "id", **data}, until the deadline
+    (looked at on every line, keep-alive comments included); events without an id or data
+    (the retry hint) are skipped."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if _passed(deadline):
+            return
+        if line:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data" and "data" in fields:
+                value = f"{fields['data']}\n{value}"
+            if name:  # a line starting with ':' is a comment (the keep-alive)
+                fields[name] = value
+            continue
+        if fields.get("id", "").isdigit() and fields.get("data"):
+            yield {"type": fields.get("event", "message"), "id": int(fields["id"]),
+                   **json.loads(fields["data"])}
+        fields = {}

@@ -11,11 +11,14 @@ test_service_api_runs.py.
 from __future__ import annotations
 
 import re
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from esr import EsrClient
 from esr.errors import Problem
 from tests.services import (
     new_token,
@@ -57,18 +60,26 @@ def service(tmp_path_factory, target):
             holder.post(f"/v1/runs/{answer.json()['id']}/cancel")
 
 
+class Agency(httpx.Client):
+    """An HTTP client for the API with one agency's token (its name and secret kept)."""
+
+    def __init__(self, url: str, agency: str, secret: str):
+        super().__init__(base_url=url, headers={"Authorization": f"Bearer {secret}"},
+                         timeout=30)
+        self.agency, self.secret = agency, secret
+
+
 @pytest.fixture
 def agency(service, target, request):
-    """A client for a new agency (named after the test; its name as .agency) allowed the
-    target; what it queued is cancelled at the end."""
+    """A client for a new agency (named after the test) allowed the target; what it queued
+    is cancelled at the end."""
     clients = []
 
-    def make(*options: str, name: str = "agency") -> httpx.Client:
+    def make(*options: str, name: str = "agency") -> Agency:
         test = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[-30:]
         agency_name = f"{name}-{len(clients)}-{test}".strip("-")
         _, secret = new_token(service.data, agency_name, "--allow-target", target, *options)
-        clients.append(service.client(secret))
-        clients[-1].agency = agency_name
+        clients.append(Agency(service.url, agency_name, secret))
         return clients[-1]
 
     yield make
@@ -418,3 +429,26 @@ def test_the_event_stream_of_a_cancelled_queued_run_ends_with_done(agency, targe
     api.post(f"/v1/runs/{run_id}/cancel")
     events = api.get(f"/v1/runs/{run_id}/events", params={"after": 0}).json()
     assert events[-1]["type"] == "done" and events[-1]["data"]["status"] == "cancelled"
+
+
+def test_waiting_for_a_queued_run_gives_up_at_its_timeout(service, agency, target):
+    """EsrClient.wait(timeout=…) on a run that stays queued, its stream quiet but for the
+    service's keep-alives: a TimeoutError at the timeout, not a wait for the run."""
+    api = agency()
+    run_id = queued(api, target)
+    client = EsrClient(url=service.url, token=api.secret)
+    outcome = []
+
+    def wait() -> None:
+        started = time.monotonic()
+        try:
+            client.wait(run_id, timeout=1.0)
+        except TimeoutError as error:
+            outcome.append((error, time.monotonic() - started))
+
+    waiting = threading.Thread(target=wait, daemon=True)
+    waiting.start()
+    waiting.join(30)
+    assert not waiting.is_alive(), "EsrClient.wait went on past its timeout"
+    ((error, took),) = outcome
+    assert "still queued" in str(error) and took < 5
