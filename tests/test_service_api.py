@@ -10,6 +10,7 @@ test_service_api_runs.py.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -452,3 +453,64 @@ def test_waiting_for_a_queued_run_gives_up_at_its_timeout(service, agency, targe
     assert not waiting.is_alive(), "EsrClient.wait went on past its timeout"
     ((error, took),) = outcome
     assert "still queued" in str(error) and took < 5
+
+
+# ---- odd input answers 4xx, never 5xx ----------------------------------------------------------
+
+
+def test_scales_must_be_finite_and_within_bounds(agency, target):
+    api = agency()
+    for field in ("time_scale", "user_scale"):
+        for value in ("Infinity", "-Infinity", "NaN", "1e308", "1000001", "0", "-1"):
+            body = f'{{"scenario": {json.dumps(TINY)}, "host": "{target}", "{field}": {value}}}'
+            answer = api.post("/v1/runs", content=body,
+                              headers={"Content-Type": "application/json"})
+            assert [p["path"] for p in refusal(answer, 422)["problems"]] == [field], value
+    assert api.get("/v1/runs").json()["runs"] == []
+    # Within bounds, the agency's own limits decide: 1e6 times the duration is too long.
+    body = refusal(submit(api, host=target, time_scale=1e6), 422)
+    assert body["error"].startswith("the run lasts ")
+
+
+def test_a_json_scenario_under_the_cap_is_taken_however_much_json_escapes_it(agency, target):
+    """JSON escapes a newline as 2 bytes and a non-ASCII character as up to 6 (\\u00e9): the
+    cap is on the scenario, not on its envelope."""
+    api = agency()
+    padding = MAX_SCENARIO_BYTES - len(TINY) - 100
+    for filler in ("#\n", "# é\n", "# \U0001f3e0\n"):
+        scenario = TINY + filler * (padding // len(filler.encode()))
+        assert len(scenario.encode()) < MAX_SCENARIO_BYTES
+        escaped = json.dumps({"scenario": scenario, "host": target}).encode()
+        assert len(escaped) > MAX_SCENARIO_BYTES + 4096
+        answer = api.post("/v1/runs", content=escaped,
+                          headers={"Content-Type": "application/json"})
+        assert answer.status_code == 202, (repr(filler), answer.text)
+        over = scenario + filler * 60
+        answer = api.post("/v1/runs", content=json.dumps({"scenario": over, "host": target}),
+                          headers={"Content-Type": "application/json"})
+        assert "262,144" in refusal(answer, 413)["error"], repr(filler)
+    assert len(api.get("/v1/runs").json()["runs"]) == 3
+
+
+def test_odd_link_signatures_expiries_and_event_ids_answer_4xx(service, agency, target):
+    api = agency()
+    run_id = queued(api, target)
+    links = api.get(f"/v1/runs/{run_id}/report-links").json()
+    with httpx.Client(base_url=service.url, timeout=30) as browser:
+        # A genuine link to a run that has not ended: valid, and the card is not there yet.
+        assert refusal(browser.get(links["html"]), 409)
+        base = f"/v1/runs/{run_id}/report.html"
+        for expires, signature in (("9999999999", "é"), ("²", "ab"), ("9" * 20, "ab"),
+                                   ("-5", "ab"), ("", ""), ("9999999999", "")):
+            answer = browser.get(base, params={"expires": expires, "signature": signature})
+            assert "not valid" in refusal(answer, 404)["error"], (expires, signature)
+        for cookie in ("tok_x.9999999999.é", "tok_x.².x", "..", "tok_x.9999999999"):
+            page = browser.get("/runs", headers={"Cookie": f"esr_session={cookie}".encode()})
+            assert page.status_code == 200 and "sign in" in page.text.lower(), cookie
+    for last_event_id in ("9" * 30, "-5", "1.5", "²".encode()):
+        with api.stream("GET", f"/v1/runs/{run_id}/events",
+                        headers={"Last-Event-ID": last_event_id}) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            first = next(line for line in lines if line.startswith("id:"))
+            assert first == "id: 1", last_event_id  # replayed from the start

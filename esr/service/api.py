@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from esr.service.links import REPORT_FORMATS, report_link_valid, report_query
 from esr.service.page import add_page
 from esr.service.store import ENDED, IN_PROGRESS, QUEUED, Event, Run, Store
 from esr.service.submissions import (
+    MAX_SCALE,
     MAX_SCENARIO_BYTES,
     SCENARIO_FILE,
     Refused,
@@ -42,6 +44,12 @@ LINK_TTL_S = 24 * 3600.0
 KEEPALIVE_S = 15.0
 PAGE_SIZE_MAX = 200
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+JSON_TYPE = "application/json"
+# The largest JSON submission read: a scenario at the cap, each byte escaped, and the rest.
+JSON_BODY_BYTES = 6 * MAX_SCENARIO_BYTES + 4096
+# A Last-Event-ID the stream resumes after: a sequence number the store can hold (anything
+# else replays from the start).
+LAST_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 # ---- the models ------------------------------------------------------------------------------
@@ -63,8 +71,10 @@ class ErrorOut(BaseModel):
 class RunSubmission(BaseModel):
     scenario: str = Field(description="the scenario, as YAML text")
     host: str | None = Field(None, description="load this host instead of the scenario's target")
-    time_scale: float = Field(1.0, gt=0, description="multiply every duration by this")
-    user_scale: float = Field(1.0, gt=0, description="multiply every citizen count by this")
+    time_scale: float = Field(1.0, gt=0, le=MAX_SCALE,
+                              description="multiply every duration by this")
+    user_scale: float = Field(1.0, gt=0, le=MAX_SCALE,
+                              description="multiply every citizen count by this")
 
 
 class RunLinks(BaseModel):
@@ -219,7 +229,8 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
     async def submit(request: Request, who: Annotated[Caller, Depends(starter)],
                      idempotency_key: Annotated[str | None, Header(max_length=200)] = None
                      ) -> JSONResponse:
-        submission = _submission(request, await _body(request))
+        kind = _body_kind(request)
+        submission = _submission(kind, await _body(request, kind))
         run = await asyncio.to_thread(_start, service, who, submission, idempotency_key,
                                       _client(request))
         return JSONResponse(await asyncio.to_thread(_accepted, service, run.id),
@@ -266,7 +277,7 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
         run = own_run(run_id, who)
         if after is not None:
             return JSONResponse([_event_out(e) for e in service.store.events(run.id, after)])
-        start = int(last_event_id) if (last_event_id or "").isdigit() else 0
+        start = int(last_event_id) if LAST_EVENT_ID.fullmatch(last_event_id or "") else 0
         return StreamingResponse(_stream(service, events, run.id, start),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",
@@ -322,11 +333,23 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
 # ---- submitting ------------------------------------------------------------------------------
 
 
-async def _body(request: Request) -> bytes:
-    """The request body, refused with 413 as soon as it passes the scenario size cap."""
+def _body_kind(request: Request) -> str:
+    """The submission's media type, refused with 415 before its body is read."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in YAML_TYPES and kind != JSON_TYPE:
+        raise Failure(415, f"send the scenario as {YAML_TYPES[0]}, or as {JSON_TYPE} "
+                      '{"scenario": "<yaml text>", "host": …}')
+    return kind
+
+
+async def _body(request: Request, kind: str) -> bytes:
+    """The request body, refused with 413 as soon as it passes what a scenario of the size
+    cap can take: the scenario itself as YAML; as JSON, that scenario with every character
+    escaped (up to 6 bytes each, \\u00e9) in its envelope. `accept` then holds the
+    scenario itself to the cap."""
+    limit = MAX_SCENARIO_BYTES if kind in YAML_TYPES else JSON_BODY_BYTES
     declared = request.headers.get("content-length", "")
-    limit = MAX_SCENARIO_BYTES + 4096  # room for the JSON envelope around the scenario
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Failure(413, f"the body is {int(declared):,} bytes; the service accepts "
                       f"scenarios up to {MAX_SCENARIO_BYTES:,}")
     body = bytearray()
@@ -338,17 +361,13 @@ async def _body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _submission(request: Request, body: bytes) -> Submission:
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+def _submission(kind: str, body: bytes) -> Submission:
     try:
         text = body.decode()
     except UnicodeDecodeError:
         raise Failure(422, "the body is not UTF-8 text") from None
     if kind in YAML_TYPES:
         return Submission(scenario=text)
-    if kind != "application/json":
-        raise Failure(415, f"send the scenario as {YAML_TYPES[0]}, or as application/json "
-                      '{"scenario": "<yaml text>", "host": …}')
     try:
         data = RunSubmission.model_validate_json(body)
     except ValidationError as error:

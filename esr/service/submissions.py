@@ -22,6 +22,9 @@ from esr.service.agencies import Caller
 from esr.units import format_duration
 
 MAX_SCENARIO_BYTES = 256 * 1024
+# The largest time_scale or user_scale: far past any limit an agency has, and finite, so the
+# limits are what refuse an oversize run (an infinite scale would slip past them as NaN).
+MAX_SCALE = 1e6
 SCENARIO_FILE = "scenario.yml"  # what a submitted scenario is called in messages and run dirs
 
 
@@ -59,8 +62,8 @@ def accept(caller: Caller, submission: Submission) -> Scenario:
         raise Refused(413, f"the scenario is {len(submission.scenario.encode()):,} bytes; "
                       f"the service accepts up to {MAX_SCENARIO_BYTES:,}")
     for name in ("time_scale", "user_scale"):
-        if not getattr(submission, name) > 0:
-            raise Refused(422, f"{name} must be above 0")
+        if not 0 < getattr(submission, name) <= MAX_SCALE:  # NaN and infinity fail too
+            raise Refused(422, f"{name} must be above 0 and at most {MAX_SCALE:,.0f}")
     scenario = read_submitted(submission.scenario)
     _check_targets(caller, scenario, submission.host)
     _check_size(caller, scenario, submission)
