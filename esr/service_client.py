@@ -110,9 +110,11 @@ class ServiceClient(EsrClient):
 
     def wait(self, job_id: str, timeout: float | None = None) -> RemoteJob:
         deadline = None if timeout is None else time.monotonic() + timeout
-        for _ in self.events(job_id, deadline=deadline):
-            pass
         job = self.job(job_id)
+        if not job.done:
+            for _ in self.events(job_id, deadline=deadline):
+                pass
+            job = self.job(job_id)
         if not job.done:
             raise TimeoutError(f"run {job_id} is still {job.status}")
         return job
@@ -124,7 +126,8 @@ class ServiceClient(EsrClient):
         """Every event of the run ({"type", "id", **data}) until `done`; a dropped connection
         is resumed with Last-Event-ID, so nothing is missed or repeated. With a deadline
         (time.monotonic()), stop there, even while the run is quiet (queued, say): the clock
-        is read on every line, the service's keep-alives included."""
+        is read on every line, the service's keep-alives included. A run found ended at a
+        keep-alive ends the events too, `done` or not."""
         while not _passed(deadline):
             headers = {"Last-Event-ID": str(after)} if after else {}
             read_s = READ_TIMEOUT_S if deadline is None else \
@@ -137,6 +140,10 @@ class ServiceClient(EsrClient):
                         source.response.read()
                         self._check(source.response)
                     for event in _server_sent_events(source.response.iter_lines(), deadline):
+                        if event is None:  # quiet for a while: has the run ended unannounced?
+                            if self.job(job_id).done:
+                                return
+                            continue
                         after = event["id"]
                         yield event
                         if event["type"] == "done":
@@ -164,19 +171,20 @@ class ServiceClient(EsrClient):
                out_dir: str | Path | None = None) -> Report:
         """The report card in one format, once the run has ended: a signed link anyone may
         open (.url) and the file downloaded (.path; under reports/<run-id>/ by default)."""
-        extension = EXTENSIONS.get(format)
-        if extension is None:
-            raise BadInput(f"unknown report format '{format}'; choose from html, pdf, json, "
-                           "junit")
+        extension = _extension(format)
         self.wait(job_id)
-        link = self._call("GET", f"/v1/runs/{job_id}/report-links")[
-            "json" if extension == "json" else extension]
+        link = self.link(job_id, format)
+        content = self._request("GET", link).content
         folder = Path(out_dir) if out_dir else Path("reports") / job_id
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"report.{extension}"
-        response = self._request("GET", link)
-        path.write_bytes(response.content)
+        path.write_bytes(content)
         return Report(format, path, link)
+
+    def link(self, job_id: str, format: str = "html") -> str:  # noqa: A002 - the API's word
+        """A signed link to the run's report card in one format, which a person opens without
+        the token (the card itself comes when the run has ended)."""
+        return self._call("GET", f"/v1/runs/{job_id}/report-links")[_extension(format)]
 
     # ---- HTTP --------------------------------------------------------------------------------
 
@@ -218,25 +226,35 @@ class ServiceClient(EsrClient):
                              response.headers.get("retry-after"))
 
 
+def _extension(format: str) -> str:  # noqa: A002 - the API's word
+    """The report link's extension for a format (junit's is xml)."""
+    if format not in EXTENSIONS:
+        raise BadInput(f"unknown report format '{format}'; choose from html, pdf, json, junit")
+    return EXTENSIONS[format]
+
+
 def _passed(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
-def _server_sent_events(lines: Iterator[str], deadline: float | None) -> Iterator[dict]:
-    """The events of a Server-Sent Events stream as {"type", "id", **data}, until the deadline
-    (looked at on every line, keep-alive comments included); events without an id or data
+def _server_sent_events(lines: Iterator[str], deadline: float | None
+                        ) -> Iterator[dict | None]:
+    """The events of a Server-Sent Events stream as {"type", "id", **data}, and None for each
+    keep-alive, until the deadline (looked at on every line); events without an id or data
     (the retry hint) are skipped."""
     fields: dict[str, str] = {}
     for line in lines:
         if _passed(deadline):
             return
+        if line.startswith(":"):  # a comment: the service's keep-alive
+            yield None
+            continue
         if line:
             name, _, value = line.partition(":")
             value = value.removeprefix(" ")
             if name == "data" and "data" in fields:
                 value = f"{fields['data']}\n{value}"
-            if name:  # a line starting with ':' is a comment (the keep-alive)
-                fields[name] = value
+            fields[name] = value
             continue
         if fields.get("id", "").isdigit() and fields.get("data"):
             yield {"type": fields.get("event", "message"), "id": int(fields["id"]),

@@ -21,6 +21,7 @@ import pytest
 
 from esr import EsrClient
 from esr.errors import Problem
+from esr.service_client import _server_sent_events
 from tests.services import (
     new_token,
     revoke_token,
@@ -423,7 +424,7 @@ def test_the_queue_position_counts_the_runs_ahead(agency, target):
 
 @pytest.mark.xfail(strict=True, reason="esr/service/dispatcher.py: Dispatcher.cancel ends a "
                    "queued run with a status event but writes no `done`, so its event stream "
-                   "never ends (and EsrClient.wait on it never returns)")
+                   "never ends (a client following it learns of the end only at a keep-alive)")
 def test_the_event_stream_of_a_cancelled_queued_run_ends_with_done(agency, target):
     api = agency()
     run_id = queued(api, target)
@@ -514,3 +515,23 @@ def test_odd_link_signatures_expiries_and_event_ids_answer_4xx(service, agency, 
             lines = stream.iter_lines()
             first = next(line for line in lines if line.startswith("id:"))
             assert first == "id: 1", last_event_id  # replayed from the start
+
+
+def test_esr_client_waits_no_longer_for_a_run_that_has_ended(service, agency, target):
+    api = agency()
+    run_id = queued(api, target)
+    client = EsrClient(url=service.url, token=api.secret)
+    assert client.stop(run_id).status == "cancelled"
+    started = time.monotonic()
+    assert client.wait(run_id, timeout=30).status == "cancelled"
+    assert time.monotonic() - started < 5
+
+
+def test_the_clients_event_reader_takes_the_services_stream_apart():
+    lines = ["retry: 2000", "", "id: 1", "event: status", 'data: {"status": "queued"}', "",
+             ": keep-alive", "", "id: 2", "event: alert", 'data: {"message":', 'data: "x"}', "",
+             "id: 3", "event: done", "data: {}", ""]
+    assert list(_server_sent_events(iter(lines), deadline=None)) == [
+        {"type": "status", "id": 1, "status": "queued"}, None,
+        {"type": "alert", "id": 2, "message": "x"}, {"type": "done", "id": 3}]
+    assert list(_server_sent_events(iter(lines), deadline=time.monotonic() - 1)) == []

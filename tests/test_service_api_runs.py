@@ -131,10 +131,13 @@ def submitted(result: Result) -> str:
 
 @pytest.fixture(scope="module")
 def passed_run(housing, scenarios, target, tmp_path_factory) -> tuple[str, Result]:
-    """`esr-locust submit --wait` of a run that passes: its id and what the command did."""
+    """`esr-locust submit --wait` of a run that passes: its id and what the command did (in
+    an empty folder: it writes nothing there)."""
+    folder = tmp_path_factory.mktemp("submitted")
     result = housing.cli("submit", str(scenarios["tiny"]), "--wait", "--host", target,
-                         cwd=tmp_path_factory.mktemp("submitted"))
+                         cwd=folder)
     assert result.code == 0, result
+    assert list(folder.iterdir()) == []
     return submitted(result), result
 
 
