@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from httpx_sse import connect_sse
@@ -174,7 +175,11 @@ class ServiceClient(EsrClient):
         extension = _extension(format)
         self.wait(job_id)
         link = self.link(job_id, format)
-        content = self._request("GET", link).content
+        # Fetched from the service this client talks to, by the link's path and signature: the
+        # host in the link is the service's idea of its own name (the Host it was asked by),
+        # and the token goes nowhere else.
+        parts = urlsplit(link)
+        content = self._request("GET", f"{parts.path}?{parts.query}").content
         folder = Path(out_dir) if out_dir else Path("reports") / job_id
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"report.{extension}"

@@ -364,6 +364,18 @@ def test_esr_client_runs_watches_stops_waits_and_fetches_from_the_service(housin
     assert requests == served(target, job.id)["requests"]["total"] == done.verdict["requests"]
 
 
+def test_esr_client_downloads_a_card_from_the_address_it_was_given(housing, passed_run,
+                                                                   tmp_path):
+    """Behind a proxy the service names itself as it was asked (the Host header it got): the
+    client still downloads from the address it knows, and sends its token nowhere else."""
+    run_id, _ = passed_run
+    esr = housing.esr()
+    esr.http.headers["Host"] = "esr.internal.example:8088"  # as a proxy might forward it
+    report = esr.report(run_id, format="json", out_dir=tmp_path)
+    assert report.url.startswith("http://esr.internal.example:8088/v1/runs/")
+    assert json.loads(report.path.read_text())["run_id"] == run_id
+
+
 def test_esr_client_turns_the_services_refusals_into_esr_errors(service, housing, scenarios,
                                                                  target, esr_cli):
     esr = housing.esr()
