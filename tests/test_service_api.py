@@ -340,6 +340,22 @@ def test_command_and_signal_chaos_actions_are_refused_whatever_the_scenario_asks
     assert api.get("/v1/runs").json()["runs"] == []
 
 
+def test_a_request_that_names_its_own_host_answers_422(agency, target):
+    """On a shared address (a CDN, virtual hosts) a Host header picks another site."""
+    api = agency()
+    journey = "journey:\n  - {{name: form, request: GET /form, headers: {{{header}: {value}}}}}\n"
+    for header in ("Host", "host", " HOST "):
+        scenario = TINY + journey.format(header=f"'{header}'", value="victim.example")
+        body = refusal(submit(api, scenario, host=target), 422)
+        assert body["error"].startswith("journey step 'form' sets the Host header"), header
+    action = "chaos:\n  - {action: http, target: /admin, after: 1s, headers: {Host: x.example}}\n"
+    body = refusal(submit(api, TINY + action, host=target), 422)
+    assert body["error"].startswith("chaos[0] sets the Host header")
+    assert api.get("/v1/runs").json()["runs"] == []
+    fine = TINY + journey.format(header="X-Agency", value="housing")
+    assert submit(api, fine, host=target).status_code == 202
+
+
 # ---- limits --------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 aimed only at the agency's own targets, within its limits. Nothing here starts anything.
 
 A scenario that arrives over the network gets no permission beyond HTTP requests (no
-command, signal or container action), whatever it asks: the service grants none.
+command, signal or container action), whatever it asks: the service grants none. Its
+requests go to the allowed origins under their own names: no step or action sets Host.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def accept(caller: Caller, submission: Submission) -> Scenario:
             raise Refused(422, f"{name} must be above 0 and at most {MAX_SCALE:,.0f}")
     scenario = read_submitted(submission.scenario)
     _check_targets(caller, scenario, submission.host)
+    _check_host_headers(scenario)
     _check_size(caller, scenario, submission)
     return scenario
 
@@ -109,6 +111,24 @@ def _check_targets(caller: Caller, scenario: Scenario, host: str | None) -> None
             "--allow-target)"
         raise Refused(422, f"agency '{caller.agency}' may not load {', '.join(outside)}; "
                       f"its allowed targets: {allowed}")
+
+
+def _check_host_headers(scenario: Scenario) -> None:
+    """A request that names its own Host reaches the allowed address as another site (one
+    address, a shared host or a CDN, serves many): the allow-list would hold in name only."""
+    setting = [f"journey step '{step.name}'" for step in scenario.journey or ()
+               if _names_host(step.headers)]
+    setting += [f"{action.path or 'a chaos action'}" for action in scenario.chaos
+                if action.action == "http" and _names_host((action.options or {}).get("headers"))]
+    if setting:
+        raise Refused(422, f"{', '.join(setting)} set{'s' if len(setting) == 1 else ''} the Host "
+                      "header; on the service a run reaches its allowed targets by their own "
+                      "names only (remove the header)")
+
+
+def _names_host(headers: object) -> bool:
+    return isinstance(headers, dict) and any(str(name).strip().lower() == "host"
+                                             for name in headers)
 
 
 def _check_size(caller: Caller, scenario: Scenario, submission: Submission) -> None:
