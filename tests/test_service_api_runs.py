@@ -10,9 +10,11 @@ that passed (`submit --wait`, exit 0) and one that failed its SLO (exit 1).
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -268,6 +270,54 @@ def test_a_running_run_cancelled_stops_gracefully_and_keeps_its_report_card(canc
 
 def _seconds(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
+
+
+# ---- where the load goes ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def http_server(redirect_to: str | None = None) -> Iterator[tuple[str, list[str]]]:
+    """A plain HTTP server on 127.0.0.1 in this process: its URL, and the paths it was asked
+    for; with redirect_to, it answers every request with a 302 there."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            asked.append(self.path)
+            self.send_response(302 if redirect_to else 200)
+            if redirect_to:
+                self.send_header("Location", redirect_to)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.xfail(strict=True, reason="esr/engine/journey.py: citizens follow redirects to any "
+                   "origin (FastHttpUser's default), so a target on the allow-list that "
+                   "redirects, or has an open redirect, carries the load elsewhere")
+def test_a_redirect_from_an_allowed_target_does_not_carry_the_load_elsewhere(make_agency):
+    with http_server() as (elsewhere, asked_elsewhere), \
+            http_server(redirect_to=f"{elsewhere}/someone-else") as (allowed, asked):
+        agency = make_agency("redirected", "--allow-target", allowed)
+        scenario = SCENARIO.format(sustain="1s", p95_ms=500) + \
+            "journey:\n  - {name: home, request: GET /}\n"
+        with agency.api() as api:
+            run_id = start(api, scenario, allowed)
+            run = wait_for_status(api, run_id, ENDED)
+    assert run["verdict"]["requests"] > 0 and asked
+    assert asked_elsewhere == []
 
 
 # ---- report links --------------------------------------------------------------------------------
