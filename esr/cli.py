@@ -407,6 +407,9 @@ def target(args: argparse.Namespace) -> int:
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     workers_argument(parser)
+    parser.add_argument("--service", action="store_true",
+                        help="run it through a local ESR service, as an agency would, and "
+                        "print the report link")
 
 
 
@@ -420,6 +423,10 @@ def demo(args: argparse.Namespace) -> int:
 
     with demo_target() as url:
         print(f"esr-locust: demo target at {url}", file=sys.stderr)
+        if args.service:
+            from esr.demo.through_service import demo_through_service
+
+            return demo_through_service(DEMO_SCENARIO, url, local_workers(args))
         settings = RunSettings(scenario=DEMO_SCENARIO, host=url, workers=local_workers(args))
         return _run_and_report(settings)
 

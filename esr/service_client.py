@@ -4,11 +4,13 @@ service's message (a scenario's located problems as a ScenarioError)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from httpx_sse import connect_sse
@@ -23,6 +25,8 @@ ENDED = ("passed", "failed", "cancelled", "error", "interrupted")
 # Exit codes of `esr-locust submit --wait`, as `run`'s, by the run's final status.
 EXIT_CODES = {"passed": 0, "failed": 1}
 RECONNECT_S = 1.0
+# How long a live stream may say nothing, keep-alives included, before it is resumed.
+READ_TIMEOUT_S = 60.0
 EXTENSIONS = {"html": "html", "pdf": "pdf", "json": "json", "junit": "xml", "xml": "xml"}
 
 
@@ -107,9 +111,11 @@ class ServiceClient(EsrClient):
 
     def wait(self, job_id: str, timeout: float | None = None) -> RemoteJob:
         deadline = None if timeout is None else time.monotonic() + timeout
-        for _ in self.events(job_id, deadline=deadline):
-            pass
         job = self.job(job_id)
+        if not job.done:
+            for _ in self.events(job_id, deadline=deadline):
+                pass
+            job = self.job(job_id)
         if not job.done:
             raise TimeoutError(f"run {job_id} is still {job.status}")
         return job
@@ -119,27 +125,33 @@ class ServiceClient(EsrClient):
     def events(self, job_id: str, after: int = 0, deadline: float | None = None
                ) -> Iterator[dict]:
         """Every event of the run ({"type", "id", **data}) until `done`; a dropped connection
-        is resumed with Last-Event-ID, so nothing is missed or repeated."""
-        while deadline is None or time.monotonic() < deadline:
+        is resumed with Last-Event-ID, so nothing is missed or repeated. With a deadline
+        (time.monotonic()), stop there, even while the run is quiet (queued, say): the clock
+        is read on every line, the service's keep-alives included. A run found ended at a
+        keep-alive ends the events too, `done` or not."""
+        while not _passed(deadline):
             headers = {"Last-Event-ID": str(after)} if after else {}
+            read_s = READ_TIMEOUT_S if deadline is None else \
+                max(0.1, min(READ_TIMEOUT_S, deadline - time.monotonic()))
             try:
                 with connect_sse(self.http, "GET", f"/v1/runs/{job_id}/events",
                                  headers=headers, timeout=httpx.Timeout(
-                                     10.0, read=60.0)) as source:
+                                     10.0, read=read_s)) as source:
                     if source.response.status_code != 200:
                         source.response.read()
                         self._check(source.response)
-                    for sse in source.iter_sse():
-                        if deadline is not None and time.monotonic() > deadline:
-                            return
-                        if not sse.id or not sse.data:  # keep-alives, the retry hint
+                    for event in _server_sent_events(source.response.iter_lines(), deadline):
+                        if event is None:  # quiet for a while: has the run ended unannounced?
+                            if self.job(job_id).done:
+                                return
                             continue
-                        after = int(sse.id)
-                        yield {"type": sse.event, "id": after, **sse.json()}
-                        if sse.event == "done":
+                        after = event["id"]
+                        yield event
+                        if event["type"] == "done":
                             return
             except httpx.TransportError:
-                time.sleep(RECONNECT_S)
+                if not _passed(deadline):
+                    time.sleep(RECONNECT_S)
 
     def live(self, job_id: str) -> Iterator[dict]:
         """The live figures (phase, citizens, requests/s, p95, error rate, outcomes)."""
@@ -160,19 +172,24 @@ class ServiceClient(EsrClient):
                out_dir: str | Path | None = None) -> Report:
         """The report card in one format, once the run has ended: a signed link anyone may
         open (.url) and the file downloaded (.path; under reports/<run-id>/ by default)."""
-        extension = EXTENSIONS.get(format)
-        if extension is None:
-            raise BadInput(f"unknown report format '{format}'; choose from html, pdf, json, "
-                           "junit")
+        extension = _extension(format)
         self.wait(job_id)
-        link = self._call("GET", f"/v1/runs/{job_id}/report-links")[
-            "json" if extension == "json" else extension]
+        link = self.link(job_id, format)
+        # Fetched from the service this client talks to, by the link's path and signature: the
+        # host in the link is the service's idea of its own name (the Host it was asked by),
+        # and the token goes nowhere else.
+        parts = urlsplit(link)
+        content = self._request("GET", f"{parts.path}?{parts.query}").content
         folder = Path(out_dir) if out_dir else Path("reports") / job_id
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"report.{extension}"
-        response = self._request("GET", link)
-        path.write_bytes(response.content)
+        path.write_bytes(content)
         return Report(format, path, link)
+
+    def link(self, job_id: str, format: str = "html") -> str:  # noqa: A002 - the API's word
+        """A signed link to the run's report card in one format, which a person opens without
+        the token (the card itself comes when the run has ended)."""
+        return self._call("GET", f"/v1/runs/{job_id}/report-links")[_extension(format)]
 
     # ---- HTTP --------------------------------------------------------------------------------
 
@@ -212,3 +229,39 @@ class ServiceClient(EsrClient):
         raise ServiceRefused(response.status_code,
                              f"the ESR service refused ({response.status_code}): {message}",
                              response.headers.get("retry-after"))
+
+
+def _extension(format: str) -> str:  # noqa: A002 - the API's word
+    """The report link's extension for a format (junit's is xml)."""
+    if format not in EXTENSIONS:
+        raise BadInput(f"unknown report format '{format}'; choose from html, pdf, json, junit")
+    return EXTENSIONS[format]
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _server_sent_events(lines: Iterator[str], deadline: float | None
+                        ) -> Iterator[dict | None]:
+    """The events of a Server-Sent Events stream as {"type", "id", **data}, and None for each
+    keep-alive, until the deadline (looked at on every line); events without an id or data
+    (the retry hint) are skipped."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if _passed(deadline):
+            return
+        if line.startswith(":"):  # a comment: the service's keep-alive
+            yield None
+            continue
+        if line:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data" and "data" in fields:
+                value = f"{fields['data']}\n{value}"
+            fields[name] = value
+            continue
+        if fields.get("id", "").isdigit() and fields.get("data"):
+            yield {"type": fields.get("event", "message"), "id": int(fields["id"]),
+                   **json.loads(fields["data"])}
+        fields = {}

@@ -156,8 +156,8 @@ def _submit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", metavar="SCENARIO")
     _service_arguments(parser)
     parser.add_argument("--wait", action="store_true",
-                        help="watch the run to its end; exit as `run` does (0 passed, 1 SLO "
-                        "failed, 2 bad input, 3 run error)")
+                        help="watch the run to its end and print its report card's link; "
+                        "exit as `run` does (0 passed, 1 SLO failed, 2 bad input, 3 run error)")
     parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
     parser.add_argument("--time-scale", type=positive_float, default=1.0, metavar="F")
     parser.add_argument("--user-scale", type=positive_float, default=1.0, metavar="F")
@@ -176,8 +176,9 @@ def submit(args: argparse.Namespace) -> int:
         print(job.id)
         return EXIT_OK
     job = client.watch(job.id, stream=sys.stderr)
-    print(client.report(job.id, "html", out_dir=None).url if job.status != "cancelled"
-          else job.id)
+    # The report card's link when the run has one (a verdict means it was reported), else
+    # the run's id; nothing is downloaded (fetch does that).
+    print(client.link(job.id, "html") if job.verdict else job.id)
     return job.exit_code
 
 

@@ -20,6 +20,7 @@ from tests.commands import esr_locust
 
 READY_S = 30.0
 LISTENING = re.compile(r"service on (http://\S+) ")
+TOKEN_ID = re.compile(r"\btok_[0-9a-f]+\b")
 
 
 @dataclass
@@ -40,11 +41,23 @@ class RunningService:
 
 
 def make_token(data: Path, agency: str, *options: str) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+    return new_token(data, agency, *options)[1]
+
+
+def new_token(data: Path, agency: str, *options: str) -> tuple[str, str]:
+    """(id, secret) of a new token: the id as `tokens create` names it on stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["tokens", "create", "--data", str(data), "--agency", agency, *options])
-    assert code == 0, f"tokens create failed ({code})"
-    return out.getvalue().strip()
+    assert code == 0, f"tokens create failed ({code}): {err.getvalue()}"
+    return TOKEN_ID.search(err.getvalue()).group(0), out.getvalue().strip()
+
+
+def revoke_token(data: Path, token_id: str) -> None:
+    """`esr-locust tokens revoke ID`, the real command (in this process)."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["tokens", "revoke", token_id, "--data", str(data)])
+    assert code == 0, f"tokens revoke {token_id} failed ({code})"
 
 
 def start_service(data: Path, *options: str) -> RunningService:

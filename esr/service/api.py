@@ -7,8 +7,10 @@ its own runs only (another agency's run answers 404, exactly as an unknown id).
 
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +33,7 @@ from esr.service.links import REPORT_FORMATS, report_link_valid, report_query
 from esr.service.page import add_page
 from esr.service.store import ENDED, IN_PROGRESS, QUEUED, Event, Run, Store
 from esr.service.submissions import (
+    MAX_SCALE,
     MAX_SCENARIO_BYTES,
     SCENARIO_FILE,
     Refused,
@@ -42,6 +45,12 @@ LINK_TTL_S = 24 * 3600.0
 KEEPALIVE_S = 15.0
 PAGE_SIZE_MAX = 200
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+JSON_TYPE = "application/json"
+# The largest JSON submission read: a scenario at the cap, each byte escaped, and the rest.
+JSON_BODY_BYTES = 6 * MAX_SCENARIO_BYTES + 4096
+# A Last-Event-ID the stream resumes after: a sequence number the store can hold (anything
+# else replays from the start).
+LAST_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 # ---- the models ------------------------------------------------------------------------------
@@ -63,8 +72,10 @@ class ErrorOut(BaseModel):
 class RunSubmission(BaseModel):
     scenario: str = Field(description="the scenario, as YAML text")
     host: str | None = Field(None, description="load this host instead of the scenario's target")
-    time_scale: float = Field(1.0, gt=0, description="multiply every duration by this")
-    user_scale: float = Field(1.0, gt=0, description="multiply every citizen count by this")
+    time_scale: float = Field(1.0, gt=0, le=MAX_SCALE,
+                              description="multiply every duration by this")
+    user_scale: float = Field(1.0, gt=0, le=MAX_SCALE,
+                              description="multiply every citizen count by this")
 
 
 class RunLinks(BaseModel):
@@ -185,20 +196,11 @@ class RunEvents:
         if event is not None:
             event.set()
 
-    def armed(self, run_id: str) -> asyncio.Event:
-        """What the run's next notice sets. Take it before reading the store: an event
-        written between the read and the wait then still wakes the reader."""
+    def waiter(self, run_id: str) -> asyncio.Event:
+        """What the next event of the run sets: taken before reading the store, so an event
+        written in between is never missed."""
         self.loop = asyncio.get_running_loop()
         return self._waiting.setdefault(run_id, asyncio.Event())
-
-    @staticmethod
-    async def wait(notice: asyncio.Event, timeout_s: float) -> bool:
-        """Whether the notice came (else the time ran out)."""
-        try:
-            await asyncio.wait_for(notice.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
 
 
 def create_app(service: Service, events: RunEvents) -> FastAPI:
@@ -243,12 +245,12 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
     async def submit(request: Request, who: Annotated[Caller, Depends(starter)],
                      idempotency_key: Annotated[str | None, Header(max_length=200)] = None
                      ) -> JSONResponse:
-        submission = _submission(request, await _body(request))
+        kind = _body_kind(request)
+        submission = _submission(kind, await _body(request, kind))
         run = await asyncio.to_thread(_start, service, who, submission, idempotency_key,
                                       _client(request))
-        return JSONResponse(RunAccepted(
-            id=run.id, status=run.status, queue_position=service.store.queue_position(run),
-            links=_links(run)).model_dump(), status_code=202)
+        return JSONResponse(await asyncio.to_thread(_accepted, service, run.id),
+                            status_code=202)
 
     @app.get("/v1/runs", response_model=RunList, tags=["runs"], responses=ERRORS)
     def list_runs(who: Annotated[Caller, Depends(reader)],
@@ -260,7 +262,7 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
         page = RunList(runs=[_run_out(service, run) for run in runs[:limit]],
                        next_cursor=str(runs[limit - 1].n) if more else None)
         # Serialized once, by pydantic-core: FastAPI's way with a returned model (dump it,
-        # validate it again, serialize it, json.dumps it) took two thirds of a page's time.
+        # validate it again, serialize it, json.dumps it) took ~15% of a page's time.
         return Response(page.model_dump_json(), media_type="application/json")
 
     @app.get("/v1/runs/{run_id}", response_model=RunOut, tags=["runs"], responses=ERRORS)
@@ -294,7 +296,7 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
         run = own_run(run_id, who)
         if after is not None:
             return JSONResponse([_event_out(e) for e in service.store.events(run.id, after)])
-        start = int(last_event_id) if (last_event_id or "").isdigit() else 0
+        start = int(last_event_id) if LAST_EVENT_ID.fullmatch(last_event_id or "") else 0
         return StreamingResponse(_stream(service, events, run.id, start),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",
@@ -352,11 +354,23 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
 # ---- submitting ------------------------------------------------------------------------------
 
 
-async def _body(request: Request) -> bytes:
-    """The request body, refused with 413 as soon as it passes the scenario size cap."""
+def _body_kind(request: Request) -> str:
+    """The submission's media type, refused with 415 before its body is read."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in YAML_TYPES and kind != JSON_TYPE:
+        raise Failure(415, f"send the scenario as {YAML_TYPES[0]}, or as {JSON_TYPE} "
+                      '{"scenario": "<yaml text>", "host": …}')
+    return kind
+
+
+async def _body(request: Request, kind: str) -> bytes:
+    """The request body, refused with 413 as soon as it passes what a scenario of the size
+    cap can take: the scenario itself as YAML; as JSON, that scenario with every character
+    escaped (up to 6 bytes each, \\u00e9) in its envelope. `accept` then holds the
+    scenario itself to the cap."""
+    limit = MAX_SCENARIO_BYTES if kind in YAML_TYPES else JSON_BODY_BYTES
     declared = request.headers.get("content-length", "")
-    limit = MAX_SCENARIO_BYTES + 4096  # room for the JSON envelope around the scenario
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Failure(413, f"the body is {int(declared):,} bytes; the service accepts "
                       f"scenarios up to {MAX_SCENARIO_BYTES:,}")
     body = bytearray()
@@ -368,17 +382,13 @@ async def _body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _submission(request: Request, body: bytes) -> Submission:
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+def _submission(kind: str, body: bytes) -> Submission:
     try:
         text = body.decode()
     except UnicodeDecodeError:
         raise Failure(422, "the body is not UTF-8 text") from None
     if kind in YAML_TYPES:
         return Submission(scenario=text)
-    if kind != "application/json":
-        raise Failure(415, f"send the scenario as {YAML_TYPES[0]}, or as application/json "
-                      '{"scenario": "<yaml text>", "host": …}')
     try:
         data = RunSubmission.model_validate_json(body)
     except ValidationError as error:
@@ -421,6 +431,14 @@ def _start(service: Service, who: Caller, submission: Submission, key: str | Non
                 client=client, scenario=scenario.name[:200])
     service.dispatcher.wake()
     return run
+
+
+def _accepted(service: Service, run_id: str) -> dict:
+    """The answer to a submission: the run as it stands now (the queue may have started it)."""
+    run = service.store.run(run_id)
+    return RunAccepted(id=run.id, status=run.status,
+                       queue_position=service.store.queue_position(run),
+                       links=_links(run)).model_dump()
 
 
 def _same_body(run: Run, submission: Submission) -> Run:
@@ -466,7 +484,7 @@ async def _stream(service: Service, events: RunEvents, run_id: str, after: int
     """Replay what the watcher missed from the store, then follow; end after `done`."""
     yield b"retry: 2000\n\n"
     while True:
-        notice = events.armed(run_id)
+        waiter = events.waiter(run_id)
         batch = await asyncio.to_thread(service.store.events, run_id, after)
         for event in batch:
             after = event.seq
@@ -474,8 +492,11 @@ async def _stream(service: Service, events: RunEvents, run_id: str, after: int
                    f"data: {json.dumps({**event.data, 'at': event.at})}\n\n").encode()
             if event.type == "done":
                 return
-        if not batch and not await events.wait(notice, KEEPALIVE_S):
-            yield b": keep-alive\n\n"  # 15 s without an event
+        if not batch:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), KEEPALIVE_S)
+                continue
+            yield b": keep-alive\n\n"
 
 
 def _report_file(service: Service, run: Run, extension: str, who: Caller | None,

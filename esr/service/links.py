@@ -21,11 +21,22 @@ def report_query(key: bytes, run_id: str, extension: str, ttl_s: float) -> str:
     return f"expires={expires}&signature={_signature(key, 'report', run_id, extension, expires)}"
 
 
+def _current(expires: str | None) -> bool:
+    """An expiry as this module writes it (ASCII digits, a Unix time) not yet passed."""
+    return bool(expires) and expires.isascii() and expires.isdigit() and len(expires) <= 20 \
+        and int(expires) >= time.time()
+
+
+def _matches(signature: str | None, expected: str) -> bool:
+    """Compared in constant time, as bytes: whatever a link or cookie carries (compare_digest
+    refuses a str with non-ASCII characters)."""
+    return signature is not None and hmac.compare_digest(signature.encode(), expected.encode())
+
+
 def report_link_valid(key: bytes, run_id: str, extension: str, expires: str | None,
                       signature: str | None) -> bool:
-    if not expires or not signature or not expires.isdigit() or int(expires) < time.time():
-        return False
-    return hmac.compare_digest(signature, _signature(key, "report", run_id, extension, expires))
+    return _current(expires) and _matches(
+        signature, _signature(key, "report", run_id, extension, expires))
 
 
 def session_value(key: bytes, token_id: str, ttl_s: float) -> str:
@@ -37,8 +48,7 @@ def session_token_id(key: bytes, value: str | None) -> str | None:
     """The token a session cookie stands for, if it is genuine and not expired."""
     token_id, _, rest = (value or "").partition(".")
     expires, _, signature = rest.partition(".")
-    if not expires.isdigit() or int(expires) < time.time():
-        return None
-    if not hmac.compare_digest(signature, _signature(key, "session", token_id, expires)):
+    if not _current(expires) or not _matches(
+            signature, _signature(key, "session", token_id, expires)):
         return None
     return token_id

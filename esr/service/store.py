@@ -235,11 +235,14 @@ class Store:
                            agency, *statuses)[0][0]
 
     def queue_position(self, run: Run) -> int | None:
-        """1 for the next run to start; None once it has left the queue."""
+        """1 for the next run to start; None once it has left the queue (asked of the store,
+        not of `run`, which may be a moment old: the queue may have started it since)."""
         if run.status != QUEUED:
             return None
-        return self._query("SELECT COUNT(*) FROM runs WHERE status = ? AND n <= ?",
-                           QUEUED, run.n)[0][0]
+        position = self._query(
+            "SELECT COUNT(*) FROM runs WHERE status = ? AND n <= ? AND EXISTS "
+            "(SELECT 1 FROM runs WHERE n = ? AND status = ?)", QUEUED, run.n, run.n, QUEUED)
+        return position[0][0] or None
 
     def set_status(self, run_id: str, status: str, *, reason: str | None = None,
                    verdict: dict | None = None, event: dict | None = None,

@@ -2,7 +2,8 @@
 aimed only at the agency's own targets, within its limits. Nothing here starts anything.
 
 A scenario that arrives over the network gets no permission beyond HTTP requests (no
-command, signal or container action), whatever it asks: the service grants none.
+command, signal or container action), whatever it asks: the service grants none. Its
+requests go to the allowed origins under their own names: no step or action sets Host.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from esr.service.agencies import Caller
 from esr.units import format_duration
 
 MAX_SCENARIO_BYTES = 256 * 1024
+# The largest time_scale or user_scale: far past any limit an agency has, and finite, so the
+# limits are what refuse an oversize run (an infinite scale would slip past them as NaN).
+MAX_SCALE = 1e6
 SCENARIO_FILE = "scenario.yml"  # what a submitted scenario is called in messages and run dirs
 
 
@@ -59,10 +63,11 @@ def accept(caller: Caller, submission: Submission) -> Scenario:
         raise Refused(413, f"the scenario is {len(submission.scenario.encode()):,} bytes; "
                       f"the service accepts up to {MAX_SCENARIO_BYTES:,}")
     for name in ("time_scale", "user_scale"):
-        if not getattr(submission, name) > 0:
-            raise Refused(422, f"{name} must be above 0")
+        if not 0 < getattr(submission, name) <= MAX_SCALE:  # NaN and infinity fail too
+            raise Refused(422, f"{name} must be above 0 and at most {MAX_SCALE:,.0f}")
     scenario = read_submitted(submission.scenario)
     _check_targets(caller, scenario, submission.host)
+    _check_host_headers(scenario)
     _check_size(caller, scenario, submission)
     return scenario
 
@@ -91,9 +96,12 @@ def _problem(problem: Problem) -> dict:
 
 
 def targets_of(scenario: Scenario, host: str | None) -> list[str]:
-    """Every URL a run would send requests to: the target (or --host) and chaos http actions."""
-    return [host or scenario.target,
-            *(action.target for action in scenario.chaos if action.action == "http")]
+    """Every URL a run would send requests to: the target (or --host) and chaos http actions,
+    a path among them on the target as the engine resolves it (esr/engine/chaos.py)."""
+    base = host or scenario.target
+    return [base, *(f"{base.rstrip('/')}{action.target}" if action.target.startswith("/")
+                    else action.target
+                    for action in scenario.chaos if action.action == "http")]
 
 
 def _check_targets(caller: Caller, scenario: Scenario, host: str | None) -> None:
@@ -103,6 +111,24 @@ def _check_targets(caller: Caller, scenario: Scenario, host: str | None) -> None
             "--allow-target)"
         raise Refused(422, f"agency '{caller.agency}' may not load {', '.join(outside)}; "
                       f"its allowed targets: {allowed}")
+
+
+def _check_host_headers(scenario: Scenario) -> None:
+    """A request that names its own Host reaches the allowed address as another site (one
+    address, a shared host or a CDN, serves many): the allow-list would hold in name only."""
+    setting = [f"journey step '{step.name}'" for step in scenario.journey or ()
+               if _names_host(step.headers)]
+    setting += [f"{action.path or 'a chaos action'}" for action in scenario.chaos
+                if action.action == "http" and _names_host((action.options or {}).get("headers"))]
+    if setting:
+        raise Refused(422, f"{', '.join(setting)} set{'s' if len(setting) == 1 else ''} the Host "
+                      "header; on the service a run reaches its allowed targets by their own "
+                      "names only (remove the header)")
+
+
+def _names_host(headers: object) -> bool:
+    return isinstance(headers, dict) and any(str(name).strip().lower() == "host"
+                                             for name in headers)
 
 
 def _check_size(caller: Caller, scenario: Scenario, submission: Submission) -> None:
