@@ -438,9 +438,6 @@ def test_the_queue_position_counts_the_runs_ahead(agency, target):
     assert api.get(f"/v1/runs/{second}").json()["queue_position"] == one
 
 
-@pytest.mark.xfail(strict=True, reason="esr/service/dispatcher.py: Dispatcher.cancel ends a "
-                   "queued run with a status event but writes no `done`, so its event stream "
-                   "never ends (a client following it learns of the end only at a keep-alive)")
 def test_the_event_stream_of_a_cancelled_queued_run_ends_with_done(agency, target):
     api = agency()
     run_id = queued(api, target)

@@ -106,6 +106,7 @@ class Dispatcher:
         """A queued run ends at once; one in progress stops gracefully and is still reported
         (the stop itself is sent by its Follow, once the load process can take it)."""
         if self._status(run.id, CANCELLED, only_from=(QUEUED,)):
+            self._done(run.id, CANCELLED)  # its stream ends as every run's does
             return
         self.store.request_cancel(run.id)
         self._status(run.id, STOPPING, only_from=(STARTING, RUNNING))
@@ -166,6 +167,11 @@ class Dispatcher:
     def _end(self, run_id: str, status: str, *, reason: str | None = None,
              verdict: dict | None = None) -> None:
         self._status(run_id, status, reason=reason, verdict=verdict)
+        self._done(run_id, status, reason=reason, verdict=verdict)
+
+    def _done(self, run_id: str, status: str, *, reason: str | None = None,
+              verdict: dict | None = None) -> None:
+        """A run's last event: its live stream ends with it."""
         self.store.append_event(run_id, "done", {"status": status, "verdict": verdict,
                                                  **({"reason": reason} if reason else {})})
         self.notify(run_id)
