@@ -25,6 +25,7 @@ def test_the_no_locust_world_runs_without_loading_locust(tmp_path):
     script = f"""
 import contextlib, io, sys
 import esr, esr.scenario, esr.population.citizens, esr.report.render, esr.launcher, esr.client
+import esr.alerts
 from esr.cli import main
 for args in (["validate", *{[str(p) for p in sorted(examples.glob("*.yml"))]!r}],
              ["templates"], ["templates", "seniors"], ["schema"],
