@@ -239,13 +239,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_and_report(settings) -> int:
+    import importlib
+    import threading
+
+    from esr.alerts import LiveAlerts
     from esr.launcher import Launch, ProgressLine, describe_plan
-    from esr.report.render import write_report_card
 
     launch = Launch.prepare(settings)
     print(describe_plan(settings, launch), file=sys.stderr)
     launch.start()
-    result = launch.wait(ProgressLine())
+    # The report card's modules (pandas, scipy: 2 s here) load while the run goes on.
+    threading.Thread(target=importlib.import_module, args=("esr.report.render",),
+                     daemon=True).start()
+    result = launch.wait(ProgressLine(alerts=LiveAlerts.for_scenario(launch.scenario)))
+    from esr.report.render import write_report_card
+
     _print_summary(result.summary)
     written = write_report_card(result.run_dir, launch.scenario.report_formats)
     for fmt, path in written.items():
