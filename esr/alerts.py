@@ -23,9 +23,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from esr.scenario.model import Scenario
 from esr.units import format_duration
+
+if TYPE_CHECKING:  # a light module: whoever watches a run need not load the language
+    from esr.scenario.model import Scenario
 
 DEFAULT_P95_MS = 1000.0  # a p95 threshold when the scenario's SLO names none
 P95_BACK_UNDER = 0.8  # a p95 episode ends below this share of the threshold
