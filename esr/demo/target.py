@@ -6,9 +6,9 @@ blocks (HTTP 451), routing (X-ACT-Route), human review pauses (HTTP 202) and a p
 against seniors for the cohort report to find. /admin/* endpoints drive chaos and expose
 exact counts of what was served, so tests can compare ESR's report with the truth.
 
-A citizen's way through it (examples/demo.yml): POST /eligibility (a quick check with few
-workers and a short queue: it slows as requests pile up and refuses with 503 beyond its
-queue, so a spike of citizens finds it first), POST /apply?fee=later (the decision),
+A citizen's way through it (examples/demo.yml): POST /eligibility (a quick check by few
+workers: it slows as checks pile up and refuses with 503 those that waited half a second,
+so a spike of citizens finds it first), POST /apply?fee=later (the decision),
 POST /pay (the application fee, through the fee service) and GET /status/{id}. A plain
 POST /apply (the default journey) charges the fee with the application. Whatever goes
 through the fee service answers 503 while it is down.
