@@ -15,7 +15,16 @@ from dataclasses import fields
 from pathlib import Path
 
 from esr import __version__
+from esr.arguments import (
+    host_port,
+    local_workers,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    workers_argument,
+)
 from esr.errors import EXIT_OK, BadInput, EsrError
+from esr.service_commands import SERVICE_COMMANDS
 
 DEMO_SCENARIO = Path(__file__).resolve().parent / "demo" / "scenario.yml"
 
@@ -128,7 +137,7 @@ _PREVIEW_COLUMNS = ("citizen_id", "name", "age", "age_band", "veteran", "income"
 
 def _citizens_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", metavar="SCENARIO")
-    parser.add_argument("--count", type=_positive_int, default=10, metavar="N",
+    parser.add_argument("--count", type=positive_int, default=10, metavar="N",
                         help="how many citizens to show (default 10)")
     parser.add_argument("--json", action="store_true", help="JSON lines with every trait")
 
@@ -150,14 +159,6 @@ def citizens(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive_int(text: str, minimum: int = 1) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-    return value
 
 
 # ---- schema ------------------------------------------------------------------------------------
@@ -178,9 +179,9 @@ def _no_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _scale_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--time-scale", type=_positive_float, default=1.0, metavar="F",
+    parser.add_argument("--time-scale", type=positive_float, default=1.0, metavar="F",
                         help="multiply every duration by F (0.01 turns 30m into 18s)")
-    parser.add_argument("--user-scale", type=_positive_float, default=1.0, metavar="F",
+    parser.add_argument("--user-scale", type=positive_float, default=1.0, metavar="F",
                         help="multiply every citizen count by F")
 
 
@@ -201,7 +202,7 @@ def _local_run_arguments(parser: argparse.ArgumentParser) -> None:
     """What `run` and `ui` both ask: the scenario, its target, local workers, permissions."""
     parser.add_argument("scenario", metavar="SCENARIO")
     parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
-    _workers_argument(parser)
+    workers_argument(parser)
     _permission_arguments(parser)
 
 
@@ -231,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     from esr.launcher import RunSettings
 
     settings = RunSettings(scenario=Path(args.scenario), host=args.host,
-                           workers=_local_workers(args),
+                           workers=local_workers(args),
                            run_dir=Path(args.run_dir) if args.run_dir else None,
                            time_scale=args.time_scale, user_scale=args.user_scale,
                            **_permissions(args))
@@ -309,9 +310,9 @@ def _print_summary(summary: dict) -> None:
 
 def _master_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", metavar="SCENARIO")
-    parser.add_argument("--expect-workers", type=_positive_int, default=1, metavar="N",
+    parser.add_argument("--expect-workers", type=positive_int, default=1, metavar="N",
                         help="start when N workers have connected (default 1)")
-    parser.add_argument("--bind", type=_host_port, default=("127.0.0.1", 5557),
+    parser.add_argument("--bind", type=host_port, default=("127.0.0.1", 5557),
                         metavar="HOST:PORT", help="where workers connect (default "
                         "127.0.0.1:5557, this machine only; 0.0.0.0:5557 for other hosts)")
     parser.add_argument("--host", metavar="URL", help="target base URL (overrides target:)")
@@ -331,7 +332,7 @@ WEB_BIND = ("127.0.0.1", 8089)  # this machine only: the web UI starts load agai
 
 
 def _web_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--web-bind", type=_host_port, default=WEB_BIND, metavar="HOST:PORT",
+    parser.add_argument("--web-bind", type=host_port, default=WEB_BIND, metavar="HOST:PORT",
                         help=f"where the web UI listens (default {WEB_BIND[0]}:{WEB_BIND[1]}; "
                              "anything else without --web-login is warned about)")
     parser.add_argument("--web-login", action="store_true",
@@ -368,7 +369,7 @@ def ui(args: argparse.Namespace) -> int:
     from esr.launcher import RunSettings
 
     return _serve_web_ui(RunSettings(
-        scenario=Path(args.scenario), host=args.host, workers=_local_workers(args),
+        scenario=Path(args.scenario), host=args.host, workers=local_workers(args),
         time_scale=args.time_scale, user_scale=args.user_scale,
         **_permissions(args), web=args.web_bind,
         web_login=args.web_login, reports_dir=Path(args.reports_dir)))
@@ -389,7 +390,7 @@ def _serve_web_ui(settings) -> int:
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", metavar="SCENARIO",
                         help="the same scenario file as the master's (checked by its hash)")
-    parser.add_argument("--master", type=_host_port, required=True, metavar="HOST:PORT")
+    parser.add_argument("--master", type=host_port, required=True, metavar="HOST:PORT")
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -402,20 +403,14 @@ def worker(args: argparse.Namespace) -> int:
     return EXIT_OK  # not reached
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:5557, "
-                                         f"got '{text}'")
-    return host.strip("[]"), int(port)
 
 
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=_non_negative_int, default=8080, help="0 picks a free port")
-    parser.add_argument("--capacity", type=_positive_int, default=8,
+    parser.add_argument("--port", type=non_negative_int, default=8080, help="0 picks a free port")
+    parser.add_argument("--capacity", type=positive_int, default=8,
                         help="applications handled at once; more queue")
-    parser.add_argument("--service-ms", type=_positive_float, default=5.0,
+    parser.add_argument("--service-ms", type=positive_float, default=5.0,
                         help="time each application takes")
 
 
@@ -427,21 +422,14 @@ def target(args: argparse.Namespace) -> int:
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    _workers_argument(parser)
+    workers_argument(parser)
+    parser.add_argument("--service", action="store_true",
+                        help="run it through a local ESR service, as an agency would, and "
+                        "print the report link")
 
 
-def _local_workers(args: argparse.Namespace) -> int:
-    from esr.launcher import default_workers
-
-    return default_workers() if args.workers is None else args.workers
 
 
-def _workers_argument(parser: argparse.ArgumentParser) -> None:
-    # The default is resolved when a run is made (RunSettings), so building the parser for
-    # `validate` or `schema` never loads the launcher.
-    parser.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
-                        help="0: one process; N: a local master and N workers "
-                        "(default: one per core)")
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -451,22 +439,16 @@ def demo(args: argparse.Namespace) -> int:
 
     with demo_target() as url:
         print(f"esr-locust: demo target at {url}", file=sys.stderr)
-        settings = RunSettings(scenario=DEMO_SCENARIO, host=url, workers=_local_workers(args))
+        if args.service:
+            from esr.demo.through_service import demo_through_service
+
+            return demo_through_service(DEMO_SCENARIO, url, local_workers(args))
+        settings = RunSettings(scenario=DEMO_SCENARIO, host=url, workers=local_workers(args))
         return _run_and_report(settings)
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
 
 
-def _non_negative_int(text: str) -> int:
-    return _positive_int(text, minimum=0)
 
 
 COMMANDS: dict[str, tuple[Callable, str, Callable]] = {
@@ -486,6 +468,9 @@ COMMANDS: dict[str, tuple[Callable, str, Callable]] = {
     "target": (target, "serve the bundled demo rental-assistance service", _target_arguments),
     "demo": (demo, "run the demo scenario against the bundled target", _demo_arguments),
 }
+
+# The service's commands (serve, tokens, audit, submit, runs, watch, fetch) live apart.
+COMMANDS.update(SERVICE_COMMANDS)
 
 if __name__ == "__main__":
     sys.exit(main())

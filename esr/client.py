@@ -1,15 +1,19 @@
 """The Python face of ESR: start runs in the background, watch them, read their results.
 
     from esr import EsrClient
-    client = EsrClient()
-    job = client.run("examples/rental_stress.yml", time_scale=0.01)
-    for live in client.watch(job.id):
-        print(live["phase"], live["rps"])
-    print(job.result.summary["slo"]["passed"])
+    esr = EsrClient(token="...")        # a service (ESR_URL, or esr-locust serve's default)
+    esr = EsrClient()                   # or in this process, without a token or ESR_URL
+    job = esr.run("examples/rental_stress.yml", time_scale=0.01)
+    esr.watch(job.id)                   # prints the live lines until the run ends
+    for live in esr.live(job.id): ...   # or takes the live figures as dicts
+    print(esr.report(job.id, format="html").url)
+
+The same methods either way: run, watch, live, report, stop, wait, job, runs.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,16 +22,18 @@ from pathlib import Path
 
 from esr.errors import BadInput, EsrError
 from esr.launcher import Launch, RunResult, RunSettings, read_live
+from esr.watching import Console, p95_threshold_ms, stats_of
 
 
 @dataclass(frozen=True)
 class Report:
     format: str
     path: Path
+    link: str | None = None  # a service's signed link; a local file's URI otherwise
 
     @property
     def url(self) -> str:
-        return self.path.resolve().as_uri()
+        return self.link or self.path.resolve().as_uri()
 
 
 @dataclass
@@ -53,9 +59,26 @@ class Job:
 
 
 class EsrClient:
-    """Runs scenarios; keeps the jobs it started, by id."""
+    """ESR from Python: a service's client when given a token (or ESR_TOKEN) or a URL (or
+    ESR_URL), else runs in this process (LocalClient)."""
 
-    def __init__(self, reports_dir: str | Path | None = None, workers: int = 0):
+    def __new__(cls, url: str | None = None, token: str | None = None, **local):
+        if cls is EsrClient:
+            remote = url or token or os.environ.get("ESR_URL") or os.environ.get("ESR_TOKEN")
+            if remote:
+                from esr.service_client import ServiceClient
+
+                cls = ServiceClient
+            else:
+                cls = LocalClient
+        return super().__new__(cls)
+
+
+class LocalClient(EsrClient):
+    """Runs scenarios in this process's children; keeps the jobs it started, by id."""
+
+    def __init__(self, url: None = None, token: None = None, *,
+                 reports_dir: str | Path | None = None, workers: int = 0):
         self.reports_dir = Path(reports_dir) if reports_dir else None
         self.workers = workers
         self._jobs: dict[str, tuple[Job, Launch]] = {}
@@ -85,7 +108,32 @@ class EsrClient:
         self.job(job_id)
         self._jobs[job_id][1].stop()
 
-    def watch(self, job_id: str, interval: float = 1.0) -> Iterator[dict]:
+    def runs(self) -> list[Job]:
+        return [job for job, _ in self._jobs.values()]
+
+    def wait(self, job_id: str, timeout: float | None = None) -> RunResult:
+        return self.job(job_id).wait(timeout)
+
+    def watch(self, job_id: str, stream=None) -> dict | None:
+        """Print the run's live lines (figures, alerts) until it ends; its last figures."""
+        from esr.alerts import LiveAlerts
+
+        console, last = Console(stream), None
+        alerts = LiveAlerts(p95_threshold_ms(self._jobs[self.job(job_id).id][1].scenario))
+        for live in self.live(job_id):
+            console("stats", stats_of(live))
+            for alert in alerts.observe(live):
+                console("alert", alert.as_dict())
+            last = live
+        job = self.job(job_id)
+        summary = job.result.summary if job.result else None
+        console("done", {"status": "ended" if summary else "failed", "verdict": summary and {
+            "requests": summary["requests"]["total"],
+            "failures": summary["requests"]["failures"],
+            "p95_ms": summary["requests"]["p95_ms"]}})
+        return last
+
+    def live(self, job_id: str, interval: float = 1.0) -> Iterator[dict]:
         """Live figures (phase, citizens, requests/s, p95, errors, outcomes) until the run ends."""
         job = self.job(job_id)
         last = None
@@ -116,3 +164,4 @@ class EsrClient:
             job.error = error
         finally:
             job._done.set()
+

@@ -203,7 +203,7 @@ load_profile: {ramp_up: 1s, sustain: 3s}
     client = EsrClient(reports_dir=tmp_path / "reports")
     job = client.run(path, host=target)
     assert not job.done and job.run_dir.parent == tmp_path / "reports"
-    snapshots = list(client.watch(job.id, interval=0.5))
+    snapshots = list(client.live(job.id, interval=0.5))
     assert snapshots and snapshots[-1]["final"]
     assert {"phase", "citizens", "rps", "p95_ms", "outcomes"} <= set(snapshots[-1])
     result = job.wait(timeout=60)

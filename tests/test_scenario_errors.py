@@ -90,6 +90,11 @@ def bad_template(id_: str, template: str, line: int, path: str, fragment: str):
 CASES = [
     # ---- the document ---------------------------------------------------------------------
     case("empty-file", "", 1, "", "got nothing"),
+    case("count-beyond-any-number", doc(
+        "scenario: rehearsal",
+        f"citizens: {{template: seniors, count: {10**400}}}",
+        "load_profile: {sustain: 1m}",
+    ), 2, "citizens.count", "at most 1,000,000,000,000,000"),
     case("top-level-list", doc(
         "- scenario: rehearsal",
         "- citizens: {template: seniors, count: 100}",

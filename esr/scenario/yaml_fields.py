@@ -79,6 +79,11 @@ def describe(value: object) -> str:
     return f"{kind} {text[:40]}"
 
 
+# Beyond any count or duration a scenario means; also keeps huge YAML integers (10^400) from
+# the float conversions and the digit limit of str() further on.
+LARGEST_WHOLE_NUMBER = 10**15
+
+
 def number(doc: Document, path: KeyPath, value: object, *, integer: bool = False,
            minimum: float | None = None, maximum: float | None = None,
            above: float | None = None) -> float | int | _Invalid:
@@ -90,7 +95,11 @@ def number(doc: Document, path: KeyPath, value: object, *, integer: bool = False
         else:
             doc.problem(path, f"expected {what}, got {describe(value)}")
             return INVALID
-    if not math.isfinite(value):
+    if isinstance(value, int) and abs(value) > LARGEST_WHOLE_NUMBER:
+        doc.problem(path, f"expected {what} of at most {LARGEST_WHOLE_NUMBER:,}, got a larger "
+                    "one")
+        return INVALID
+    if isinstance(value, float) and not math.isfinite(value):
         doc.problem(path, f"expected a finite number, got {value}")
         return INVALID
     if minimum is not None and value < minimum:

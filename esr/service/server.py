@@ -1,0 +1,83 @@
+"""`esr-locust serve`: the job store, the queue and the HTTP API in one process."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from esr.demo.target import AnnouncingServer
+from esr.errors import BadInput
+from esr.service import DEFAULT_BIND
+from esr.service.api import LINK_TTL_S, RunEvents, Service, create_app
+from esr.service.dispatcher import Dispatcher
+from esr.service.store import Store, StoreTooNew
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeSettings:
+    data: Path
+    bind: tuple[str, int] = DEFAULT_BIND
+    workers: int = 0  # local Locust workers per run; 0 runs each in one process
+    max_running: int = 1  # runs at a time on this machine: load tests compete for it
+    link_ttl_s: float = LINK_TTL_S
+
+
+def open_store(data: Path) -> Store:
+    try:
+        return Store(data)
+    except StoreTooNew as error:
+        raise BadInput(str(error)) from None
+    except OSError as error:
+        raise BadInput(f"cannot use {data} as the service's data folder: {error}") from None
+
+
+def build_app(settings: ServeSettings) -> FastAPI:
+    store = open_store(settings.data)
+    events = RunEvents()
+    dispatcher = Dispatcher(store, workers=settings.workers, max_running=settings.max_running,
+                            notify=events.notify)
+    service = Service(store, dispatcher, store.secret("link_key"), settings.link_ttl_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        dispatcher.start()
+        yield
+        dispatcher.close()  # runs in progress stop gracefully and keep their report cards
+
+    app = create_app(service, events)
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def serve(settings: ServeSettings, announce: Callable[[str], object] = print) -> None:
+    """Serve until SIGTERM or Ctrl-C; runs in progress then stop gracefully (reported as
+    interrupted), queued ones wait for the next start."""
+    app = build_app(settings)
+    host = settings.bind[0]
+
+    def ready(port: int) -> None:
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        announce(f"esr-locust: service on {url} (data {settings.data.resolve()}); "
+                 f"API docs at {url}/docs; Ctrl-C to stop")
+
+    config = uvicorn.Config(app, host=host, port=settings.bind[1], log_config=None,
+                            log_level="warning", access_log=False, server_header=False,
+                            timeout_graceful_shutdown=5, proxy_headers=False)
+    server = AnnouncingServer(config, ready)
+
+    def stop(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    # uvicorn raises the signal again for the handler it found once it has stopped: this one.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
