@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from esr.alerts import LiveAlerts
+from esr.alerts import LiveAlerts, p95_slo_ms
 from esr.errors import EXIT_OK, EXIT_SLO_FAILED, EsrError
 from esr.launcher import Launch, RunSettings, exit_code_of, read_live
 from esr.report.summary import build_summary
@@ -42,7 +42,7 @@ from esr.service.store import (
     Store,
 )
 from esr.service.submissions import SCENARIO_FILE
-from esr.watching import p95_threshold_ms, stats_of
+from esr.watching import stats_of
 
 # How often the queue is looked at when nothing wakes it.
 POLL_S = 1.0
@@ -195,7 +195,7 @@ class Follow:
     def __init__(self, dispatcher: Dispatcher, run: Run, launch: Launch):
         self.dispatcher, self.store, self.run_id = dispatcher, dispatcher.store, run.id
         self.launch, self.stop_sent = launch, False
-        self.alerts = LiveAlerts(p95_threshold_ms(launch.scenario))
+        self.alerts = LiveAlerts(p95_slo_ms(launch.scenario))
         self.last_at = None
 
     def __call__(self, live: dict) -> None:
