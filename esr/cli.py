@@ -240,13 +240,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_and_report(settings) -> int:
+    import importlib
+    import threading
+
+    from esr.alerts import LiveAlerts
     from esr.launcher import Launch, ProgressLine, describe_plan
-    from esr.report.render import write_report_card
 
     launch = Launch.prepare(settings)
     print(describe_plan(settings, launch), file=sys.stderr)
     launch.start()
-    result = launch.wait(ProgressLine())
+    progress = ProgressLine(alerts=LiveAlerts.for_scenario(launch.scenario))
+    # The report card's modules (pandas, scipy: 2 s of CPU here) load while the run goes on,
+    # from its first live figures: not before it, nor while Locust's processes start.
+    preload = threading.Thread(target=importlib.import_module, args=("esr.report.render",),
+                               daemon=True)
+
+    def on_progress(live: dict) -> None:
+        if preload.ident is None:
+            preload.start()
+        progress(live)
+
+    result = launch.wait(on_progress)
+    from esr.report.render import write_report_card
+
     _print_summary(result.summary)
     written = write_report_card(result.run_dir, launch.scenario.report_formats)
     for fmt, path in written.items():

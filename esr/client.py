@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from esr.alerts import LiveAlerts, p95_slo_ms
 from esr.errors import BadInput, EsrError
 from esr.launcher import Launch, RunResult, RunSettings, read_live
-from esr.watching import Console, p95_threshold_ms, stats_of
+from esr.watching import Console, stats_of
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,8 @@ class LocalClient(EsrClient):
 
     def watch(self, job_id: str, stream=None) -> dict | None:
         """Print the run's live lines (figures, alerts) until it ends; its last figures."""
-        from esr.alerts import LiveAlerts
-
         console, last = Console(stream), None
-        alerts = LiveAlerts(p95_threshold_ms(self._jobs[self.job(job_id).id][1].scenario))
+        alerts = LiveAlerts(p95_slo_ms(self._jobs[self.job(job_id).id][1].scenario))
         for live in self.live(job_id):
             console("stats", stats_of(live))
             for alert in alerts.observe(live):

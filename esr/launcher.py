@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from esr.alerts import LiveAlerts
 from esr.errors import EXIT_OK, EXIT_RUN_ERROR, EXIT_SLO_FAILED, BadInput, EsrError
 from esr.permissions import PERMISSIONS, check, granted_by
 from esr.report.summary import build_summary
@@ -328,13 +329,16 @@ def read_live(run_dir: Path) -> dict | None:
 
 
 class ProgressLine:
-    """One updating line on a terminal; a plain line every few seconds elsewhere (CI logs)."""
+    """One updating line on a terminal; a plain line every few seconds elsewhere (CI logs).
+    With `alerts`, each alert the live figures raise is a line of its own, as it happens,
+    above the progress line ("00:08  ERROR spikes on /eligibility -> 14 %")."""
 
     PLAIN_EVERY_S = 5.0
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=sys.stderr, alerts: LiveAlerts | None = None):
         self.stream = stream
         self.tty = stream.isatty()
+        self.alerts = alerts
         self.last_plain = 0.0
         self.ended = False
 
@@ -342,6 +346,8 @@ class ProgressLine:
         if self.ended:  # the final figures stay on screen until the process exits: once is enough
             return
         self.ended = bool(live.get("final"))
+        for alert in self.alerts.observe(live) if self.alerts else ():
+            self.stream.write(("\r\033[K" if self.tty else "") + alert.line() + "\n")
         text = describe_progress(live)
         if self.tty:
             self.stream.write("\r\033[K" + text)

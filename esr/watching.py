@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from esr.alerts import clock
+
 # How often the figures are shown between alerts.
 FIGURES_EVERY_S = 5.0
 
@@ -27,17 +29,6 @@ def stats_of(live: dict) -> dict:
             "failures": live.get("failures", 0),
             "error_rate": round(live.get("failures", 0) / requests, 4) if requests else 0.0,
             "outcomes": live.get("outcomes") or {}}
-
-
-def p95_threshold_ms(scenario) -> float | None:
-    """The scenario's overall p95 SLO: where the p95 alert is raised."""
-    return next((c.threshold for c in scenario.slo.checks
-                 if c.metric == "p95_ms" and not c.endpoint), None)
-
-
-def clock(seconds: float | None) -> str:
-    seconds = max(0, int(seconds or 0))
-    return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
 
 class Console:
@@ -60,17 +51,17 @@ class Console:
                 return None
             self.figures_at = self.elapsed_s
             p95 = data.get("p95_ms")
-            return (f"{clock(self.elapsed_s)}  [{data.get('phase')}] citizens "
+            return (f"{clock(self.elapsed_s or 0)}  [{data.get('phase')}] citizens "
                     f"{data.get('citizens', 0):,} | {data.get('rps', 0):,.0f} req/s | p95 "
                     f"{f'{p95:,.0f} ms' if p95 else '-'} | errors {data.get('error_rate', 0):.1%}")
         if kind == "alert":
-            return f"{clock(data.get('at_s', self.elapsed_s))}  {data.get('message', '')}"
+            return f"{clock(data.get('at_s') or self.elapsed_s)}  {data.get('message', '')}"
         if kind == "status":
             reason = f" ({data['reason']})" if data.get("reason") else ""
-            return f"{clock(self.elapsed_s)}  {data.get('status')}{reason}"
+            return f"{clock(self.elapsed_s or 0)}  {data.get('status')}{reason}"
         if kind == "done":
             verdict = data.get("verdict") or {}
             figures = (f": {verdict['requests']:,} requests, {verdict['failures']:,} failed, "
                        f"p95 {verdict['p95_ms']:,.0f} ms") if verdict else ""
-            return f"{clock(self.elapsed_s)}  run {data.get('status')}{figures}"
+            return f"{clock(self.elapsed_s or 0)}  run {data.get('status')}{figures}"
         return None

@@ -25,7 +25,7 @@ def test_the_no_locust_world_runs_without_loading_locust(tmp_path):
     script = f"""
 import contextlib, io, sys
 import esr, esr.scenario, esr.population.citizens, esr.report.render, esr.launcher, esr.client
-import esr.service.server, esr.service_client, esr.service_commands
+import esr.alerts, esr.service.server, esr.service_client, esr.service_commands
 from esr.cli import main
 for args in (["validate", *{[str(p) for p in sorted(examples.glob("*.yml"))]!r}],
              ["templates"], ["templates", "seniors"], ["schema"],

@@ -496,6 +496,32 @@ def test_edits_to_request_meta_reach_the_request_listeners(target):
     assert str(broken["exception"]) == "HTTP 500" and fine["exception"] is None
 
 
+def test_redirects_are_followed_on_the_target_and_refused_off_it():
+    asked = []
+
+    def app(environ, start_response):
+        asked.append(f"{environ['HTTP_HOST'].split(':')[0]} {environ['PATH_INFO']}")
+        port = environ["SERVER_PORT"]
+        to = {"/here": f"http://127.0.0.1:{port}/landed",  # the same origin
+              "/away": f"http://localhost:{port}/landed"}.get(environ["PATH_INFO"])  # another
+        start_response("302 Found" if to else "200 OK", [("Location", to)] if to else [])
+        return [b""]
+
+    server = WSGIServer(("127.0.0.1", 0), app, log=None)
+    server.start()
+    try:
+        session = session_for(f"http://127.0.0.1:{server.server_port}")
+        compat.keep_redirects_on_target(session)
+        assert session.request("GET", "/here").status_code == 200
+        with session.request("GET", "/away", catch_response=True) as response:
+            error = compat.request_meta(response)["exception"]
+            response.failure("refused")
+    finally:
+        server.stop(timeout=1)
+    assert asked == ["127.0.0.1 /here", "127.0.0.1 /landed", "127.0.0.1 /away"]
+    assert type(compat.transport_cause(error)) is compat.RedirectOffTarget
+
+
 def failure_of_request(url: str, method: str, **session) -> Exception:
     with session_for(url, **session).request(method, "/", catch_response=True) as response:
         error = compat.request_meta(response)["exception"]

@@ -50,6 +50,23 @@ def test_drained_data_survives_msgpack_and_merges_exactly():
     assert sum(lat.histogram.total_count for lat in tally.latency.values()) == expected
 
 
+def test_live_figures_journeys_started_and_each_endpoints_totals_add_up_across_reports():
+    tally = Tally()
+    for worker in range(2):
+        probes = Probes(bucket_s=1.0)
+        probes.started += 5 + worker
+        for i in range(30):  # across several time buckets
+            probes.request("/eligibility", 1_800_000_000 + i / 3, 5.0,
+                           "HTTP 503" if i % 3 == 0 else None, {}, None)
+            probes.request("/status", 1_800_000_000 + i / 3, 1.0, None, {}, None)
+        probes.request("/pay", 1_800_000_000, 1.0, None, {}, None)
+        tally.merge(msgpack.unpackb(msgpack.packb(probes.drain()), strict_map_key=False))
+    assert tally.started == 11
+    assert tally.by_endpoint(limit=2) == {"/eligibility": {"requests": 60, "failures": 20},
+                                          "/status": {"requests": 60, "failures": 0}}
+    assert tally.requests == 122 and tally.failures == 20
+
+
 def test_other_wire_versions_are_refused():
     with pytest.raises(ValueError, match="wire version"):
         Tally().merge({"v": 999})

@@ -250,3 +250,25 @@ def test_not_a_run_directory_is_bad_input(tmp_path, esr_cli):
     result = esr_cli("report", str(tmp_path))
     assert result.returncode == 2
     assert "not an ESR run directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_pdf_shows_inline_images_and_fetches_nothing(tmp_path):
+    """The heat-map's cells are a PNG inside its SVG (a data: URL): the PDF must show them,
+    and load nothing else, not even a local file."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from esr.report.render import write_pdf
+
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(png, format="PNG")
+    (tmp_path / "local.png").write_bytes(png.getvalue())
+    inline = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    write_pdf(f'<p>inline <img src="{inline}"> and local <img src="file://{tmp_path}/local.png">'
+              f'<svg width="20" height="20"><image href="{inline}" width="8" height="8"/></svg>',
+              tmp_path / "card.pdf")
+    listed = subprocess.run(["pdfimages", "-list", str(tmp_path / "card.pdf")],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(listed) - 2 == 2  # a header of two lines, then one line per image shown

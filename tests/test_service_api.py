@@ -361,15 +361,15 @@ def test_a_request_that_names_its_own_host_answers_422(agency, target):
 
 def test_runs_over_the_agencys_citizens_or_duration_are_refused_saying_so(agency, target):
     api = agency("--max-citizens", "50", "--max-duration", "30s")
-    # The demo peaks at 150 citizens (90, and a spike of 60) and lasts 25 s.
+    # The demo peaks at 270 citizens (135, and a spike of 135) and lasts 20 s.
     body = refusal(submit(api, DEMO, host=target), 422)
-    assert body["error"] == f"the run peaks at 150 citizens; agency '{api.agency}' may run " \
+    assert body["error"] == f"the run peaks at 270 citizens; agency '{api.agency}' may run " \
         "up to 50 (lower user_scale or the counts)"
-    body = refusal(submit(api, DEMO, host=target, user_scale=0.3, time_scale=2), 422)
-    assert body["error"] == f"the run lasts 50s; agency '{api.agency}' may run up to " \
+    body = refusal(submit(api, DEMO, host=target, user_scale=0.15, time_scale=2), 422)
+    assert body["error"] == f"the run lasts 40s; agency '{api.agency}' may run up to " \
         "30s (lower time_scale or the load profile)"
     assert api.get("/v1/runs").json()["runs"] == []
-    assert submit(api, DEMO, host=target, user_scale=0.3).status_code == 202
+    assert submit(api, DEMO, host=target, user_scale=0.15).status_code == 202
 
 
 def test_queued_runs_beyond_the_agencys_limit_answer_429_with_retry_after(agency, target):

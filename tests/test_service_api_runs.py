@@ -304,9 +304,6 @@ def http_server(redirect_to: str | None = None) -> Iterator[tuple[str, list[str]
         server.server_close()
 
 
-@pytest.mark.xfail(strict=True, reason="esr/engine/journey.py: citizens follow redirects to any "
-                   "origin (FastHttpUser's default), so a target on the allow-list that "
-                   "redirects, or has an open redirect, carries the load elsewhere")
 def test_a_redirect_from_an_allowed_target_does_not_carry_the_load_elsewhere(make_agency):
     with http_server() as (elsewhere, asked_elsewhere), \
             http_server(redirect_to=f"{elsewhere}/someone-else") as (allowed, asked):

@@ -233,6 +233,91 @@ def test_killed_fee_service_fails_applications_until_restored(url):
         {"age_band": "30-44", "veteran": False, "outcome": "error", "n": 1}]
 
 
+def test_the_demo_journey_checks_applies_pays_and_asks(url):
+    """Eligibility (declared income, no bias), the application with its fee paid afterwards,
+    the payment through the fee service, the status."""
+    senior = applicant(age=70, income=44_000)
+    assert call(url, "POST", "/eligibility", {"income": 44_000, "household_size": 1})[::2] == (
+        200, {"eligible": True, "income_limit": 52_000})
+    assert call(url, "POST", "/eligibility", {"income": 60_000, "household_size": 1})[2][
+        "eligible"] is False
+    code, _, decided = call(url, "POST", "/apply?fee=later", senior)
+    assert (code, decided["status"]) == (200, "rejected")  # the planted bias, as ever
+    application = decided["application_id"]
+    code, _, paid = call(url, "POST", "/pay", {"application_id": application})
+    assert code == 200 and paid["application_id"] == application and paid["paid"] > 0
+    assert call(url, "GET", f"/status/{application}")[::2] == (200, {"status": "rejected"})
+    assert stats(url)["requests"]["by_endpoint"] == {
+        "POST /eligibility": 2, "POST /apply": 1, "POST /pay": 1, "GET /status/{id}": 1}
+
+
+def test_a_killed_fee_service_fails_payments_but_not_applications_that_pay_later(url):
+    application = call(url, "POST", "/apply?fee=later", applicant())[2]["application_id"]
+    call(url, "POST", "/admin/services/svc-fee/kill")
+    try:
+        assert call(url, "POST", "/pay", {"application_id": application})[::2] == (
+            503, {"error": "fee service unavailable"})
+        assert call(url, "POST", "/apply?fee=later", applicant())[0] == 200
+        assert call(url, "POST", "/apply", applicant())[0] == 503
+    finally:
+        call(url, "POST", "/admin/services/svc-fee/restore")
+    assert call(url, "POST", "/pay", {"application_id": application})[0] == 200
+
+
+@pytest.mark.parametrize(("path", "body", "code", "problem"), [
+    ("/eligibility", {"income": -1, "household_size": 1}, 400, "income must be"),
+    ("/eligibility", {"income": 1}, 400, "household_size is missing"),
+    ("/eligibility", [1], 400, "JSON object"),
+    ("/pay", {}, 400, "application_id must be"),
+    ("/pay", {"application_id": "app-nope"}, 404, "unknown application"),
+])
+def test_bad_checks_and_payments(url, path, body, code, problem):
+    status, _, answered = call(url, "POST", path, body)
+    assert status == code and problem in answered["error"]
+
+
+def test_the_eligibility_check_slows_then_refuses_as_checks_pile_up():
+    """Its capacity model, alone: two workers, 50 ms each, a wait of at most 120 ms."""
+    import asyncio
+
+    from esr.demo.target import Workers
+
+    async def burst(n: int, **limits) -> list[tuple[bool, float]]:
+        checks = Workers(2, 50, **limits)
+
+        async def one() -> tuple[bool, float]:
+            started = time.monotonic()
+            return await checks.serve(), time.monotonic() - started
+
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+    few = asyncio.run(burst(2, wait_ms=120, queue=100))
+    assert all(ok for ok, _ in few) and max(t for _, t in few) < 0.1
+    # 10 at once: two served at a time, so the third pair waits ~100 ms, the fourth would
+    # wait ~150 ms and is refused, as is everything after it.
+    many = asyncio.run(burst(10, wait_ms=120, queue=100))
+    served = sorted(t for ok, t in many if ok)
+    assert len(served) == 6 and served[-1] > 2 * served[0]
+    assert sum(not ok for ok, _ in many) == 4
+    # Beyond the queue, refused at once, without waiting.
+    capped = asyncio.run(burst(10, wait_ms=1_000, queue=3))
+    refused = [t for ok, t in capped if not ok]
+    assert len(refused) == 5 and max(refused) < 0.05
+
+
+def test_an_overloaded_eligibility_check_answers_503_with_retry_after(url):
+    body = json.dumps({"income": 20_000, "household_size": 2}).encode()
+    # 200 at once against about 85 a second, each waiting at most half a second.
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        answers = list(pool.map(lambda _: call(url, "POST", "/eligibility", raw=body),
+                                range(200)))
+    refused = [(headers, answered) for code, headers, answered in answers if code == 503]
+    assert refused and len(refused) < 200
+    assert all(h["Retry-After"] == "1" and "overloaded" in a["error"] for h, a in refused)
+    assert stats(url)["requests"]["by_status"] == {"200": 200 - len(refused),
+                                                    "503": len(refused)}
+
+
 @pytest.mark.parametrize(("raw", "problem"), [
     (b"{not json", "JSON object"),
     (b"[1, 2]", "JSON object"),

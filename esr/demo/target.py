@@ -6,6 +6,13 @@ blocks (HTTP 451), routing (X-ACT-Route), human review pauses (HTTP 202) and a p
 against seniors for the cohort report to find. /admin/* endpoints drive chaos and expose
 exact counts of what was served, so tests can compare ESR's report with the truth.
 
+A citizen's way through it (examples/demo.yml): POST /eligibility (a quick check by few
+workers: it slows as checks pile up and refuses with 503 those that waited half a second,
+so a spike of citizens finds it first), POST /apply?fee=later (the decision),
+POST /pay (the application fee, through the fee service) and GET /status/{id}. A plain
+POST /apply (the default journey) charges the fee with the application. Whatever goes
+through the fee service answers 503 while it is down.
+
 An asyncio ASGI app (Starlette) served by uvicorn: it imports neither Locust nor gevent.
 
     python -m esr.demo.target --port 0     # prints "esr target listening on http://HOST:PORT"
@@ -42,6 +49,15 @@ HITL_PENDING = "X-HITL-Pending"
 HITL_SKIP = "X-HITL-Skip"
 
 FEE_SERVICE = "svc-fee"
+APPLICATION_FEE = 25  # dollars, paid through the fee service
+# The eligibility check: this many checks at once, each taking ELIGIBILITY_MS, so about 85 a
+# second; the demo's plateau asks ~60, its spike twice that (examples/demo.yml). The rest
+# wait for a worker (latency grows with the requests in flight); one that waited
+# ELIGIBILITY_WAIT_MS is refused with 503, as is any beyond ELIGIBILITY_QUEUE waiting.
+ELIGIBILITY_WORKERS = 4
+ELIGIBILITY_MS = 47.0
+ELIGIBILITY_WAIT_MS = 500.0
+ELIGIBILITY_QUEUE = 1_000
 LEGAL_REASONS = ("HIPAA", "FERPA", "PRIVACY_ACT")  # crc32 % 100 == 0, 1, 2 respectively
 AGE_BANDS = (("<18", 0), ("18-29", 18), ("30-44", 30), ("45-61", 45), ("62+", 62))
 ROUTES = ("fast_track", "standard", "manual_review")
@@ -79,33 +95,52 @@ class Application:
     household_size: int
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+# Each field a body may carry: its test, and what it must be.
+FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "citizen_id": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "age": (lambda v: _is_int(v) and 0 <= v <= 130, "an integer from 0 to 130"),
+    "income": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "veteran": (lambda v: isinstance(v, bool), "true or false"),
+    "household_size": (lambda v: _is_int(v) and 1 <= v <= 50, "an integer from 1 to 50"),
+}
+ELIGIBILITY_FIELDS = ("income", "household_size")
+
+
+def _problems(body: dict, fields) -> list[str]:
+    return [f"{field} is missing" if field not in body else f"{field} must be {expected}"
+            for field in fields for ok, expected in (FIELDS[field],)
+            if field not in body or not ok(body[field])]
+
+
 def parse_application(body: object) -> Application | str:
     """The application in a JSON body, or what is wrong with it (every problem, in one line)."""
     if not isinstance(body, dict):
         return "expected a JSON object"
-
-    def is_int(v: object) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_number(v: object) -> bool:
-        return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-    checks = {
-        "citizen_id": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
-        "name": (lambda v: isinstance(v, str), "a string"),
-        "age": (lambda v: is_int(v) and 0 <= v <= 130, "an integer from 0 to 130"),
-        "income": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
-        "veteran": (lambda v: isinstance(v, bool), "true or false"),
-        "household_size": (lambda v: is_int(v) and 1 <= v <= 50, "an integer from 1 to 50"),
-    }
-    problems = [f"{field} is missing" if field not in body else f"{field} must be {expected}"
-                for field, (ok, expected) in checks.items()
-                if field not in body or not ok(body[field])]
+    problems = _problems(body, FIELDS)
     if "form_token" in body and not isinstance(body["form_token"], str):
         problems.append("form_token must be a string")
     if problems:
         return "; ".join(problems)
-    return Application(**{field: body[field] for field in checks})
+    return Application(**{field: body[field] for field in FIELDS})
+
+
+def parse_eligibility(body: object) -> tuple[float, int] | str:
+    """(income, household size) from an eligibility check's JSON body, or what is wrong."""
+    if not isinstance(body, dict):
+        return "expected a JSON object"
+    problems = _problems(body, ELIGIBILITY_FIELDS)
+    if problems:
+        return "; ".join(problems)
+    return body["income"], body["household_size"]
 
 
 def age_band(age: int) -> str:
@@ -142,6 +177,37 @@ class Service:
     def __init__(self, name: str) -> None:
         self.name = name
         self.up = True
+
+
+class Workers:
+    """`workers` requests served at once, each taking `service_ms`. The rest wait their turn
+    (so latency grows with the requests in flight), each for at most `wait_ms`: one that
+    waited that long is refused, as is any beyond `queue` waiting."""
+
+    def __init__(self, workers: int, service_ms: float, wait_ms: float, queue: int) -> None:
+        self.slots = asyncio.Semaphore(workers)
+        self.service_s = service_ms / 1000
+        self.wait_s = wait_ms / 1000
+        self.queue = queue
+        self.waiting = 0
+
+    async def serve(self) -> bool:
+        """Wait for a worker and do the work; False if refused."""
+        if self.waiting >= self.queue:
+            return False
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await self.slots.acquire()
+        except TimeoutError:
+            return False
+        finally:
+            self.waiting -= 1
+        try:
+            await asyncio.sleep(self.service_s)
+        finally:
+            self.slots.release()
+        return True
 
 
 # --- What was served -----------------------------------------------------------------------------
@@ -273,11 +339,15 @@ def parse_body(raw: bytes) -> object:
         return None
 
 
-def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> Counted:
-    """The ASGI app: `capacity` applications in service at once, each taking `service_ms`."""
+def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0,
+               eligibility: Workers | None = None) -> Counted:
+    """The ASGI app: `capacity` applications in service at once, each taking `service_ms`;
+    eligibility checks by `eligibility` (default: the ELIGIBILITY_* constants)."""
     if capacity < 1:
         raise ValueError(f"capacity must be at least 1, not {capacity}")
     slots = asyncio.Semaphore(capacity)
+    checks = eligibility or Workers(ELIGIBILITY_WORKERS, ELIGIBILITY_MS, ELIGIBILITY_WAIT_MS,
+                                    ELIGIBILITY_QUEUE)
     services = {FEE_SERVICE: Service(FEE_SERVICE)}
     tally = ServedCounts()
     applications: dict[str, str] = {}  # id -> status, oldest first
@@ -303,6 +373,17 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> 
     async def form(request: Request) -> Response:
         return answer({"form_token": f"{rng.getrandbits(128):032x}"})
 
+    async def check_eligibility(request: Request) -> Response:
+        parsed = parse_eligibility(parse_body(await request.body()))
+        if isinstance(parsed, str):
+            return answer({"error": parsed}, 400)
+        if not await checks.serve():
+            return answer({"error": "eligibility check overloaded, try again"}, 503,
+                          {"Retry-After": "1"})
+        income, household_size = parsed
+        limit = income_limit(household_size)  # the income as declared: no bias here
+        return answer({"eligible": income <= limit, "income_limit": limit})
+
     async def apply(request: Request) -> Response:
         journey: Journey = request.scope[JOURNEY]
         body = await request.body()
@@ -313,7 +394,9 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> 
         keep_applicant(request.headers.get(SYNTHETIC, ""), parsed.citizen_id, body)
         async with slots:  # queueing for a slot is where latency grows under load
             await asyncio.sleep(service_ms / 1000)
-        if not services[FEE_SERVICE].up:
+        # The fee is charged with the application, through the fee service, unless the
+        # citizen will pay it afterwards (POST /apply?fee=later, then POST /pay).
+        if request.query_params.get("fee") != "later" and not services[FEE_SERVICE].up:
             return answer({"error": "fee service unavailable"}, 503)
         if reason := legal_block(parsed.citizen_id):
             journey.outcome, journey.legal_reason = "blocked", reason
@@ -338,6 +421,18 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> 
         if application_id not in applications:
             return answer({"error": "unknown application"}, 404)
         return answer({"status": applications[application_id]})
+
+    async def pay(request: Request) -> Response:
+        body = parse_body(await request.body())
+        application_id = body.get("application_id") if isinstance(body, dict) else None
+        if not isinstance(application_id, str):
+            return answer({"error": "application_id must be a string"}, 400)
+        if application_id not in applications:
+            return answer({"error": "unknown application"}, 404)
+        if not services[FEE_SERVICE].up:
+            return answer({"error": "fee service unavailable"}, 503)
+        return answer({"application_id": application_id, "paid": APPLICATION_FEE,
+                       "receipt": f"fee-{rng.getrandbits(64):016x}"})
 
     def service_states() -> dict[str, str]:
         return {name: "up" if service.up else "down" for name, service in services.items()}
@@ -373,7 +468,9 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0) -> 
     app = Starlette(routes=[
         Route("/health", health, methods=["GET"]),
         Route("/form", form, methods=["GET"]),
+        Route("/eligibility", check_eligibility, methods=["POST"]),
         Route("/apply", apply, methods=["POST"]),
+        Route("/pay", pay, methods=["POST"]),
         Route("/status/{application_id}", status, methods=["GET"]),
         Route("/admin/services", list_services, methods=["GET"]),
         Route("/admin/services/{name}/{action}", set_service, methods=["POST"]),

@@ -97,6 +97,7 @@ class Chaos:
         self.granted = granted  # the permissions this process was started with
         self._pending: list[gevent.Greenlet] = []
         self._undos: dict[int, tuple[gevent.Greenlet, ChaosAction]] = {}
+        self._in_force: dict[int, dict] = {}  # lasting actions started and not yet undone
 
     def start(self) -> None:
         for index, action in enumerate(self.actions):
@@ -112,14 +113,26 @@ class Chaos:
                 greenlet.kill(block=False)
                 self._undo(index, action, early=True)
 
+    def in_force(self) -> list[dict]:
+        """The lasting actions started (and not failed) whose undo has not come, for live
+        figures: {index, action, target, since_s, for_s}, for_s None when it lasts to the end."""
+        return list(self._in_force.values())
+
     def _start(self, index: int, action: ChaosAction) -> None:
         outcome = self._perform(action, undo=False)
         self._record(index, action, "start", outcome)
+        if outcome.ok and action.action in UNDO:
+            self._in_force[index] = {
+                "index": index, "action": action.action, "target": action.target,
+                "since_s": round(time.time() - self.started, 3),
+                "for_s": action.duration * self.time_scale if action.duration is not None
+                else None}
         if action.duration is not None and UNDO.get(action.action):
             self._undos[index] = (gevent.spawn_later(action.duration * self.time_scale,
                                                      self._undo, index, action), action)
 
     def _undo(self, index: int, action: ChaosAction, early: bool = False) -> None:
+        self._in_force.pop(index, None)
         outcome = self._perform(action, undo=True)
         self._record(index, action, "undo", outcome, early=early)
         self._undos.pop(index, None)

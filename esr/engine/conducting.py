@@ -30,6 +30,9 @@ from esr.scenario.stages import Phase
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
+# live.json names at most this many endpoints (the busiest): enough for any journey, and
+# the file stays small whatever a locustfile names its requests.
+LIVE_ENDPOINTS_MAX = 100
 
 
 class Conducting(Run):
@@ -44,6 +47,7 @@ class Conducting(Run):
         self.chaos: Chaos | None = None
         self.aborted: dict | None = None
         self.started_at: str | None = None
+        self.started_s = 0.0  # time.time() at the run's start: live figures count from it
         self.runs_started = 0  # a run's number tells a loop of an earlier run to end
         self.ended_at: str | None = None
         self._finishing = None  # the greenlet of the graceful stop, once asked
@@ -106,6 +110,7 @@ class Conducting(Run):
             # Locust installs its own SIGTERM handler only after a headless shape ends.
             gevent.signal_handler(signal.SIGTERM, self.finish)
         self.started_at = now_iso()
+        self.started_s = time.time()
         self.runs_started += 1
         append_event(self.run_dir, "test_start", run_id=self.run_id,
                      phases=[vars(p) for p in self.phases])
@@ -113,7 +118,7 @@ class Conducting(Run):
             self._progress = gevent.spawn(self._progress_loop)
         self.faults = []
         self.chaos = Chaos(self.scenario.chaos, host=environment.host or self.scenario.target,
-                           time_scale=self.time_scale, run_dir=self.run_dir, started=time.time(),
+                           time_scale=self.time_scale, run_dir=self.run_dir, started=self.started_s,
                            granted=self.options.granted,
                            spread=self.spread_fault)
         self.chaos.start()
@@ -213,12 +218,17 @@ class Conducting(Run):
         if self.run_dir is None:
             return
         # Locust keeps a cheap rolling p95 of the last seconds; ESR's exact ones are for reports.
+        # Counts are cumulative, so a reader (esr/alerts.py) takes rates over its own window.
         stats = self.environment.stats.total
         write_json(self.run_dir / LIVE, {
             "run_id": self.run_id, "final": final, "at": now_iso(),
+            "elapsed_s": round(time.time() - self.started_s, 3),
             "phase": self.phase.name if self.phase else "starting",
             "citizens": self.environment.runner.user_count,
+            "journeys_started": self.tally.started,
             "rps": round(stats.current_rps, 1),
             "requests": self.tally.requests, "failures": self.tally.failures,
             "p95_ms": stats.get_current_response_time_percentile(0.95),
+            "endpoints": self.tally.by_endpoint(LIVE_ENDPOINTS_MAX),
+            "chaos": self.chaos.in_force() if self.chaos is not None else [],
             "outcomes": dict(self.tally.outcomes()), "workers": self.workers_now()})

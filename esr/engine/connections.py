@@ -44,6 +44,7 @@ from esr.engine.locust_compat import (
     ConnectionPoolHooks,
     client_pool_of,
     connection_pool_of,
+    keep_redirects_on_target,
     swap_class,
     worker_index,
 )
@@ -132,8 +133,10 @@ class Dialer:
         return dialer
 
     def adopt(self, session) -> None:
-        """Make a FastHttpSession dial through this process (no memory added per citizen)."""
+        """Make a FastHttpSession dial through this process (no memory added per citizen), and
+        follow no redirect off its target."""
         swap_class(client_pool_of(session), self.client_pool)
+        keep_redirects_on_target(session)
 
     def resolve(self, key: tuple, lookup: Callable[[], list]) -> list:
         now = time.monotonic()

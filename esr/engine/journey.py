@@ -259,6 +259,7 @@ class CitizenUser(StopNotice, FastHttpUser):
                 self.run.probes.arrival(time.time() - self.arrival)
                 self.arrival = None
             self.visit = Visit(self.run.next_citizen(self.group_index))
+            self.run.probes.started += 1
             if self.cookies is not None:
                 self.cookies.clear()
         visit = self.visit

@@ -18,6 +18,7 @@ mend here what fails, then move TESTED and the pins in setup.cfg together.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -89,6 +90,7 @@ import locust.stats  # noqa: E402
 from geventhttpclient.client import HTTPClientPool  # noqa: E402
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool  # noqa: E402
 from geventhttpclient.url import URL  # noqa: E402
+from geventhttpclient.useragent import UnsupportedRedirectSchemeError  # noqa: E402
 from locust.rpc import Message  # noqa: E402
 from locust.runners import STATE_MISSING  # noqa: E402
 
@@ -257,6 +259,35 @@ def connection_pool_of(client) -> ConnectionPool:
     """The pool of connections an HTTPClient sends every request over."""
     # RELIES ON: HTTPClient._connection_pool, made in __init__ as one of CONNECTION_POOLS.
     return client._connection_pool
+
+
+class RedirectOffTarget(UnsupportedRedirectSchemeError):
+    """A response redirected the citizen to another origin (scheme, host, port): not followed,
+    so load never lands anywhere but the target it was aimed at. A failure on the wire, as
+    geventhttpclient's own refusal of a redirect to another scheme."""
+
+
+def keep_redirects_on_target(session) -> None:
+    """Redirects within the target's origin are followed as before; one to another origin
+    fails the request instead (an open redirect must not carry the load elsewhere)."""
+    # RELIES ON: LocustUserAgent builds each request, and follows its redirects, through its
+    # `request_type` class (FastRequest); CompatRequest.redirect(code, location) re-points the
+    # request in place, and _is_same_origin() compares it with the origin it was made for; an
+    # exception from redirect() ends the request with it (UserAgent.urlopen), and Locust counts
+    # a geventhttpclient ConnectionError as a failed request (FAILURE_EXCEPTIONS).
+    agent = session.client
+    agent.request_type = _on_target(type(agent).request_type)
+
+
+@functools.cache
+def _on_target(request_type: type) -> type:
+    class OnTargetRequest(request_type):
+        def redirect(self, code: int, location: str) -> None:
+            super().redirect(code, location)
+            if not self._is_same_origin():  # the URL stays out of the error: kinds stay few
+                raise RedirectOffTarget(None, "redirect to another origin not followed")
+
+    return OnTargetRequest
 
 
 def swap_class(instance, subclass: type) -> None:

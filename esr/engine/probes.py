@@ -31,7 +31,7 @@ from esr.histograms import (
 )
 from esr.wire import HITL_HEADER, ROUTE_HEADER, VERDICT_HEADER
 
-WIRE_VERSION = 2  # 2: routes, legal blocks and errors as capped counts
+WIRE_VERSION = 3  # 2: routes, legal blocks and errors as capped counts; 3: journeys started
 
 
 class Drained(TypedDict):
@@ -45,7 +45,8 @@ class Drained(TypedDict):
     routes: dict  # CappedCounts.wire() of X-ACT-Route values
     legal_blocks: dict  # CappedCounts.wire() of (reason, age band, veteran)
     hitl: dict  # {"paused": n, "skipped": n}
-    journeys: list[list]  # [*JOURNEY_KEY, citizens]
+    journeys: list[list]  # [*JOURNEY_KEY, citizens]: journeys ended, by outcome
+    started: int  # journeys begun (each by a new citizen)
     traits: list[list]  # [*TRAIT_KEY, citizens]
     arrivals: dict  # open model: on_time, late, late_ms_total, missed (counts), late_ms_max
     unaccounted: int  # requests cut off in flight by a forced stop
@@ -139,6 +140,7 @@ class Probes:
         self.legal_blocks = CappedCounts()  # (reason, age_band, veteran)
         self.hitl: Counter = Counter()  # paused, skipped
         self.journeys: Counter = Counter()  # (group, age_band, veteran, outcome, frustrated)
+        self.started = 0  # journeys begun
         self.traits: Counter = Counter()  # (trait, value, outcome) for the traits a report names
         self.arrivals: Counter = Counter()  # on_time, late, late_ms_total, missed
         self.arrival_late_max_ms = 0.0
@@ -192,6 +194,7 @@ class Probes:
             "legal_blocks": self.legal_blocks.wire(),
             "hitl": dict(self.hitl),
             "journeys": [[*key, n] for key, n in self.journeys.items()],
+            "started": self.started,
             "traits": [[*key, n] for key, n in self.traits.items()],
             "arrivals": {**self.arrivals, "late_ms_max": self.arrival_late_max_ms},
             "unaccounted": self.unaccounted,
@@ -210,12 +213,16 @@ class Tally:
         self.legal_blocks = CappedCounts()
         self.hitl: Counter = Counter()
         self.journeys: Counter = Counter()
+        self.started = 0
         self.traits: Counter = Counter()
         self.arrivals: Counter = Counter()
         self.arrival_late_max_ms = 0.0
         self.unaccounted = 0
         self.bucket_s = 0.0
         self.reports = 0
+        # Requests and failures per endpoint over the whole run so far, kept as data comes
+        # in, so live figures need not walk every time bucket.
+        self.endpoints: dict[str, list[int]] = {}
 
     def merge(self, data: Drained) -> None:
         if data.get("v") != WIRE_VERSION:
@@ -228,12 +235,18 @@ class Tally:
             if latency is None:
                 latency = self.latency[(name, bucket)] = Latency()
             latency.merge(*row)
+            totals = self.endpoints.get(name)
+            if totals is None:
+                totals = self.endpoints[name] = [0, 0]
+            totals[0] += row[0]  # LATENCY_FIGURES: requests, failures, …
+            totals[1] += row[1]
         self.errors.merge(data["errors"])
         self.routes.merge(data["routes"])
         self.legal_blocks.merge(data["legal_blocks"])
         self.hitl.update(data["hitl"])
         for *key, n in data["journeys"]:
             self.journeys[tuple(key)] += n
+        self.started += data["started"]
         for *key, n in data["traits"]:
             self.traits[tuple(key)] += n
         arrivals = dict(data["arrivals"])
@@ -245,11 +258,17 @@ class Tally:
 
     @property
     def requests(self) -> int:
-        return sum(lat.requests for lat in self.latency.values())
+        return sum(requests for requests, _ in self.endpoints.values())
 
     @property
     def failures(self) -> int:
-        return sum(lat.failures for lat in self.latency.values())
+        return sum(failures for _, failures in self.endpoints.values())
+
+    def by_endpoint(self, limit: int) -> dict[str, dict[str, int]]:
+        """Requests and failures so far of the `limit` busiest endpoints."""
+        busiest = sorted(self.endpoints.items(), key=lambda item: -item[1][0])[:limit]
+        return {name: {"requests": requests, "failures": failures}
+                for name, (requests, failures) in busiest}
 
     def breach(self, checks, since: float, until: float) -> str | None:
         """The first whole-run ceiling SLO broken by the requests of [since, until), worded."""

@@ -303,11 +303,17 @@ def _errors(run_dir: Path, counters: dict) -> tuple[list[dict], dict]:
             for (name, kind), n in rows], other
 
 
-def _iso(epoch: str) -> str:
+def _iso(seen: str) -> str:
+    """A time in Locust's failures CSV as HH:MM:SS: ISO 8601 in UTC as Locust 2.47 writes it
+    (read as seconds since the epoch, it was shown as nothing), or seconds since the epoch."""
     try:
-        return dt.datetime.fromtimestamp(float(epoch), dt.UTC).strftime("%H:%M:%S")
+        when = dt.datetime.fromtimestamp(float(seen), dt.UTC)
     except (TypeError, ValueError):
-        return ""
+        try:
+            when = dt.datetime.fromisoformat(seen)
+        except (TypeError, ValueError):
+            return ""
+    return when.strftime("%H:%M:%S")
 
 
 def _citizens(summary: dict) -> dict:

@@ -11,7 +11,6 @@ them gracefully (their results are written) and marks the run interrupted.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from esr.alerts import LiveAlerts
+from esr.alerts import LiveAlerts, p95_slo_ms
 from esr.errors import EXIT_OK, EXIT_SLO_FAILED, EsrError
 from esr.launcher import Launch, RunSettings, exit_code_of, read_live
 from esr.report.summary import build_summary
@@ -43,7 +42,7 @@ from esr.service.store import (
     Store,
 )
 from esr.service.submissions import SCENARIO_FILE
-from esr.watching import p95_threshold_ms, stats_of
+from esr.watching import stats_of
 
 # How often the queue is looked at when nothing wakes it.
 POLL_S = 1.0
@@ -207,9 +206,8 @@ class Follow:
     def __init__(self, dispatcher: Dispatcher, run: Run, launch: Launch):
         self.dispatcher, self.store, self.run_id = dispatcher, dispatcher.store, run.id
         self.launch, self.stop_sent = launch, False
-        self.alerts = LiveAlerts(p95_threshold_ms(launch.scenario))
+        self.alerts = LiveAlerts(p95_slo_ms(launch.scenario))
         self.last_at = None
-        self.first_at: dt.datetime | None = None  # the first live reading: the load's start
 
     def __call__(self, live: dict) -> None:
         # Live figures mean the load process is up and takes a graceful stop (SIGUSR1).
@@ -220,8 +218,6 @@ class Follow:
             return
         self.last_at = live.get("at")
         stats = stats_of(live)
-        if stats["elapsed_s"] is None:  # live.json keeps no clock: count from the first reading
-            stats["elapsed_s"] = self.elapsed_s(live.get("at"))
         self.store.set_live(self.run_id, stats)
         self.store.append_event(self.run_id, "stats", stats)
         for alert in self.alerts.observe(live):
@@ -229,14 +225,6 @@ class Follow:
         if live.get("phase") == "stopping" or live.get("final"):
             self.dispatcher._status(self.run_id, STOPPING, only_from=(RUNNING,))
         self.dispatcher.notify(self.run_id)
-
-    def elapsed_s(self, at: str | None) -> float | None:
-        try:
-            now = dt.datetime.fromisoformat(at)
-        except (TypeError, ValueError):
-            return None
-        self.first_at = self.first_at or now
-        return round((now - self.first_at).total_seconds(), 1)
 
     def last(self, live: dict | None) -> None:
         if live is not None:

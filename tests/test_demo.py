@@ -1,0 +1,98 @@
+"""The demo shows it all: one real run of examples/demo.yml against the session's demo target,
+read by every test here — the alerts on its console, the endpoints and errors of its report
+card, its chaos, and counts equal to what the target served.
+
+The run is the demo at half time and half the citizens (so the same requests a second:
+10 s of load, the fee service killed for 1.5 s, a spike of 4 s) with a master and two
+workers, as `esr-locust demo` runs it. It goes through the same calls as `esr-locust run`:
+the launcher, and the console's ProgressLine with the scenario's alerts.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+from commands import served
+
+from esr.alerts import LiveAlerts
+from esr.launcher import Launch, ProgressLine, RunSettings
+from esr.report.card import read_report_card
+from esr.run_directory import LIVE, read_json
+
+ROOT = Path(__file__).resolve().parent.parent
+# The demo's steps, and the routes the target counts them under.
+ROUTES = {"/eligibility": "POST /eligibility", "/apply": "POST /apply", "/pay": "POST /pay",
+          "/status": "GET /status/{id}"}
+
+pytestmark = pytest.mark.slow(reason="one real run of the demo scenario, 10 s of load with a "
+                                     "master and two workers, read by every test here")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, target):
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    launch = Launch.prepare(RunSettings(scenario=ROOT / "examples" / "demo.yml", host=target,
+                                        workers=2, run_dir=run_dir, time_scale=0.5,
+                                        user_scale=0.5))
+    console = io.StringIO()
+    try:
+        launch.start()
+        result = launch.wait(ProgressLine(console, alerts=LiveAlerts.for_scenario(
+            launch.scenario)))
+    finally:  # whatever happened, the session's target has its fee service back
+        urllib.request.urlopen(urllib.request.Request(
+            f"{target}/admin/services/svc-fee/restore", method="POST", data=b""),
+            timeout=10).close()
+    return {"result": result, "console": console.getvalue(), "card": read_report_card(run_dir),
+            "live": read_json(run_dir / LIVE), "served": served(target, result.run_id)}
+
+
+def alert_lines(console: str) -> list[str]:
+    return [line for line in console.splitlines() if re.match(r"\d\d:\d\d  ", line)]
+
+
+def test_the_console_alerts_on_the_chaos_and_on_the_error_spikes(demo):
+    lines = alert_lines(demo["console"])
+    messages = [line[7:] for line in lines]
+    assert "chaos: kill_pod svc-fee started (for 1.5s)" in messages, demo["console"]
+    assert "chaos: kill_pod svc-fee ended" in messages, demo["console"]
+    spikes = {m.split(" -> ")[0] for m in messages if m.startswith("ERROR spikes on ")}
+    assert {"ERROR spikes on /eligibility", "ERROR spikes on /pay"} <= spikes, demo["console"]
+    assert all(re.fullmatch(r"ERROR spikes on /\w+ -> \d+ %", m)
+               for m in messages if m.startswith("ERROR")), lines
+    # In the order they happened, each once: an alert per episode, not per second.
+    times = [line[:5] for line in lines]
+    assert times == sorted(times) and len(set(messages)) == len(messages), lines
+
+
+def test_the_report_card_shows_every_step_the_errors_and_the_chaos(demo):
+    card = demo["card"]
+    assert card["heatmap"]["rows"] == sorted(ROUTES)
+    assert {row["name"] for row in demo["result"].summary["endpoints"]} == set(ROUTES)
+    errors = {(e["endpoint"], e["kind"]): e for e in card["errors"]}
+    assert set(errors) == {("/eligibility", "HTTP 503"), ("/pay", "HTTP 503")}
+    assert all(e["first_seen"] and e["last_seen"] for e in errors.values())
+    (chaos,) = card["chaos"]
+    assert (chaos["action"], chaos["target"], chaos["ok"]) == ("kill_pod", "svc-fee", True)
+    assert chaos["during"]["error_rate"] > 0 and chaos["undo"]["ok"]
+    assert card["verdict"]["status"] == "FAIL" and demo["result"].exit_code == 1
+
+
+def test_the_counts_equal_what_the_target_served(demo):
+    summary, served = demo["result"].summary, demo["served"]
+    assert summary["requests"]["total"] == served["requests"]["total"] > 0
+    assert {ROUTES[row["name"]]: row["requests"] for row in summary["endpoints"]} == \
+        served["requests"]["by_endpoint"]
+    assert summary["requests"]["failures"] == served["requests"]["by_status"]["503"]
+    assert summary["lost"]["requests_unaccounted"] == 0
+    # Every journey begun has one outcome; live.json's last figures are the summary's.
+    live = demo["live"]
+    assert live["final"] and live["journeys_started"] == summary["citizens"]["total"]
+    assert live["endpoints"] == {row["name"]: {"requests": row["requests"],
+                                               "failures": row["failures"]}
+                                 for row in summary["endpoints"]}
+    assert live["chaos"] == [] and live["elapsed_s"] > 10
