@@ -44,6 +44,9 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="runs at a time on this machine (default 1: load tests compete)")
     parser.add_argument("--link-ttl", type=_duration, default=24 * 3600.0, metavar="DURATION",
                         help="how long a report link stays valid (default 24h)")
+    parser.add_argument("--public-url", default=None, metavar="URL",
+                        help="the address people reach the service at, behind a proxy: report "
+                        "links start with it (default: the address each request was sent to)")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -51,7 +54,8 @@ def serve(args: argparse.Namespace) -> int:
     from esr.service.server import serve as serve_api
 
     serve_api(ServeSettings(data=args.data, bind=args.bind, workers=local_workers(args),
-                            max_running=args.max_running, link_ttl_s=args.link_ttl),
+                            max_running=args.max_running, link_ttl_s=args.link_ttl,
+                            public_url=args.public_url),
               announce=lambda line: print(line, file=sys.stderr, flush=True))
     return EXIT_OK
 

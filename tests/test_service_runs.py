@@ -55,3 +55,14 @@ def test_the_compose_service_profile_serves_the_api_on_loopback_with_its_data_on
     assert [p.split(":")[0] for p in service["ports"]] == ["127.0.0.1"]
     assert "esr-data:/esr/data:rw" in service["volumes"] and "esr-data" in resolved["volumes"]
     assert "target" in service["depends_on"]
+
+
+def test_behind_a_proxy_report_links_start_with_the_public_url(tmp_path, target):
+    with running_service(tmp_path / "data", "--public-url", "https://esr.example.gov/") as proxied:
+        secret = proxied.token("housing", "--allow-target", target)
+        with proxied.client(secret) as api:
+            run_id = api.post("/v1/runs", json={"scenario": SCENARIO, "host": target,
+                                                "time_scale": 0.1}).json()["id"]
+            links = api.get(f"/v1/runs/{run_id}/report-links").json()
+            api.post(f"/v1/runs/{run_id}/cancel")
+    assert links["html"].startswith(f"https://esr.example.gov/v1/runs/{run_id}/report.html?")

@@ -31,7 +31,7 @@ from esr.service.agencies import Caller, Forbidden, Unauthorized, authenticate
 from esr.service.dispatcher import Dispatcher, build_report_card
 from esr.service.links import REPORT_FORMATS, report_link_valid, report_query
 from esr.service.page import add_page
-from esr.service.store import ENDED, IN_PROGRESS, QUEUED, Event, Run, Store
+from esr.service.store import ENDED, IN_PROGRESS, QUEUED, REPORTING, Event, Run, Store
 from esr.service.submissions import (
     MAX_SCALE,
     MAX_SCENARIO_BYTES,
@@ -178,6 +178,7 @@ class Service:
     dispatcher: Dispatcher
     link_key: bytes
     link_ttl_s: float = LINK_TTL_S
+    public_url: str | None = None  # what links start with behind a proxy; else as asked
 
 
 class RunEvents:
@@ -274,8 +275,9 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
     def cancel(run_id: str, request: Request,
                who: Annotated[Caller, Depends(starter)]) -> JSONResponse:
         run = own_run(run_id, who)
-        if run.status in ENDED:
-            raise Failure(409, f"run {run.id} has already ended ({run.status})")
+        if run.status in (*ENDED, REPORTING):
+            raise Failure(409, f"run {run.id}'s load has already ended ({run.status}); there is "
+                          "nothing left to cancel")
         service.dispatcher.cancel(run)
         service.store.audit("run_cancel", agency=who.agency, token_id=who.token.id,
                             run_id=run.id, client=_client(request))
@@ -314,7 +316,7 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
     def report_links(run_id: str, request: Request,
                      who: Annotated[Caller, Depends(reader)]) -> ReportLinksOut:
         run = own_run(run_id, who)
-        base = str(request.base_url).rstrip("/")
+        base = (service.public_url or str(request.base_url)).rstrip("/")
         urls = {ext: f"{base}/v1/runs/{run.id}/report.{ext}?"
                      f"{report_query(service.link_key, run.id, ext, service.link_ttl_s)}"
                 for ext in REPORT_FORMATS}

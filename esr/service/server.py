@@ -26,6 +26,7 @@ class ServeSettings:
     workers: int = 0  # local Locust workers per run; 0 runs each in one process
     max_running: int = 1  # runs at a time on this machine: load tests compete for it
     link_ttl_s: float = LINK_TTL_S
+    public_url: str | None = None  # the service's address as people reach it (a proxy's)
 
 
 def open_store(data: Path) -> Store:
@@ -44,7 +45,8 @@ def build_app(settings: ServeSettings) -> FastAPI:
     events = RunEvents()
     dispatcher = Dispatcher(store, workers=settings.workers, max_running=settings.max_running,
                             notify=events.notify)
-    service = Service(store, dispatcher, store.secret("link_key"), settings.link_ttl_s)
+    service = Service(store, dispatcher, store.secret("link_key"), settings.link_ttl_s,
+                      settings.public_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
