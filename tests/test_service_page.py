@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.services import RunningService, running_service, wait_for_status
+from tests.services import STEADY, RunningService, running_service, wait_for_status
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO = (ROOT / "examples" / "demo.yml").read_text()
 ENDED = ("passed", "failed", "cancelled", "error", "interrupted")
 TINY = """
 esr: 1
@@ -45,7 +42,7 @@ def served(tmp_path_factory, target):
         secrets = {agency: service.token(agency, "--allow-target", target)
                    for agency in ("housing", "transit")}
         runs = {}
-        for agency, scenario in (("housing", DEMO), ("transit", TINY)):
+        for agency, scenario in (("housing", STEADY), ("transit", TINY)):
             with service.client(secrets[agency]) as api:
                 answer = api.post("/v1/runs", json={"scenario": scenario, "host": target,
                                                     "time_scale": 0.2, "user_scale": 0.3})

@@ -25,15 +25,19 @@ from esr.service.dispatcher import stop_orphans
 from esr.service.server import open_store
 from esr.service.store import MIGRATIONS, SCHEMA_VERSION, STORE_FILE, Run
 from tests.commands import esr_locust, served
-from tests.services import make_token, running_service, start_service, wait_for_status
+from tests.services import (
+    STEADY,
+    make_token,
+    running_service,
+    start_service,
+    wait_for_status,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-SCENARIO = (ROOT / "examples" / "demo.yml").read_text()
 ENDED = ("passed", "failed", "cancelled", "error", "interrupted")
 
 
 def submit(api, target: str, time_scale: float) -> str:
-    answer = api.post("/v1/runs", json={"scenario": SCENARIO, "host": target,
+    answer = api.post("/v1/runs", json={"scenario": STEADY, "host": target,
                                         "time_scale": time_scale, "user_scale": 0.5})
     assert answer.status_code == 202, answer.text
     return answer.json()["id"]
@@ -230,7 +234,7 @@ def test_a_load_process_left_starting_is_stopped_gracefully_once_it_can_be(tmp_p
     the process takes a graceful stop, which then writes everything the target served."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "scenario.yml").write_text(SCENARIO)
+    (run_dir / "scenario.yml").write_text(STEADY)
     launch = Launch.prepare(RunSettings(scenario=run_dir / "scenario.yml", host=target,
                                         workers=0, time_scale=0.3, user_scale=0.5,
                                         run_dir=run_dir))
