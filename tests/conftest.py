@@ -65,11 +65,13 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    """In a parallel run, the tests marked slow first, the rest as collected: each slow one
-    starts early, and the many short ones fill the workers' time around them. (A serial run
-    keeps pytest's order, which sets each module's fixtures up once.)"""
+    """In a parallel run, the tests marked slow first, then the other real runs (those that
+    use a demo target), then the rest, each as collected: the long ones start early, and the
+    many short ones fill the workers' time around them. (A serial run keeps pytest's order,
+    which sets each module's fixtures up once.)"""
     if hasattr(config, "workerinput"):
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                     "target" not in item.fixturenames))
 
 
 def wait_for_tests_under_gevent(config) -> None:
