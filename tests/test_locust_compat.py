@@ -169,8 +169,11 @@ def master_and_worker(master_options=None):
 
 
 def start_users(master, worker, count: int) -> None:
-    gevent.spawn(master.start, count, 100)  # the master waits up to a second for reports
+    starting = gevent.spawn(master.start, count, 100)
     wait_until(lambda: worker.user_count == count)
+    # The master waits up to a second for reports, then tells the workers spawning is
+    # complete: over before the test closes its sockets, or that message fails loudly later.
+    starting.join(timeout=WAIT_S)
 
 
 def test_the_master_calls_a_worker_missing_after_the_heartbeats_set(monkeypatch):
