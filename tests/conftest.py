@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,94 @@ from esr.demo.process import demo_target
 from esr.launcher import Launch
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        wait_for_tests_under_gevent(config)
+
+
+# Modules whose tests share a costly module-scoped fixture: in a parallel run, each module's
+# tests all go to one worker, so the fixture is made once.
+ONE_WORKER_MODULES = {
+    "tests/test_report.py": "a real run with two workers and its report card in four formats",
+    "tests/test_package.py": "the wheel, built, then installed in a fresh virtualenv",
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist load` (scripts/test), but with ONE_WORKER_MODULES each handed out whole.
+
+    Any other test is a unit of its own, handed to the next worker free. (xdist's own
+    loadgroup does this by xdist_group marks, but it renames the tests to do it, which
+    pytest 9 no longer lets a plugin do: each marked test went to any worker.)"""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerModules(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER_MODULES else nodeid
+
+    return OneWorkerModules(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a parallel run, the tests marked slow first, then the other real runs (those that
+    use a demo target), then the rest, each as collected: the long ones start early, and the
+    many short ones fill the workers' time around them. (A serial run keeps pytest's order,
+    which sets each module's fixtures up once.)"""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                     "target" not in item.fixturenames))
+
+
+def wait_for_tests_under_gevent(config) -> None:
+    """Let a pytest-xdist worker whose process Locust patches for gevent go on hearing its
+    controller.
+
+    Several test modules run Locust in this process (runners, sessions, the web UI app), and
+    `import locust` patches the process for gevent, threads included. An xdist worker hears
+    its controller on a real thread, which sets threading.Events the main thread waits on:
+    the next test to run, and at the end that thread's own end. Patched, such a wait is a
+    greenlet's, which a real thread can never wake (gevent's LoopExit: the worker crashes).
+    So Locust patches here first, as in any Locust process, and those two waits poll a flag
+    instead (the worker's only waits on that thread)."""
+    import locust  # noqa: F401  (gevent's patch_all, before any test module imports it)
+
+    # xdist runs its worker's module as __channelexec__, not as xdist.remote: found by name.
+    (worker,) = [plugin for plugin in config.pluginmanager.get_plugins()
+                 if type(plugin).__name__ == "WorkerInteractor"]
+    # RELIES ON: xdist's WorkerInteractor.torun (a TestQueue) waits on _has_items_event, and
+    # execnet's gateway makes each later Event (its join) with execmodel.Event().
+    worker.torun._has_items_event = PollingEvent()
+    worker.channel.gateway.execmodel.Event = PollingEvent
+
+
+class PollingEvent:
+    """threading.Event's interface, set from any thread, waited for by polling (a greenlet's
+    sleep, under gevent): what a real thread may wake a patched main thread with."""
+
+    POLL_S = 0.005
+
+    def __init__(self):
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._set and (deadline is None or time.monotonic() < deadline):
+            time.sleep(self.POLL_S)  # gevent's sleep, once Locust has patched the process
+        return self._set
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,21 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from esr.population.citizens import BLOCK, CitizenFactory, preview
+from esr.population import citizens
+from esr.population.citizens import (
+    BLOCK,
+    CitizenFactory,
+    draw_identity_parts,
+    identity_cache_file,
+    identity_parts,
+    preview,
+)
 from esr.population.demographics import (
     Bands,
     Constant,
@@ -164,8 +173,39 @@ def test_citizens_are_the_same_in_another_process(tmp_path):
         out = subprocess.run(
             [sys.executable, "-m", "esr.cli", "citizens", str(path), "--count", "40", "--json"],
             capture_output=True, text=True, check=True,
-            env={**os.environ, "PYTHONHASHSEED": hash_seed})
+            env={**os.environ, "PYTHONHASHSEED": hash_seed,
+                 "XDG_CACHE_HOME": str(tmp_path / f"cache-{hash_seed}")})  # drawn afresh there
         assert [json.loads(line) for line in out.stdout.splitlines()] == here
+
+
+def test_identity_parts_are_kept_and_read_back_as_drawn(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    drawn = draw_identity_parts()
+    assert identity_parts() == drawn  # drawn, then kept
+    kept = identity_cache_file()
+    assert kept.parent == tmp_path / "esr-locust" and json.loads(kept.read_text()) == drawn
+    assert identity_parts() == drawn  # read back
+    # Anything else in its place is drawn again, and replaced.
+    for other in (json.dumps({**drawn, "streets": drawn["streets"][:5]}), "{", "[]"):
+        kept.write_text(other)
+        assert identity_parts() == drawn and json.loads(kept.read_text()) == drawn
+    assert sorted(p.name for p in kept.parent.iterdir()) == [kept.name]
+
+
+def test_the_cache_file_is_named_by_faker_s_version_and_the_drawing(monkeypatch):
+    assert identity_cache_file().name.startswith(f"identity-faker-{metadata.version('faker')}-")
+    monkeypatch.setattr(metadata, "version", lambda _: "0.0.1")
+    name = identity_cache_file().name
+    assert name.startswith("identity-faker-0.0.1-")
+    monkeypatch.setattr(citizens, "_POOL_SIZE", 4096)  # another drawing, another file
+    assert identity_cache_file().name.startswith("identity-faker-0.0.1-")
+    assert identity_cache_file().name != name
+
+
+def test_identity_parts_are_drawn_where_none_can_be_kept(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))  # no folder can go there
+    assert identity_parts() == draw_identity_parts()
 
 
 def test_preview_interleaves_groups_in_proportion():

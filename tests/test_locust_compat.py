@@ -11,6 +11,7 @@ test client, HDR histograms. To try a new version of a library:
 from __future__ import annotations
 
 import configparser
+import csv
 import os
 import socket
 import subprocess
@@ -37,7 +38,6 @@ from locust.env import Environment
 from locust.html import DEFAULT_BUILD_PATH
 from locust.rpc import Message
 from locust.runners import STATE_INIT, STATE_RUNNING, MasterRunner, WorkerRunner
-from locust.stats import StatsCSVFileWriter
 
 from esr.engine import locust_compat as compat
 from esr.errors import EXIT_RUN_ERROR, UntestedLibrary
@@ -169,8 +169,11 @@ def master_and_worker(master_options=None):
 
 
 def start_users(master, worker, count: int) -> None:
-    gevent.spawn(master.start, count, 100)  # the master waits up to a second for reports
+    starting = gevent.spawn(master.start, count, 100)
     wait_until(lambda: worker.user_count == count)
+    # The master waits up to a second for reports, then tells the workers spawning is
+    # complete: over before the test closes its sockets, or that message fails loudly later.
+    starting.join(timeout=WAIT_S)
 
 
 def test_the_master_calls_a_worker_missing_after_the_heartbeats_set(monkeypatch):
@@ -191,8 +194,6 @@ def test_the_intervals_are_the_constants_locust_sleeps():
     assert compat.heartbeat_interval_s() == locust.runners.HEARTBEAT_INTERVAL
     assert "WORKER_REPORT_INTERVAL" in WorkerRunner.stats_reporter.__code__.co_names
     assert compat.worker_report_interval_s() == locust.runners.WORKER_REPORT_INTERVAL == 3
-    assert "CSV_STATS_INTERVAL_SEC" in StatsCSVFileWriter.stats_writer.__code__.co_names
-    assert compat.csv_flush_interval_s() == locust.stats.CSV_STATS_INTERVAL_SEC == 1
 
 
 def test_runners_tell_their_index_and_the_users_asked_of_them():
@@ -309,6 +310,8 @@ def test_what_must_come_first_runs_before_locust_quits():
     wait_until(lambda: order)
     wait_until(lambda: len(order) == 2)
     assert order == ["first", "quit"]
+    runner.quit()  # as Locust's shutdown() does again after a headless end
+    assert order == ["first", "quit"]
 
 
 def test_a_user_knows_it_was_asked_to_stop():
@@ -334,6 +337,67 @@ def test_the_environment_and_the_shape_carry_esr_s_run():
     environment.esr = environment.esr_dialer = "ESR's"  # Environment has no __slots__
     runner = environment.create_local_runner()
     assert environment.shape_class.runner is runner and runner.environment.esr == "ESR's"
+
+
+# ---- Locust's CSV files (for conducting.py) -----------------------------------------------------
+
+CSV_LOCUSTFILE = """
+from locust import LoadTestShape, User, constant, events, task
+
+from esr.engine import locust_compat
+
+locust_compat.write_csv_files_on_demand()
+
+
+class Idle(User):
+    wait_time = constant(60)
+
+    @task
+    def idle(self):
+        pass
+
+
+class Over(LoadTestShape):
+    def tick(self):
+        return None  # headless: Locust quits at once, its CSV writer having had its first turn
+
+
+@events.quitting.add_listener
+def after_the_writers_last_turn(environment, **_):
+    environment.stats.log_request("POST", "/late", 42, 10)
+    environment.stats.log_error("POST", "/late", "late error")
+    assert locust_compat.write_csv_files_now(environment)
+    environment.process_exit_code = 0
+"""
+
+
+def test_csv_files_are_written_on_demand_with_the_figures_as_they_stand(tmp_path):
+    """What happens as Locust quits, after its CSV writer's last turn, reaches the files."""
+    locustfile = tmp_path / "csv_locustfile.py"
+    locustfile.write_text(CSV_LOCUSTFILE)
+    prefix = tmp_path / "out" / "locust"
+    result = subprocess.run([sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+                             "--csv", str(prefix), "--csv-full-history", "--only-summary"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+    def rows(suffix: str) -> list[list[str]]:
+        with open(f"{prefix}_{suffix}.csv", newline="") as table:
+            return list(csv.reader(table))
+
+    stats, history = rows("stats"), rows("stats_history")
+    failures, exceptions = rows("failures"), rows("exceptions")
+    assert stats[0][:4] == ["Type", "Name", "Request Count", "Failure Count"]
+    assert [row[:4] for row in stats[1:]] == [["POST", "/late", "1", "1"],
+                                              ["", "Aggregated", "1", "1"]]
+    assert failures == [["Method", "Name", "Error", "Occurrences", "First Seen", "Last Seen"],
+                        ["POST", "/late", "late error", "1", failures[1][4], failures[1][5]]]
+    assert exceptions == [["Count", "Message", "Traceback", "Nodes"]]
+    assert history[0][:4] == ["Timestamp", "User Count", "Type", "Name"]
+    assert history.count(history[0]) == 1
+    last = history[-2:]  # the rows written on demand: the endpoint, then the total
+    assert [(row[3], row[-7], row[-6]) for row in last] == [("/late", "1", "1"),
+                                                             ("Aggregated", "1", "1")]
 
 
 # ---- connections: geventhttpclient's pools (for connections.py) --------------------------------

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 from commands import esr_locust, free_port, served
-from test_web_ui import Server, status
+from test_web_ui import Server, status, wait_for_workers
 
 from esr.demo.process import demo_target
 from esr.launcher import LOCUSTFILE
@@ -91,6 +91,7 @@ def test_a_swarm_post_cannot_move_the_run_dir_or_the_request_log(tmp_path, targe
     server, url = serve_ui(tmp_path, str(scenario), "--workers", "1", "--host", target,
                            "--reports-dir", str(reports))
     try:
+        wait_for_workers(url, 1)
         assert "esr_reports_dir" not in ask("GET", url + "/")[2]  # no form field for it
         posted = {"esr_reports_dir": str(elsewhere), "esr_request_log": str(elsewhere),
                   "esr_run_dir": str(elsewhere / "run"), "esr_run_id": "named-by-the-form"}

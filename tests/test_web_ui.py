@@ -80,6 +80,7 @@ def ui(tmp_path, target):
     url = f"http://127.0.0.1:{port}"
     try:
         server.wait_until_serving(url + "/esr/status")
+        wait_for_workers(url, 1)
         yield url
     finally:
         server.end()
@@ -89,6 +90,17 @@ def ui(tmp_path, target):
 def status(url: str, opener=urllib.request.urlopen) -> dict:
     with opener(url + "/esr/status", timeout=10) as response:
         return json.loads(response.read())
+
+
+def wait_for_workers(url: str, count: int) -> None:
+    """Until `count` workers have connected to the web UI's master: a start before any has
+    is refused by Locust ("You can't start a distributed test before at least one worker
+    processes has connected"), and its run never starts its citizens."""
+    deadline = time.monotonic() + 30
+    while json.loads(urllib.request.urlopen(url + "/worker-count", timeout=5).read())[
+            "worker_count"] < count:
+        assert time.monotonic() < deadline, f"fewer than {count} workers connected"
+        time.sleep(0.2)
 
 
 
@@ -202,11 +214,7 @@ def test_a_web_master_with_a_worker_on_another_host_runs_what_the_browser_starts
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         master.wait_until_serving(url + "/esr/status")
-        deadline = time.monotonic() + 30
-        while json.loads(urllib.request.urlopen(url + "/worker-count", timeout=5).read())[
-                "worker_count"] < 1:
-            assert time.monotonic() < deadline, "the worker never connected"
-            time.sleep(0.3)
+        wait_for_workers(url, 1)
         started = urllib.request.urlopen(url + "/swarm", data=b"", timeout=10)
         assert json.loads(started.read())["success"]
         deadline = time.monotonic() + 90

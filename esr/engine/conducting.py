@@ -162,6 +162,12 @@ class Conducting(Run):
         if self._finishing is None:
             self._finishing = gevent.spawn(self._finish)
 
+    def finish_in(self, seconds: float) -> None:
+        """finish() in so many seconds, unless this run has ended by then (in the web UI,
+        another may have started)."""
+        run_number = self.runs_started
+        gevent.spawn_later(seconds, lambda: self.runs_started == run_number and self.finish())
+
     def _finish(self) -> None:
         if self.chaos is not None:
             self.chaos.end()
@@ -184,10 +190,9 @@ class Conducting(Run):
         # Request failures are findings for the report, not a failed process; the
         # launcher decides the exit code from the SLOs.
         environment.process_exit_code = 0
-        # Locust's CSV writer wakes once a second and not at exit: one more turn, so its
-        # files hold the last requests too.
-        if getattr(environment.parsed_options, "csv_prefix", None):
-            gevent.sleep(compat.csv_flush_interval_s() + 0.25)
+        # Locust's CSV writer (--csv) rewrites its files once a second, and not at exit: now,
+        # so they hold the last requests too.
+        compat.write_csv_files_now(environment)
 
     def write_results(self) -> None:
         """The run's probe tables and counters, once every process has reported."""

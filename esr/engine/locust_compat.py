@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 
@@ -119,13 +120,6 @@ def worker_report_interval_s() -> float:
     return locust.runners.WORKER_REPORT_INTERVAL
 
 
-def csv_flush_interval_s() -> float:
-    """How often Locust's CSV writer rewrites its files (--csv)."""
-    # RELIES ON: locust.stats.CSV_STATS_INTERVAL_SEC, slept between writes by
-    # StatsCSVFileWriter.stats_writer.
-    return locust.stats.CSV_STATS_INTERVAL_SEC
-
-
 def worker_index(runner) -> int:
     """This process's index among the workers: 0 in a single process (or with no runner yet),
     -1 on a worker the master has not acknowledged yet."""
@@ -196,13 +190,22 @@ def admit_users_only_if(runner, admitted: Callable[[], bool]) -> None:
 
 
 def before_quitting(runner, first: Callable[[], None]) -> None:
-    """Whenever Locust quits this runner, `first()` runs to its end before it does."""
+    """Whenever Locust quits this runner, `first()` runs to its end before it does; once it
+    has quit, asking again does nothing."""
     # RELIES ON: Locust quits a runner through runner.quit() looked up on the instance: at a
     # headless shape's end (Runner.shape_worker), on --run-time or a signal (main's shutdown).
+    # A headless run's end quits twice (main's stop_and_optionally_quit, then shutdown()),
+    # and each MasterRunner.quit tells every worker to quit and sleeps 0.5 s for their last
+    # reports: the second would only repeat that (ESR has had every final report by then).
     quit_now = runner.quit
+    quit_done = False
 
     def quit_after_first() -> None:
+        nonlocal quit_done
+        if quit_done:
+            return
         first()
+        quit_done = True  # before quit_now(), which may end the greenlet it runs in
         quit_now()
 
     runner.quit = quit_after_first
@@ -240,6 +243,61 @@ def enable_rebalancing(environment) -> None:
     # whenever a worker goes missing or joins.
     if environment.parsed_options is not None:
         environment.parsed_options.enable_rebalancing = True
+
+
+# ---- Locust's CSV files (--csv) -----------------------------------------------------------------
+
+
+class _CSVFilesWrittenOnDemand(locust.stats.StatsCSVFileWriter):
+    """Locust's CSV writer, which also writes its files when asked (write_csv_files_now)."""
+
+    def __init__(self, environment, *args, **kwargs):
+        super().__init__(environment, *args, **kwargs)
+        environment.esr_csv_files = self
+
+    def write_now(self) -> None:
+        """One turn of stats_writer's loop, now: the files as the figures stand."""
+        # RELIES ON: stats_writer writes each file's header once, then every
+        # CSV_STATS_INTERVAL_SEC rewrites _stats.csv, _failures.csv and _exceptions.csv after
+        # their header and appends one set of rows to _stats_history.csv, with no yield in a
+        # turn (so a turn here never lands inside one of its own); requests_csv, failures_csv
+        # and exceptions_csv write a header and the rows, _stats_history_data_rows(writer,
+        # now) a set of history rows; the file handles are its *_filehandle attributes, which
+        # close_files flushes and closes.
+        for handle, writer, write in (
+                (self.requests_csv_filehandle, self.requests_csv_writer, self.requests_csv),
+                (self.failures_csv_filehandle, self.failures_csv_writer, self.failures_csv),
+                (self.exceptions_csv_filehandle, self.exceptions_csv_writer,
+                 self.exceptions_csv)):
+            handle.seek(0)
+            write(writer)
+            handle.truncate()
+            handle.flush()
+        history = self.stats_history_csv_filehandle
+        if history.tell() == 0:  # before stats_writer's first turn
+            self.stats_history_csv_writer.writerow(self.stats_history_csv_columns)
+        self._stats_history_data_rows(self.stats_history_csv_writer, time.time())
+        history.flush()
+
+
+def write_csv_files_on_demand() -> None:
+    """Call at import, in a locustfile: Locust's CSV writer (--csv) made from then on can be
+    asked to write its files at once (write_csv_files_now)."""
+    # RELIES ON: locust.main.main makes its writer as stats.StatsCSVFileWriter(environment,
+    # PERCENTILES_TO_REPORT, csv_prefix, stats_history_enabled), looked up in locust.stats
+    # when it does so: after the locustfile is imported.
+    locust.stats.StatsCSVFileWriter = _CSVFilesWrittenOnDemand
+
+
+def write_csv_files_now(environment) -> bool:
+    """Have Locust's CSV files (--csv) hold the figures as they stand now, rather than as its
+    writer last saw them (it rewrites them once a second, and not as the process ends).
+    False when this process writes none."""
+    writer = getattr(environment, "esr_csv_files", None)
+    if writer is None:
+        return False
+    writer.write_now()
+    return True
 
 
 # ---- connections: geventhttpclient's pools (connections.py) ------------------------------------

@@ -48,6 +48,7 @@ def install(events, scenario: Scenario) -> None:
     events.init_command_line_parser.add_listener(add_options)
     events.init.add_listener(on_init)
     compat.miss_workers_after(MISSING_AFTER_HEARTBEATS)
+    compat.write_csv_files_on_demand()  # at quit, with the final figures (Conducting)
 
 
 def refuse_what_was_not_granted(scenario: Scenario, granted: frozenset[str]) -> None:

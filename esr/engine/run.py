@@ -23,7 +23,6 @@ from esr.engine import locust_compat as compat
 from esr.engine.chaos import Fault
 from esr.engine.journey import DEFAULT_STEP, StepRenderer
 from esr.permissions import PERMISSIONS, granted_by, named_on
-from esr.population.citizens import identity_pool
 from esr.scenario.model import Scenario
 from esr.scenario.stages import Phase, plan_stages
 from esr.units import Span
@@ -93,7 +92,6 @@ class Run:
         # Citizens stopped without a timeout would be killed mid-request (Locust's default 0,
         # as in its web UI): always give them time to finish. Workers get the master's value.
         compat.give_users_time_to_stop(environment, STOP_TIMEOUT_S)
-        identity_pool()  # built now, not in the first second of load
         self.run_id, self.time_scale, self.user_scale = ADHOC_RUN_ID, 1.0, 1.0
         self.headers: dict[str, str] = {}
         self.phases: tuple[Phase, ...] = ()

@@ -5,20 +5,29 @@ numeric traits come from block k // BLOCK, drawn with numpy from a generator
 seeded by (seed, group, block). Any process can therefore make any citizen,
 and splitting the numbers across workers (by whole blocks) changes nothing.
 
-Identity strings (names, streets) come from pools that Faker fills once per
-process from a fixed seed; a citizen picks from them with its own draws. Calling
-Faker per citizen costs ~190 µs (see benchmarks/citizens.py), far too slow for
-a load generator; the pools keep Faker's realism at a fraction of the cost.
+Identity strings (names, streets) come from pools that Faker fills from a fixed
+seed (once per machine: they are kept in the user's cache folder); a citizen picks
+from them with its own draws. Calling Faker per citizen costs ~190 µs (see
+benchmarks/citizens.py), far too slow for a load generator; the pools keep Faker's
+realism at a fraction of the cost.
 Emails use the reserved example.* domains and phones the fictional 555-01xx
 exchange, so no synthetic citizen points at a real person.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
+import inspect
+import json
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
@@ -45,25 +54,77 @@ class IdentityPool:
 
 @cache
 def identity_pool() -> IdentityPool:
-    """Realistic identity parts, made once per process from a fixed seed (about half a second)."""
+    """Realistic identity parts, the same in every process: drawn from Faker with a fixed seed
+    (about 0.8 s of CPU, in every Locust process that makes citizens), kept in the user's
+    cache folder, and read back from there (a few milliseconds) by the next process."""
+    parts = identity_parts()
+    return IdentityPool(
+        first_names=_strings(parts["first_names"]),
+        last_names=_strings(parts["last_names"]),
+        streets=_strings(parts["streets"]),
+        cities=_strings(parts["cities"]),
+        zips_by_state={state: tuple(zips) for state, zips in parts["zips_by_state"].items()},
+        email_first=_strings(name.lower() for name in parts["first_names"]),
+        email_last=_strings(name.lower() for name in parts["last_names"]),
+    )
+
+
+def identity_parts() -> dict:
+    """The pool's strings as draw_identity_parts() draws them: from the cache file when one
+    holds them, else drawn and kept there (a file no one can write is simply not kept)."""
+    path = identity_cache_file()
+    parts = _read_parts(path)
+    if parts is None:
+        parts = draw_identity_parts()
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp",
+                                             delete=False) as out:
+                json.dump(parts, out)
+            os.replace(out.name, path)  # whole or not at all, however many write at once
+    return parts
+
+
+def draw_identity_parts() -> dict:
+    """Names, streets, cities and ZIP codes from Faker, seeded: the same on every machine with
+    the same Faker."""
     from faker import Faker
 
     from esr.population.presets import PRESETS
 
     fake = Faker("en_US")
     fake.seed_instance(_POOL_SEED)
-    first = [fake.first_name() for _ in range(_POOL_SIZE)]
-    last = [fake.last_name() for _ in range(_POOL_SIZE)]
-    return IdentityPool(
-        first_names=_strings(first),
-        last_names=_strings(last),
-        streets=_strings(fake.street_address() for _ in range(_POOL_SIZE)),
-        cities=_strings(fake.city() for _ in range(_POOL_SIZE // 4)),
-        zips_by_state={state: tuple(fake.zipcode_in_state(state) for _ in range(16))
-                       for state in PRESETS["us_population"]},
-        email_first=_strings(name.lower() for name in first),
-        email_last=_strings(name.lower() for name in last),
-    )
+    return {
+        "first_names": [fake.first_name() for _ in range(_POOL_SIZE)],
+        "last_names": [fake.last_name() for _ in range(_POOL_SIZE)],
+        "streets": [fake.street_address() for _ in range(_POOL_SIZE)],
+        "cities": [fake.city() for _ in range(_POOL_SIZE // 4)],
+        "zips_by_state": {state: [fake.zipcode_in_state(state) for _ in range(16)]
+                          for state in PRESETS["us_population"]},
+    }
+
+
+def identity_cache_file() -> Path:
+    """Where the drawn parts are kept: named by Faker's version and by what draws them (this
+    module's drawing code, seed and size), so a change to either draws them anew."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    drawing = f"{inspect.getsource(draw_identity_parts)}|{_POOL_SEED}|{_POOL_SIZE}"
+    key = hashlib.sha256(drawing.encode()).hexdigest()[:16]
+    return Path(root) / "esr-locust" / f"identity-faker-{metadata.version('faker')}-{key}.json"
+
+
+def _read_parts(path: Path) -> dict | None:
+    try:
+        parts = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    expected = {"first_names": _POOL_SIZE, "last_names": _POOL_SIZE, "streets": _POOL_SIZE,
+                "cities": _POOL_SIZE // 4}
+    if not isinstance(parts, dict) or not isinstance(parts.get("zips_by_state"), dict) or any(
+            not isinstance(parts.get(key), list) or len(parts[key]) != size
+            for key, size in expected.items()):
+        return None  # not what draw_identity_parts() writes: draw again
+    return parts
 
 
 def _strings(values) -> np.ndarray:
