@@ -26,7 +26,6 @@ import json
 import math
 import random
 import re
-import signal
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -39,6 +38,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from esr.serving import serve_until_stopped
 
 # The wire conventions of DESIGN.md ("Conventions on the wire").
 SYNTHETIC = "X-ESR-Synthetic"
@@ -540,26 +541,11 @@ def endpoint_name(scope: dict) -> str:
 
 # --- Serving -----------------------------------------------------------------------------------
 
-class AnnouncingServer(uvicorn.Server):
-    """uvicorn's server, telling `announce` its port once it listens."""
-
-    def __init__(self, config: uvicorn.Config, announce: Callable[[int], object]) -> None:
-        super().__init__(config)
-        self.announce = announce
-
-    async def startup(self, sockets: list | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self.announce(self.servers[0].sockets[0].getsockname()[1])
-
-
 def serve(*, host: str = "127.0.0.1", port: int = 8080, capacity: int = 8,
           service_ms: float = 5.0, on_ready: Callable[[str], object] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then let requests in flight finish and return."""
 
-    def ready(bound_port: int) -> None:
-        shown_host = f"[{host}]" if ":" in host else host
-        url = f"http://{shown_host}:{bound_port}"
+    def ready(url: str) -> None:
         print(f"esr target listening on {url}", flush=True)
         if on_ready is not None:
             on_ready(url)
@@ -569,19 +555,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8080, capacity: int = 8,
         backlog=BACKLOG, timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=STOP_GRACE_S,
         loop="uvloop", http="httptools", lifespan="off",
         log_config=None, log_level="warning", access_log=False, server_header=False)
-    server = AnnouncingServer(config, ready)
-
-    def stop(signum: int, frame: object) -> None:
-        server.should_exit = True
-
-    # While serving, uvicorn's own handlers stop it gracefully; afterwards it raises the
-    # signal again for the handler it found, this one, so the process returns (exit 0).
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        server.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    serve_until_stopped(config, ready)
 
 
 def main(argv: list[str] | None = None) -> None:

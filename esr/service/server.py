@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +10,12 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from esr.demo.target import AnnouncingServer
 from esr.errors import BadInput
 from esr.service import DEFAULT_BIND
 from esr.service.api import LINK_TTL_S, RunEvents, Service, create_app
 from esr.service.dispatcher import Dispatcher
 from esr.service.store import Store, StoreTooNew
+from esr.serving import serve_until_stopped
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,23 +64,11 @@ def serve(settings: ServeSettings, announce: Callable[[str], object] = print) ->
     app = build_app(settings)
     host = settings.bind[0]
 
-    def ready(port: int) -> None:
-        url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    def ready(url: str) -> None:
         announce(f"esr-locust: service on {url} (data {settings.data.resolve()}); "
                  f"API docs at {url}/docs; Ctrl-C to stop")
 
-    config = uvicorn.Config(app, host=host, port=settings.bind[1], log_config=None,
-                            log_level="warning", access_log=False, server_header=False,
-                            timeout_graceful_shutdown=5, proxy_headers=False)
-    server = AnnouncingServer(config, ready)
-
-    def stop(signum: int, frame: object) -> None:
-        server.should_exit = True
-
-    # uvicorn raises the signal again for the handler it found once it has stopped: this one.
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        server.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    serve_until_stopped(uvicorn.Config(
+        app, host=host, port=settings.bind[1], log_config=None, log_level="warning",
+        access_log=False, server_header=False, timeout_graceful_shutdown=5,
+        proxy_headers=False), ready)
