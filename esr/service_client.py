@@ -25,6 +25,8 @@ ENDED = ("passed", "failed", "cancelled", "error", "interrupted")
 # Exit codes of `esr-locust submit --wait`, as `run`'s, by the run's final status.
 EXIT_CODES = {"passed": 0, "failed": 1}
 RECONNECT_S = 1.0
+# A PDF is built when first asked for: on a busy machine that takes a while.
+REPORT_BUILD_S = 300.0
 # How long a live stream may say nothing, keep-alives included, before it is resumed.
 READ_TIMEOUT_S = 60.0
 EXTENSIONS = {"html": "html", "pdf": "pdf", "json": "json", "junit": "xml", "xml": "xml"}
@@ -179,7 +181,8 @@ class ServiceClient(EsrClient):
         # host in the link is the service's idea of its own name (the Host it was asked by),
         # and the token goes nowhere else.
         parts = urlsplit(link)
-        content = self._request("GET", f"{parts.path}?{parts.query}").content
+        content = self._request("GET", f"{parts.path}?{parts.query}",
+                                timeout=httpx.Timeout(30.0, read=REPORT_BUILD_S)).content
         folder = Path(out_dir) if out_dir else Path("reports") / job_id
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"report.{extension}"

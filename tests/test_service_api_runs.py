@@ -161,10 +161,11 @@ def start(api: httpx.Client, scenario: str, target: str) -> str:
 
 
 def server_sent(response: httpx.Response) -> Iterator[ServerSentEvent]:
-    """A stream's events with an id (the retry hint has none)."""
+    """A stream's events: those with data (the retry hint has none; a keep-alive comment, which
+    httpx-sse hands on with the last id, neither)."""
     assert response.status_code == 200, response.read()
     assert response.headers["content-type"].startswith("text/event-stream")
-    return (sse for sse in EventSource(response).iter_sse() if sse.id)
+    return (sse for sse in EventSource(response).iter_sse() if sse.id and sse.data)
 
 
 def stored_events(api: httpx.Client, run_id: str, after: int = 0) -> list[dict]:
