@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from esr.alerts import LiveAlerts, p95_slo_ms
-from esr.errors import BadInput, EsrError
+from esr.errors import EXIT_OK, EXIT_SLO_FAILED, BadInput, EsrError
 from esr.launcher import Launch, RunResult, RunSettings, read_live
 from esr.watching import Console, stats_of
+
+# A finished run's word, from the exit code `esr-locust run` would give it.
+STATUS_OF_EXIT = {EXIT_OK: "passed", EXIT_SLO_FAILED: "failed"}
 
 
 @dataclass(frozen=True)
@@ -117,19 +120,20 @@ class LocalClient(EsrClient):
 
     def watch(self, job_id: str, stream=None) -> dict | None:
         """Print the run's live lines (figures, alerts) until it ends; its last figures."""
+        job, launch = self.job(job_id), self._jobs[job_id][1]
         console, last = Console(stream), None
-        alerts = LiveAlerts(p95_slo_ms(self._jobs[self.job(job_id).id][1].scenario))
+        alerts = LiveAlerts(p95_slo_ms(launch.scenario))
         for live in self.live(job_id):
             console("stats", stats_of(live))
             for alert in alerts.observe(live):
                 console("alert", alert.as_dict())
             last = live
-        job = self.job(job_id)
-        summary = job.result.summary if job.result else None
-        console("done", {"status": "ended" if summary else "failed", "verdict": summary and {
-            "requests": summary["requests"]["total"],
-            "failures": summary["requests"]["failures"],
-            "p95_ms": summary["requests"]["p95_ms"]}})
+        result = job.result
+        console("done", {"status": STATUS_OF_EXIT.get(result.exit_code, "error") if result
+                         else "error", "verdict": result and {
+                             "requests": result.summary["requests"]["total"],
+                             "failures": result.summary["requests"]["failures"],
+                             "p95_ms": result.summary["requests"]["p95_ms"]}})
         return last
 
     def live(self, job_id: str, interval: float = 1.0) -> Iterator[dict]:
