@@ -13,6 +13,12 @@ for the commands whose process boundary is not what is tested (validate, templat
 citizens, schema, compile, report, bad arguments). A real process costs a Python start and
 ESR's imports each time; the few tests that check the boundary itself (the exit status of
 `python -m esr.cli`, no traceback on stderr) still start one.
+
+Parallel runs: scripts/test runs the suite with pytest-xdist (-n 4), as most of its time is
+spent waiting on real runs. The hooks below let a worker that Locust has patched for gevent
+hear its controller (wait_for_tests_under_gevent), keep the modules with a costly
+module-scoped fixture on one worker (ONE_WORKER_MODULES), and start the long tests first.
+Every xdist worker has its own session, so its own demo target, each on a port of its own.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ scenario: chaos rehearsal
 seed: 21
 citizens: {{template: low_income, count: 6, behavior: {{think_time: 50ms..150ms, retries: 0}}}}
 load_profile: {{sustain: {sustain}}}
+report: {{formats: [html]}}
 {slo}
 chaos:
 {chaos}

@@ -207,6 +207,12 @@ def test_identity_parts_are_drawn_where_none_can_be_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))  # no folder can go there
     assert identity_parts() == draw_identity_parts()
 
+    def no_source(_):
+        raise OSError("could not get source code")  # as for a module installed without it
+
+    monkeypatch.setattr(citizens.inspect, "getsource", no_source)
+    assert identity_cache_file() is None and identity_parts() == draw_identity_parts()
+
 
 def test_preview_interleaves_groups_in_proportion():
     scenario = load_scenario(ROOT / "examples" / "mixed_demographics.yml")  # 3000/2000/5000

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from commands import served
+from commands import free_port, served
 
 from esr import EsrClient
 from esr.demo.process import demo_target
@@ -221,10 +220,9 @@ citizens:
   - {template: seniors, count: 3, behavior: {think_time: 100ms..200ms}}
   - {template: students, count: 2, behavior: {think_time: 100ms..200ms}}
 load_profile: {sustain: 4s}
+report: {formats: [json]}
 """)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     process = subprocess.Popen(

@@ -29,6 +29,7 @@ scenario: attacked
 seed: 11
 citizens: {template: students, count: 4, behavior: {think_time: 100ms..300ms}}
 load_profile: {ramp_up: 1s, sustain: 3s}
+report: {formats: [html]}
 """
 EVIL = "http://evil.example"
 REPORT_TIMEOUT_S = 90

@@ -73,15 +73,11 @@ def identity_parts() -> dict:
     """The pool's strings as draw_identity_parts() draws them: from the cache file when one
     holds them, else drawn and kept there (a file no one can write is simply not kept)."""
     path = identity_cache_file()
-    parts = _read_parts(path)
+    parts = _read_parts(path) if path else None
     if parts is None:
         parts = draw_identity_parts()
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp",
-                                             delete=False) as out:
-                json.dump(parts, out)
-            os.replace(out.name, path)  # whole or not at all, however many write at once
+        if path is not None:
+            _keep(path, parts)
     return parts
 
 
@@ -104,13 +100,27 @@ def draw_identity_parts() -> dict:
     }
 
 
-def identity_cache_file() -> Path:
+def identity_cache_file() -> Path | None:
     """Where the drawn parts are kept: named by Faker's version and by what draws them (this
-    module's drawing code, seed and size), so a change to either draws them anew."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    drawing = f"{inspect.getsource(draw_identity_parts)}|{_POOL_SEED}|{_POOL_SIZE}"
+    module's drawing code, seed and size), so a change to either draws them anew. None when
+    that cannot be told (no source to read, no home folder): then they are not kept."""
+    try:
+        root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        drawing = f"{inspect.getsource(draw_identity_parts)}|{_POOL_SEED}|{_POOL_SIZE}"
+        faker = metadata.version("faker")
+    except (OSError, RuntimeError, TypeError, metadata.PackageNotFoundError):
+        return None
     key = hashlib.sha256(drawing.encode()).hexdigest()[:16]
-    return Path(root) / "esr-locust" / f"identity-faker-{metadata.version('faker')}-{key}.json"
+    return Path(root) / "esr-locust" / f"identity-faker-{faker}-{key}.json"
+
+
+def _keep(path: Path, parts: dict) -> None:
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp",
+                                         delete=False) as out:
+            json.dump(parts, out)
+        os.replace(out.name, path)  # whole or not at all, however many write at once
 
 
 def _read_parts(path: Path) -> dict | None:
