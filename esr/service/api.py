@@ -260,7 +260,7 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
         runs = service.store.runs(who.agency, before=int(cursor) if cursor else None,
                                   limit=limit + 1)
         more = len(runs) > limit
-        page = RunList(runs=[_run_out(service, run) for run in runs[:limit]],
+        page = RunList(runs=[_run_out(run) for run in runs[:limit]],
                        next_cursor=str(runs[limit - 1].n) if more else None)
         # Serialized once, by pydantic-core: FastAPI's way with a returned model (dump it,
         # validate it again, serialize it, json.dumps it) took ~15% of a page's time.
@@ -268,7 +268,7 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
 
     @app.get("/v1/runs/{run_id}", response_model=RunOut, tags=["runs"], responses=ERRORS)
     def get_run(run_id: str, who: Annotated[Caller, Depends(reader)]) -> RunOut:
-        return _run_out(service, own_run(run_id, who))
+        return _run_out(own_run(run_id, who))
 
     @app.post("/v1/runs/{run_id}/cancel", status_code=202, response_model=RunOut,
               tags=["runs"], responses={**ERRORS, 409: {"model": ErrorOut}})
@@ -281,7 +281,7 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
         service.dispatcher.cancel(run)
         service.store.audit("run_cancel", agency=who.agency, token_id=who.token.id,
                             run_id=run.id, client=_client(request))
-        return JSONResponse(_run_out(service, service.store.run(run.id)).model_dump(),
+        return JSONResponse(_run_out(service.store.run(run.id)).model_dump(),
                             status_code=202)
 
     @app.get("/v1/runs/{run_id}/events", tags=["runs"],
@@ -439,7 +439,7 @@ def _accepted(service: Service, run_id: str) -> dict:
     """The answer to a submission: the run as it stands now (the queue may have started it)."""
     run = service.store.run(run_id)
     return RunAccepted(id=run.id, status=run.status,
-                       queue_position=service.store.queue_position(run),
+                       queue_position=run.queue_position,
                        links=_links(run)).model_dump()
 
 
@@ -463,9 +463,9 @@ def _retry_after(store: Store, who: Caller) -> int:
 # ---- reading ---------------------------------------------------------------------------------
 
 
-def _run_out(service: Service, run: Run) -> RunOut:
+def _run_out(run: Run) -> RunOut:
     return RunOut(id=run.id, scenario=run.scenario_name, status=run.status,
-                  queue_position=service.store.queue_position(run), created_at=run.created_at,
+                  queue_position=run.queue_position, created_at=run.created_at,
                   started_at=run.started_at, ended_at=run.ended_at,
                   settings=RunSettingsOut(**run.settings), live=run.live, verdict=run.verdict,
                   reason=run.reason, links=_links(run))

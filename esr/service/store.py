@@ -57,6 +57,11 @@ STATUSES = (QUEUED, STARTING, RUNNING, STOPPING, REPORTING,
             PASSED, FAILED, CANCELLED, ERROR, INTERRUPTED)
 IN_PROGRESS = (STARTING, RUNNING, STOPPING, REPORTING)
 ENDED = (PASSED, FAILED, CANCELLED, ERROR, INTERRUPTED)
+# A run's place in the queue is read with its status, in one statement: one snapshot, so a
+# queued run never shows without a position when the queue starts it meanwhile.
+RUN_COLUMNS = (f"runs.*, CASE WHEN runs.status = '{QUEUED}' THEN (SELECT COUNT(*) FROM runs "
+               f"AS ahead WHERE ahead.status = '{QUEUED}' AND ahead.n <= runs.n) END "
+               "AS queue_position")
 
 
 class StoreTooNew(Exception):
@@ -92,6 +97,7 @@ class Run:
     reason: str | None
     idempotency_key: str | None
     body_sha256: str
+    queue_position: int | None = None  # 1 = next to start; None once out of the queue
 
 
 @dataclass(frozen=True)
@@ -208,41 +214,32 @@ class Store:
 
     def run(self, run_id: str, agency: str | None = None) -> Run | None:
         """A run by id; with an agency, only that agency's (another's answers as unknown)."""
-        rows = self._query("SELECT * FROM runs WHERE id = ?", run_id)
-        if not rows or (agency is not None and rows[0]["agency"] != agency):
+        runs = self._runs("id = ?", run_id)
+        if not runs or (agency is not None and runs[0].agency != agency):
             return None
-        return _run(rows[0])
+        return runs[0]
 
     def run_by_idempotency_key(self, agency: str, key: str) -> Run | None:
-        rows = self._query("SELECT * FROM runs WHERE agency = ? AND idempotency_key = ?",
-                           agency, key)
-        return _run(rows[0]) if rows else None
+        runs = self._runs("agency = ? AND idempotency_key = ?", agency, key)
+        return runs[0] if runs else None
 
     def runs(self, agency: str, *, before: int | None = None, limit: int = 50) -> list[Run]:
         """An agency's runs, newest first; `before` is the cursor (a run's n)."""
-        rows = self._query("SELECT * FROM runs WHERE agency = ? AND n < ? ORDER BY n DESC "
-                           "LIMIT ?", agency, before if before is not None else 2**62, limit)
-        return [_run(row) for row in rows]
+        return self._runs("agency = ? AND n < ? ORDER BY n DESC LIMIT ?",
+                          agency, before if before is not None else 2**62, limit)
 
     def runs_with_status(self, *statuses: str) -> list[Run]:
         marks = ",".join("?" * len(statuses))
-        rows = self._query(f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY n", *statuses)
-        return [_run(row) for row in rows]
+        return self._runs(f"status IN ({marks}) ORDER BY n", *statuses)
+
+    def _runs(self, where: str, *parameters) -> list[Run]:
+        return [_run(row) for row in
+                self._query(f"SELECT {RUN_COLUMNS} FROM runs WHERE {where}", *parameters)]
 
     def count_runs(self, agency: str, *statuses: str) -> int:
         marks = ",".join("?" * len(statuses))
         return self._query(f"SELECT COUNT(*) FROM runs WHERE agency = ? AND status IN ({marks})",
                            agency, *statuses)[0][0]
-
-    def queue_position(self, run: Run) -> int | None:
-        """1 for the next run to start; None once it has left the queue (asked of the store,
-        not of `run`, which may be a moment old: the queue may have started it since)."""
-        if run.status != QUEUED:
-            return None
-        position = self._query(
-            "SELECT COUNT(*) FROM runs WHERE status = ? AND n <= ? AND EXISTS "
-            "(SELECT 1 FROM runs WHERE n = ? AND status = ?)", QUEUED, run.n, run.n, QUEUED)
-        return position[0][0] or None
 
     def set_status(self, run_id: str, status: str, *, reason: str | None = None,
                    verdict: dict | None = None, event: dict | None = None,
@@ -333,4 +330,4 @@ def _run(row: sqlite3.Row) -> Run:
                ended_at=row["ended_at"], cancel_requested=bool(row["cancel_requested"]),
                pids=loaded("pids"), live=loaded("live"), verdict=loaded("verdict"),
                reason=row["reason"], idempotency_key=row["idempotency_key"],
-               body_sha256=row["body_sha256"])
+               body_sha256=row["body_sha256"], queue_position=row["queue_position"])
