@@ -434,6 +434,9 @@ def test_the_queue_position_counts_the_runs_ahead(agency, target):
     first, second = queued(api, target), queued(api, target)
     one, two = (api.get(f"/v1/runs/{i}").json()["queue_position"] for i in (first, second))
     assert two == one + 1 and one >= 1
+    listed = {run["id"]: run for run in api.get("/v1/runs").json()["runs"]}
+    assert [listed[first], listed[second]] == [api.get(f"/v1/runs/{i}").json()
+                                               for i in (first, second)]
     api.post(f"/v1/runs/{first}/cancel")
     assert api.get(f"/v1/runs/{second}").json()["queue_position"] == one
 

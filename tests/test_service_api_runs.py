@@ -487,6 +487,18 @@ def test_submit_exits_2_for_bad_input(service, housing, scenarios, target, esr_c
     assert "Traceback" not in broken.stderr + stranger.stderr + tokenless.stderr
 
 
+def test_a_listed_run_is_the_run_as_its_own_address_answers_it(housing, passed_run,
+                                                               failed_run):
+    """The listing is written by SQLite (store.LISTED_RUN), a run's address by its model:
+    the two agree, figures, verdict and links included."""
+    with housing.api() as api:
+        listed = api.get("/v1/runs", params={"limit": 200}).json()["runs"]
+        assert {passed_run[0], failed_run[0]} <= {run["id"] for run in listed}
+        for run in listed:
+            assert run == api.get(f"/v1/runs/{run['id']}").json()
+        assert any(run["verdict"] and run["live"] for run in listed)
+
+
 def test_runs_watch_and_fetch(housing, passed_run, failed_run, tmp_path):
     (passed, _), (failed, _) = passed_run, failed_run
     listed = housing.cli("runs")
