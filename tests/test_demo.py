@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import re
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,22 @@ def test_the_counts_equal_what_the_target_served(demo):
     # Every journey begun has one outcome; live.json's last figures are the summary's.
     live = demo["live"]
     assert live["final"] and live["journeys_started"] == summary["citizens"]["total"]
-    assert live["endpoints"] == {row["name"]: {"requests": row["requests"],
-                                               "failures": row["failures"]}
-                                 for row in summary["endpoints"]}
+    figures = ("requests", "failures", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
+    assert {name: {k: row[k] for k in figures} for name, row in live["endpoints"].items()} == \
+        {row["name"]: {k: row[k] for k in figures} for row in summary["endpoints"]}
+    overall = {k: live["overall"][k] for k in figures}
+    assert overall == {**{k: summary["requests"][k] for k in figures[2:]},
+                       "requests": summary["requests"]["total"],
+                       "failures": summary["requests"]["failures"]}
+    # Each request once by its answer's class, and once in a duration bucket.
+    by_class, served_by_class = Counter(), Counter()
+    for _, _, status_class, n in live["answers"]:
+        by_class[status_class] += n
+    for status, n in served["requests"]["by_status"].items():
+        served_by_class[f"{status[0]}xx"] += n
+    assert by_class == served_by_class
+    assert {f"{method} {endpoint}" for endpoint, method, _, _ in live["answers"]} == \
+        {"POST /eligibility", "POST /apply", "POST /pay", "GET /status"}
+    assert {name: sum(counts) for name, counts in live["durations"].items()} == \
+        {row["name"]: row["requests"] for row in summary["endpoints"]}
     assert live["chaos"] == [] and live["elapsed_s"] > 10

@@ -24,6 +24,7 @@ from esr.engine.probes import Tally
 from esr.engine.run import Run
 from esr.engine.web_runs import WebRuns
 from esr.engine.web_ui import add_esr_to_web_ui
+from esr.histograms import duration_bounds_ms
 from esr.run_directory import LIVE, append_event, now_iso, write_json, write_tables
 from esr.scenario.stages import Phase
 
@@ -234,6 +235,7 @@ class Conducting(Run):
             "rps": round(stats.current_rps, 1),
             "requests": self.tally.requests, "failures": self.tally.failures,
             "p95_ms": stats.get_current_response_time_percentile(0.95),
-            "endpoints": self.tally.by_endpoint(LIVE_ENDPOINTS_MAX),
             "chaos": self.chaos.in_force() if self.chaos is not None else [],
-            "outcomes": dict(self.tally.outcomes()), "workers": self.workers_now()})
+            "outcomes": dict(self.tally.outcomes()), "workers": self.workers_now(),
+            "duration_le_ms": list(duration_bounds_ms(self.scenario.slo.checks)),
+            **self.tally.live(LIVE_ENDPOINTS_MAX)})

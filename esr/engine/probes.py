@@ -24,6 +24,7 @@ from esr.bounded import CappedCounts, clip
 from esr.histograms import (
     HDR_RANGE,
     add_encoded,
+    bucket_counts,
     merged,
     new_histogram,
     percentile_ms,
@@ -31,7 +32,9 @@ from esr.histograms import (
 )
 from esr.wire import HITL_HEADER, ROUTE_HEADER, VERDICT_HEADER
 
-WIRE_VERSION = 3  # 2: routes, legal blocks and errors as capped counts; 3: journeys started
+# 2: routes, legal blocks and errors as capped counts; 3: journeys started; 4: answers by
+# status class and request-duration bucket counts
+WIRE_VERSION = 4
 
 
 class Drained(TypedDict):
@@ -50,10 +53,13 @@ class Drained(TypedDict):
     traits: list[list]  # [*TRAIT_KEY, citizens]
     arrivals: dict  # open model: on_time, late, late_ms_total, missed (counts), late_ms_max
     unaccounted: int  # requests cut off in flight by a forced stop
+    answers: list[list]  # [endpoint, method, status class, requests]
+    durations: list[list]  # [endpoint, [requests in each duration bucket, the last +Inf]]
 
 
 LATENCY_FIGURES = ("requests", "failures", "total_ms", "min_ms", "max_ms", "hdr")
 JOURNEY_KEY = ("group", "age_band", "veteran", "outcome", "frustrated")
+OTHER_ENDPOINTS = "(other)"  # the endpoints beyond live figures' limit, together
 TRAIT_KEY = ("trait", "value", "outcome")
 _REQUESTS_AT = 2 + LATENCY_FIGURES.index("requests")  # in a latency row
 
@@ -126,11 +132,17 @@ def response_facts(response, status: int) -> dict:
     return facts
 
 
+def status_class(status: int) -> str:
+    """1xx … 5xx; `none` when no answer came (Locust's status 0) or it made no sense."""
+    return f"{status // 100}xx" if 100 <= status < 600 else "none"
+
+
 class Probes:
     """One process's gatherings since the last drain."""
 
-    def __init__(self, bucket_s: float):
+    def __init__(self, bucket_s: float, duration_bounds_ms: tuple[float, ...] = ()):
         self.bucket_s = bucket_s
+        self.duration_bounds_ms = duration_bounds_ms  # histograms.duration_bounds_ms
         self._reset()
 
     def _reset(self) -> None:
@@ -145,15 +157,18 @@ class Probes:
         self.arrivals: Counter = Counter()  # on_time, late, late_ms_total, missed
         self.arrival_late_max_ms = 0.0
         self.unaccounted = 0  # requests cut off mid-flight: sent, but their fate unknown
+        self.answers: Counter = Counter()  # (endpoint, method, status class)
 
     def request(self, name: str, start_time: float, response_time: float, failure: str | None,
-                facts: dict, cohort: tuple[str, bool] | None) -> None:
+                facts: dict, cohort: tuple[str, bool] | None, *, method: str = "",
+                status: int = 0) -> None:
         # Called for every request: kept to a few dictionary operations.
         key = (name, int(start_time // self.bucket_s))
         latency = self.latency.get(key)
         if latency is None:
             latency = self.latency[key] = Latency()
         latency.pending.append(response_time)
+        self.answers[(name, method, status_class(status))] += 1
         if failure is not None:
             latency.failures += 1
             self.errors.add((name, clip(failure)))
@@ -185,6 +200,7 @@ class Probes:
 
     def drain(self) -> Drained:
         """Everything since the last drain (see Drained); the probes start afresh."""
+        durations = self._duration_counts()  # before the latency rows settle what is pending
         data: Drained = {
             "v": WIRE_VERSION,
             "bucket_s": self.bucket_s,
@@ -198,9 +214,19 @@ class Probes:
             "traits": [[*key, n] for key, n in self.traits.items()],
             "arrivals": {**self.arrivals, "late_ms_max": self.arrival_late_max_ms},
             "unaccounted": self.unaccounted,
+            "answers": [[*key, n] for key, n in self.answers.items()],
+            "durations": [[name, counts.tolist()] for name, counts in durations.items()],
         }
         self._reset()
         return data
+
+    def _duration_counts(self) -> dict[str, np.ndarray]:
+        counts: dict[str, np.ndarray] = {}
+        for (name, _), latency in self.latency.items():
+            if latency.pending:
+                these = bucket_counts(np.array(latency.pending), self.duration_bounds_ms)
+                counts[name] = counts[name] + these if name in counts else these
+        return counts
 
 
 class Tally:
@@ -220,9 +246,11 @@ class Tally:
         self.unaccounted = 0
         self.bucket_s = 0.0
         self.reports = 0
-        # Requests and failures per endpoint over the whole run so far, kept as data comes
-        # in, so live figures need not walk every time bucket.
-        self.endpoints: dict[str, list[int]] = {}
+        # Each endpoint over the whole run so far, kept as data comes in, so live figures
+        # need not walk every time bucket.
+        self.endpoints: dict[str, Latency] = {}
+        self.answers: Counter = Counter()  # (endpoint, method, status class)
+        self.durations: dict[str, np.ndarray] = {}  # requests per duration bucket
 
     def merge(self, data: Drained) -> None:
         if data.get("v") != WIRE_VERSION:
@@ -235,11 +263,10 @@ class Tally:
             if latency is None:
                 latency = self.latency[(name, bucket)] = Latency()
             latency.merge(*row)
-            totals = self.endpoints.get(name)
-            if totals is None:
-                totals = self.endpoints[name] = [0, 0]
-            totals[0] += row[0]  # LATENCY_FIGURES: requests, failures, …
-            totals[1] += row[1]
+            whole = self.endpoints.get(name)
+            if whole is None:
+                whole = self.endpoints[name] = Latency(histogram=new_histogram(word_size=8))
+            whole.merge(*row)
         self.errors.merge(data["errors"])
         self.routes.merge(data["routes"])
         self.legal_blocks.merge(data["legal_blocks"])
@@ -253,22 +280,52 @@ class Tally:
         self.arrival_late_max_ms = max(self.arrival_late_max_ms, arrivals.pop("late_ms_max", 0))
         self.arrivals.update(arrivals)
         self.unaccounted += data["unaccounted"]
+        for *key, n in data["answers"]:
+            self.answers[tuple(key)] += n
+        for name, counts in data["durations"]:
+            counts = np.array(counts, dtype=np.int64)
+            self.durations[name] = self.durations[name] + counts if name in self.durations \
+                else counts
 
     # ---- live figures, for the progress line -------------------------------------------------
 
     @property
     def requests(self) -> int:
-        return sum(requests for requests, _ in self.endpoints.values())
+        return sum(whole.requests for whole in self.endpoints.values())
 
     @property
     def failures(self) -> int:
-        return sum(failures for _, failures in self.endpoints.values())
+        return sum(whole.failures for whole in self.endpoints.values())
 
-    def by_endpoint(self, limit: int) -> dict[str, dict[str, int]]:
-        """Requests and failures so far of the `limit` busiest endpoints."""
-        busiest = sorted(self.endpoints.items(), key=lambda item: -item[1][0])[:limit]
-        return {name: {"requests": requests, "failures": failures}
-                for name, (requests, failures) in busiest}
+    def live(self, limit: int) -> dict:
+        """The run so far for live figures (live.json): the `limit` busiest endpoints by name,
+        the rest folded into OTHER_ENDPOINTS, so what readers make labels of stays bounded."""
+        busiest = {name for name, _ in sorted(self.endpoints.items(),
+                                              key=lambda item: -item[1].requests)[:limit]}
+
+        def named(name: str) -> str:
+            return name if name in busiest else OTHER_ENDPOINTS
+
+        endpoints: dict[str, list[Latency]] = {}
+        for name, whole in self.endpoints.items():
+            endpoints.setdefault(named(name), []).append(whole)
+        answers: Counter = Counter()
+        for (name, method, status), n in self.answers.items():
+            answers[(named(name), method, status)] += n
+        durations: dict[str, np.ndarray] = {}
+        for name, counts in self.durations.items():
+            durations[named(name)] = durations.get(named(name), 0) + counts
+        journeys: Counter = Counter()
+        for (_, band, veteran, outcome, _), n in self.journeys.items():
+            journeys[(band, veteran, outcome)] += n
+        return {
+            "overall": _figures(list(self.endpoints.values())),
+            "endpoints": {name: _figures(parts) for name, parts in endpoints.items()},
+            "answers": [[*key, n] for key, n in sorted(answers.items())],
+            "durations": {name: counts.tolist() for name, counts in durations.items()},
+            "journeys": [[*key, n] for key, n in sorted(journeys.items())],
+            "arrivals": {key: self.arrivals[key] for key in ("on_time", "late", "missed")},
+        }
 
     def breach(self, checks, since: float, until: float) -> str | None:
         """The first whole-run ceiling SLO broken by the requests of [since, until), worded."""
@@ -294,6 +351,17 @@ class Tally:
         for (_, _, _, outcome, _), n in self.journeys.items():
             totals[outcome] += n
         return totals
+
+
+def _figures(parts: list[Latency]) -> dict:
+    """Requests, failures and whole-run latency figures of some endpoints together."""
+    requests = sum(p.requests for p in parts)
+    histogram = parts[0].histogram if len(parts) == 1 else merged(p.histogram for p in parts)
+    max_ms = max((p.max_ms for p in parts), default=0.0)
+    return {"requests": requests, "failures": sum(p.failures for p in parts),
+            "total_ms": round(sum(p.total_ms for p in parts), 3), "max_ms": round(max_ms, 3),
+            **{f"p{q}_ms": round(min(percentile_ms(histogram, q), max_ms), 3) if requests
+               else 0.0 for q in (50, 90, 95, 99)}}
 
 
 def bucket_width(duration_s: float) -> float:
