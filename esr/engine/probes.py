@@ -358,8 +358,10 @@ def _figures(parts: list[Latency]) -> dict:
     requests = sum(p.requests for p in parts)
     histogram = parts[0].histogram if len(parts) == 1 else merged(p.histogram for p in parts)
     max_ms = max((p.max_ms for p in parts), default=0.0)
+    total_ms = sum(p.total_ms for p in parts)
     return {"requests": requests, "failures": sum(p.failures for p in parts),
-            "total_ms": round(sum(p.total_ms for p in parts), 3), "max_ms": round(max_ms, 3),
+            "total_ms": round(total_ms, 3), "max_ms": round(max_ms, 3),
+            "avg_ms": round(total_ms / requests, 3) if requests else 0.0,
             **{f"p{q}_ms": round(min(percentile_ms(histogram, q), max_ms), 3) if requests
                else 0.0 for q in (50, 90, 95, 99)}}
 
