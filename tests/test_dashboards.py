@@ -494,3 +494,14 @@ def test_the_compose_file_with_every_profile_is_valid_for_a_real_compose_impleme
 def test_the_commands_compose_passes_metrics_bind_to_take_it(esr_cli, command):
     result = esr_cli(command, "--help")
     assert result.returncode == 0 and "--metrics-bind" in result.stdout
+
+
+def test_the_readme_names_every_metric_with_its_kind_and_labels():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Dashboards and traces", 1)[1].split("\n## ", 1)[0]
+    rows = {cells[0].strip("` "): cells[1:] for line in section.splitlines()
+            if line.startswith("| `") and (cells := [c.strip() for c in line.split("|")[1:-1]])}
+    assert set(rows) == set(METRICS)
+    for name, (kind, labels, _meaning) in rows.items():
+        assert kind.split()[0] == METRICS[name].kind, name
+        assert labels == (", ".join(METRICS[name].labels) or "—"), name
