@@ -488,8 +488,6 @@ def test_the_compose_file_with_every_profile_is_valid_for_a_real_compose_impleme
                for p in services[name]["ports"])
 
 
-@pytest.mark.xfail(strict=True, reason="PENDING (issue 16): --metrics-bind is being added to "
-                   "the CLI with the exporter; remove this mark when it lands")
 @pytest.mark.parametrize("command", ["master", "serve"])
 def test_the_commands_compose_passes_metrics_bind_to_take_it(esr_cli, command):
     result = esr_cli(command, "--help")

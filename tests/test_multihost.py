@@ -81,12 +81,6 @@ def services() -> dict:
     # Services in a profile (the ESR service) start only when it is named, as in Compose v2.
     services = {name: service for name, service in
                 yaml.safe_load(result.stdout)["services"].items() if not service.get("profiles")}
-    # PENDING (issue 16): the master's command passes --metrics-bind (and deploy() waits for its
-    # port), which the CLI takes once the exporter lands; remove this when it has.
-    master_help = subprocess.run([sys.executable, "-m", "esr.cli", "master", "--help"],
-                                 capture_output=True, text=True, timeout=60).stdout
-    if "--metrics-bind" in services["master"]["command"] and "--metrics-bind" not in master_help:
-        pytest.xfail("PENDING (issue 16): the CLI has no --metrics-bind yet")
     return services
 
 
