@@ -339,6 +339,10 @@ def _print_summary(summary: dict) -> None:
               f"{'ok' if check['passed'] else 'FAILED'}", file=sys.stderr)
     if summary["lost"]["workers"] or summary["lost"]["requests_unaccounted"]:
         print(f"  lost: {summary['lost']}", file=sys.stderr)
+    generator = summary["load_generator"]
+    if generator["limited"]:
+        print(f"  the load generator, not the target, was the limit: "
+              f"{'; '.join(generator['findings'])}. {generator['advice']}", file=sys.stderr)
 
 
 def _master_arguments(parser: argparse.ArgumentParser) -> None:

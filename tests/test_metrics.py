@@ -89,6 +89,10 @@ def test_a_run_scraped_during_and_after_counts_what_its_summary_and_the_target_c
         for c in summary["cohorts"] for outcome, n in c["by_outcome"].items()}
     assert final.by("esr_slo_passing", "check") == {
         (c["name"],): float(c["passed"]) for c in summary["slo"]["checks"]}
+    # Each load process's CPU is in the summary, for its verdict on whether ESR was the limit.
+    processes = {p["process"]: p for p in summary["load_generator"]["processes"]}
+    assert "master" in processes and len(processes) == 2, processes
+    assert all(p["cpu_s"] > 0 and 2 < p["wall_s"] < 60 for p in processes.values()), processes
     # Gauges are the moment's: one worker while it ran, none once it ended.
     assert {s.total("esr_workers") for s in during} == {1} and final.total("esr_workers") == 0
 

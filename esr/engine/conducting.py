@@ -206,7 +206,9 @@ class Conducting(Run):
             "run_id": self.run_id, "started_at": self.started_at, "ended_at": self.ended_at,
             **self.results_of_workers(), "esr_version": __version__,
             "time_scale": self.time_scale, "user_scale": self.user_scale,
-            "aborted": self.aborted})
+            "aborted": self.aborted,
+            "load_processes": {name: process.figures()
+                               for name, process in sorted(self.tally.load.items())}})
         self._write_live(final=True)
 
     # ---- live progress -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ counts (bounded.py): at most DISTINCT_VALUES_MAX values of each, the rest as "ot
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TypedDict
@@ -33,8 +34,11 @@ from esr.histograms import (
 from esr.wire import HITL_HEADER, ROUTE_HEADER, VERDICT_HEADER
 
 # 2: routes, legal blocks and errors as capped counts; 3: journeys started; 4: answers by
-# status class and request-duration bucket counts
+# status class, request-duration bucket counts and the process's CPU
 WIRE_VERSION = 4
+# A load process using more than this share of a core is the run's limit, not the target:
+# its citizens queue for the CPU and their latency includes the wait (Locust warns at 90%).
+BUSY_CPU_SHARE = 0.9
 
 
 class Drained(TypedDict):
@@ -55,6 +59,7 @@ class Drained(TypedDict):
     unaccounted: int  # requests cut off in flight by a forced stop
     answers: list[list]  # [endpoint, method, status class, requests]
     durations: list[list]  # [endpoint, [requests in each duration bucket, the last +Inf]]
+    load: list[float]  # [CPU seconds, wall seconds] the process used since the last drain
 
 
 LATENCY_FIGURES = ("requests", "failures", "total_ms", "min_ms", "max_ms", "hdr")
@@ -158,6 +163,7 @@ class Probes:
         self.arrival_late_max_ms = 0.0
         self.unaccounted = 0  # requests cut off mid-flight: sent, but their fate unknown
         self.answers: Counter = Counter()  # (endpoint, method, status class)
+        self._cpu_since = (time.process_time(), time.monotonic())
 
     def request(self, name: str, start_time: float, response_time: float, failure: str | None,
                 facts: dict, cohort: tuple[str, bool] | None, *, method: str = "",
@@ -201,6 +207,8 @@ class Probes:
     def drain(self) -> Drained:
         """Everything since the last drain (see Drained); the probes start afresh."""
         durations = self._duration_counts()  # before the latency rows settle what is pending
+        (cpu, wall), (cpu_then, wall_then) = (time.process_time(), time.monotonic()), \
+            self._cpu_since
         data: Drained = {
             "v": WIRE_VERSION,
             "bucket_s": self.bucket_s,
@@ -216,6 +224,7 @@ class Probes:
             "unaccounted": self.unaccounted,
             "answers": [[*key, n] for key, n in self.answers.items()],
             "durations": [[name, counts.tolist()] for name, counts in durations.items()],
+            "load": [round(cpu - cpu_then, 4), round(wall - wall_then, 4)],
         }
         self._reset()
         return data
@@ -251,8 +260,10 @@ class Tally:
         self.endpoints: dict[str, Latency] = {}
         self.answers: Counter = Counter()  # (endpoint, method, status class)
         self.durations: dict[str, np.ndarray] = {}  # requests per duration bucket
+        self.load: dict[str, LoadProcess] = {}  # each load process's CPU, by its name
 
-    def merge(self, data: Drained) -> None:
+    def merge(self, data: Drained, process: str = "local") -> None:
+        """Fold in one drain of `process` (a worker's id, or the single process)."""
         if data.get("v") != WIRE_VERSION:
             raise ValueError(f"probe data of wire version {data.get('v')!r}, "
                              f"expected {WIRE_VERSION}")
@@ -286,6 +297,10 @@ class Tally:
             counts = np.array(counts, dtype=np.int64)
             self.durations[name] = self.durations[name] + counts if name in self.durations \
                 else counts
+        self.add_load(process, *data["load"])
+
+    def add_load(self, process: str, cpu_s: float, wall_s: float) -> None:
+        self.load.setdefault(process, LoadProcess()).add(cpu_s, wall_s)
 
     # ---- live figures, for the progress line -------------------------------------------------
 
@@ -351,6 +366,29 @@ class Tally:
         for (_, _, _, outcome, _), n in self.journeys.items():
             totals[outcome] += n
         return totals
+
+
+@dataclass
+class LoadProcess:
+    """One load process's CPU over the run, from the intervals between its drains."""
+
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    busy_s: float = 0.0  # wall seconds of the intervals above BUSY_CPU_SHARE of a core
+    peak: float = 0.0  # the highest share of a core over one interval
+
+    def add(self, cpu_s: float, wall_s: float) -> None:
+        if wall_s <= 0:
+            return
+        share = cpu_s / wall_s
+        self.cpu_s += cpu_s
+        self.wall_s += wall_s
+        self.busy_s += wall_s if share > BUSY_CPU_SHARE else 0.0
+        self.peak = max(self.peak, share)
+
+    def figures(self) -> dict:
+        return {"cpu_s": round(self.cpu_s, 3), "wall_s": round(self.wall_s, 3),
+                "busy_s": round(self.busy_s, 3), "peak_share": round(self.peak, 3)}
 
 
 def _figures(parts: list[Latency]) -> dict:

@@ -83,6 +83,7 @@ def build_summary(run_dir) -> dict:
         "events": len(read_events(run_dir)),
     }
     summary["aborted"] = counters.get("aborted")
+    summary["load_generator"] = load_generator(counters, duration_s)
     summary["slo"] = evaluate_slos(settings.get("slo", []), summary)
     if settings.get("slo_window_s"):
         windowed = worst_windows(settings.get("slo", []), summary, latency,
@@ -94,6 +95,37 @@ def build_summary(run_dir) -> dict:
             "actual": summary["aborted"]["reason"], "passed": False})
     summary["slo"]["passed"] = all(c["passed"] for c in summary["slo"]["checks"])
     return summary
+
+
+# A load process was the limit when it spent this long above 90% of a core (a short burst,
+# such as the start, taints little); so was the open model when an arrival could not start.
+BUSY_MIN_S, BUSY_MIN_SHARE = 5.0, 0.1
+LIMITED_ADVICE = ("Latency percentiles and requests per second include ESR's own wait for the "
+                  "CPU: they overstate the target's latency and understate what it can serve. "
+                  "Run with more workers (--workers N, or more machines) or fewer citizens.")
+
+
+def load_generator(counters: dict, duration_s: float) -> dict:
+    """Whether ESR itself, not the target, was the run's limit, said in words."""
+    processes = counters.get("load_processes", {})
+    findings = []
+    for name, process in sorted(processes.items()):
+        if process["busy_s"] >= max(BUSY_MIN_S, BUSY_MIN_SHARE * duration_s):
+            findings.append(f"{_process_name(name)} used over 90% of a core for "
+                            f"{process['busy_s']:.0f} s ({process['peak_share']:.0%} at its "
+                            "busiest)")
+    missed = counters.get("arrivals", {}).get("missed", 0)
+    if missed:
+        findings.append(f"{missed} arrivals could not start: the target was offered less than "
+                        "the planned load")
+    return {"limited": bool(findings), "findings": findings,
+            "advice": LIMITED_ADVICE if findings else None,
+            "processes": [{"process": name, **figures}
+                          for name, figures in sorted(processes.items())]}
+
+
+def _process_name(name: str) -> str:
+    return {"local": "the load process", "master": "the master"}.get(name, f"worker {name}")
 
 
 def chaos_actions(events: list[dict]) -> list[dict]:
