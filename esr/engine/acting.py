@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from esr.engine import locust_compat as compat
-from esr.engine.arrivals import Arrivals
+from esr.engine.arrivals import Arrivals, Share
 from esr.engine.probes import Probes, bucket_width, response_facts
 from esr.engine.run import Run
 from esr.histograms import duration_bounds_ms
@@ -33,6 +33,7 @@ class Acting(Run):
         self.request_log = open(  # noqa: SIM115 (open for the process's life)
             Path(log_dir) / f"requests-{os.getpid()}.csv", "a") if log_dir else None
         self._streams: dict[int, object] = {}
+        self.arrival_share = Share(0, 1)  # the open model's: all of them (a worker: its share)
         environment.events.request.add_listener(self._on_request)
         # Spawned citizens live until the stop: out of the collector's way meanwhile (a
         # full pass over 25,000 of them took seconds, stalling every heartbeat).

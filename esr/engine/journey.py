@@ -239,6 +239,8 @@ class CitizenUser(StopNotice, FastHttpUser):
         # Called while Locust counts the user as waiting, so a stop may end it here.
         if self.visit is None and self.run.arrivals is not None:
             self.arrival = self.run.arrivals.next()
+            if self.arrival is None:
+                raise StopUser()  # retired: enough other citizens are idle (arrivals.py)
             return 0.0
         return self.pause
 
@@ -344,6 +346,9 @@ class CitizenUser(StopNotice, FastHttpUser):
         self.pause = self.run.think(self.behavior.think_time, self.random)
 
     def on_stop(self) -> None:
+        if self.arrival is not None:  # stopped holding an arrival it never started
+            self.run.probes.arrivals["missed"] += 1
+            self.arrival = None
         if self.in_flight:  # killed mid-request despite the stop timeout: say so, don't guess
             self.run.probes.unaccounted += 1
             logger.warning("a citizen was stopped with a request in flight (stop timeout %ss, "

@@ -32,6 +32,9 @@ class MasterRun(Conducting):
         self._welcomed: set[str] = set()  # workers whose scenario and version were checked
         self._refused: set[str] = set()
         self._cpu_since = (time.process_time(), time.monotonic())  # the master's own CPU
+        # The workers sharing the open model's arrivals: those connected at the start (one
+        # joining later takes none, or the split would no longer be exact).
+        self._sharing: list[str] = []
         runner = environment.runner
         environment.events.worker_report.add_listener(self._on_worker_report)
         runner.register_message(messages.HELLO, self._on_hello)
@@ -39,13 +42,15 @@ class MasterRun(Conducting):
         compat.enable_rebalancing(environment)
 
     def run_settings(self) -> dict:
-        return messages.run_settings(self.run_id, self.time_scale, self.user_scale)
+        return messages.run_settings(self.run_id, self.time_scale, self.user_scale,
+                                     self._sharing)
 
     def on_test_start(self, environment, **kwargs) -> None:
         super().on_test_start(environment, **kwargs)
         self._finals.clear()
         self.ledger.lost.clear()
         self._cpu_since = (time.process_time(), time.monotonic())
+        self._sharing = sorted(compat.connected_workers(environment.runner) & self._welcomed)
         # Ahead of Locust's spawn messages on the same connection: workers label this run.
         environment.runner.send_message(messages.RUN, self.run_settings())
 

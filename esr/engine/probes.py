@@ -55,7 +55,8 @@ class Drained(TypedDict):
     journeys: list[list]  # [*JOURNEY_KEY, citizens]: journeys ended, by outcome
     started: int  # journeys begun (each by a new citizen)
     traits: list[list]  # [*TRAIT_KEY, citizens]
-    arrivals: dict  # open model: on_time, late, late_ms_total, missed (counts), late_ms_max
+    arrivals: dict  # open model: scheduled, on_time, late, missed, late_ms_total, the counts
+    # by lateness (LATE_MS_BOUNDS: late_ms_le_N, late_ms_over), and late_ms_max
     unaccounted: int  # requests cut off in flight by a forced stop
     answers: list[list]  # [endpoint, method, status class, requests]
     durations: list[list]  # [endpoint, [requests in each duration bucket, the last +Inf]]
@@ -137,6 +138,16 @@ def response_facts(response, status: int) -> dict:
     return facts
 
 
+# Arrival lateness is counted in these buckets (ms), enough for its percentiles to be read
+# against the open model's goals (p99 under 20 ms).
+LATE_MS_BOUNDS = (1, 2, 5, 10, 20, 50, 100)
+
+
+def lateness_key(late_ms: float) -> str:
+    bound = next((b for b in LATE_MS_BOUNDS if late_ms <= b), None)
+    return f"late_ms_le_{bound}" if bound is not None else "late_ms_over"
+
+
 def status_class(status: int) -> str:
     """1xx … 5xx; `none` when no answer came (Locust's status 0) or it made no sense."""
     return f"{status // 100}xx" if 100 <= status < 600 else "none"
@@ -159,7 +170,7 @@ class Probes:
         self.journeys: Counter = Counter()  # (group, age_band, veteran, outcome, frustrated)
         self.started = 0  # journeys begun
         self.traits: Counter = Counter()  # (trait, value, outcome) for the traits a report names
-        self.arrivals: Counter = Counter()  # on_time, late, late_ms_total, missed
+        self.arrivals: Counter = Counter()  # see Drained.arrivals
         self.arrival_late_max_ms = 0.0
         self.unaccounted = 0  # requests cut off mid-flight: sent, but their fate unknown
         self.answers: Counter = Counter()  # (endpoint, method, status class)
@@ -202,6 +213,7 @@ class Probes:
         late_ms = max(late_s, 0.0) * 1000
         self.arrivals["late" if late_ms >= 1 else "on_time"] += 1
         self.arrivals["late_ms_total"] += int(late_ms)
+        self.arrivals[lateness_key(late_ms)] += 1
         self.arrival_late_max_ms = max(self.arrival_late_max_ms, late_ms)
 
     def drain(self) -> Drained:

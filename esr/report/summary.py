@@ -65,7 +65,7 @@ def build_summary(run_dir) -> dict:
         "legal_blocks": _with_other(reasons, reasons_other),
         "hitl": {"paused": counters.get("hitl", {}).get("paused", 0),
                  "skipped": counters.get("hitl", {}).get("skipped", 0)},
-        "arrivals": counters.get("arrivals", {}),
+        "arrivals": arrival_figures(counters.get("arrivals", {})),
         "errors": [{"endpoint": endpoint, "kind": kind, "count": n}
                    for (endpoint, kind), n in errors] + ([{
                        "endpoint": "", "kind": errors_other["label"],
@@ -95,6 +95,28 @@ def build_summary(run_dir) -> dict:
             "actual": summary["aborted"]["reason"], "passed": False})
     summary["slo"]["passed"] = all(c["passed"] for c in summary["slo"]["checks"])
     return summary
+
+
+def arrival_figures(counts: dict) -> dict:
+    """The open model's arrivals: the probes' counts, with what was started and dropped (their
+    sum is what was scheduled) and the lateness percentiles its buckets bound (the upper
+    bound of the bucket holding each; None beyond the last)."""
+    if not counts:
+        return {}
+    started = counts.get("on_time", 0) + counts.get("late", 0)
+    buckets = sorted((int(key.removeprefix("late_ms_le_")), n) for key, n in counts.items()
+                     if key.startswith("late_ms_le_"))
+    return {**counts, "started": started, "dropped": counts.get("missed", 0),
+            **{f"late_ms_p{q}": _bounded_percentile(buckets, started, q) for q in (50, 99)}}
+
+
+def _bounded_percentile(buckets: list[tuple[int, int]], total: int, q: float) -> float | None:
+    seen = 0
+    for bound, n in buckets:
+        seen += n
+        if total and seen >= total * q / 100:
+            return float(bound)
+    return None
 
 
 # A load process was the limit when it spent this long above 90% of a core (a short burst,

@@ -48,6 +48,8 @@ class LoadProfile:
     spike: Spike | None = None
     stages: tuple[Stage, ...] = ()
     arrival_rate: float | None = None  # citizens per second, open model
+    arrival_spacing: str = "uniform"  # open model: "uniform" (evenly spaced) or "poisson"
+    max_citizens: int | None = None  # open model: the pool's cap over all processes
 
     @property
     def duration(self) -> float:

@@ -57,7 +57,8 @@ SCENARIO_KEYS = ("esr", "scenario", "description", "target", "seed", "reference_
                  "track_legal_blocks", "hitl_skip", "slo", "report")
 GROUP_KEYS = ("name", "template", "count", "traits", "behavior")
 PROFILE_KEYS = ("ramp_up", "sustain", "ramp_down", "spike_at", "spike_size", "spike_duration",
-                "allow_large_spike", "stages", "arrival_rate")
+                "allow_large_spike", "stages", "arrival_rate", "arrival_spacing", "max_citizens")
+ARRIVAL_SPACINGS = ("uniform", "poisson")
 STAGE_KEYS = ("duration", "citizens", "spawn_rate")
 STEP_KEYS = ("name", "request", "json", "form", "body", "headers", "expect", "extract",
              "think_time")
@@ -256,7 +257,15 @@ def _read_profile(doc: Document, path: KeyPath, value: object) -> LoadProfile | 
     rate = f.rate(doc, (*path, "arrival_rate"), data["arrival_rate"]) \
         if "arrival_rate" in data else None
     spike = _read_spike(doc, path, data)
-    if f.INVALID in (*durations.values(), stages, rate, spike):
+    open_model = {key: reader(doc, (*path, key), data[key]) for key, reader in (
+        ("arrival_spacing", lambda d, p, v: f.choice(d, p, v, ARRIVAL_SPACINGS, "spacing")),
+        ("max_citizens", lambda d, p, v: f.number(d, p, v, integer=True, minimum=1)))
+        if key in data}
+    if f.INVALID in (*durations.values(), stages, rate, spike, *open_model.values()):
+        return None
+    if open_model and rate is None:
+        doc.problem((*path, next(iter(open_model))), f"{next(iter(open_model))} applies to "
+                    "the open model only", "add an arrival_rate, or remove it")
         return None
     if "stages" in data and (durations or spike or rate is not None):
         other = next(iter([*durations, *(["spike_at"] if spike else []),
@@ -277,7 +286,7 @@ def _read_profile(doc: Document, path: KeyPath, value: object) -> LoadProfile | 
                     f"{what} with no stages: citizens would never run",
                     "give sustain a duration such as 10m, or list stages")
         return None
-    return LoadProfile(stages=stages, spike=spike, arrival_rate=rate, **durations)
+    return LoadProfile(stages=stages, spike=spike, arrival_rate=rate, **open_model, **durations)
 
 
 def _read_stages(doc: Document, path: KeyPath, value: object) -> tuple[Stage, ...]:

@@ -90,7 +90,9 @@ def _profile() -> dict:
     kinds = {"ramp_up": DURATION, "sustain": DURATION, "ramp_down": DURATION,
              "spike_at": DURATION, "spike_size": {"type": "integer", "minimum": 1},
              "spike_duration": DURATION, "allow_large_spike": {"type": "boolean"},
-             "stages": {"type": "array", "items": stage, "minItems": 1}, "arrival_rate": RATE}
+             "stages": {"type": "array", "items": stage, "minItems": 1}, "arrival_rate": RATE,
+             "arrival_spacing": {"enum": list(s.ARRIVAL_SPACINGS)},
+             "max_citizens": {"type": "integer", "minimum": 1}}
     return _closed({key: kinds[key] for key in s.PROFILE_KEYS})
 
 
