@@ -72,6 +72,11 @@ def test_two_workers_start_every_arrival_once_on_time_with_a_pool_that_follows_t
     assert arrivals["started"] == served(target, result.run_id)["requests"]["total"] == \
         result.summary["citizens"]["total"]
     assert arrivals["late_ms_max"] < 150, arrivals  # beyond DROP_AFTER_S, an arrival drops
+    # Each worker took its half of one schedule that began at the master's start.
+    shares = [p["arrivals_scheduled"] for p in result.summary["load_generator"]["processes"]
+              if p["process"] != "master"]
+    assert len(shares) == 2 and sum(shares) == arrivals["scheduled"]
+    assert abs(shares[0] - shares[1]) <= 2, shares
     # 15 to start with; retired down to a few spare once idle for 5 s.
     assert max(citizens) <= 20 and min(citizens[-3:]) <= 8, citizens
 

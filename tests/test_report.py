@@ -283,7 +283,7 @@ def test_a_load_process_above_90_percent_cpu_is_named_as_the_limit(tmp_path):
     for i in range(20):
         probes.request("apply", 1_800_000_000 + i / 2, 20.0, None, {}, ("62+", False),
                        method="POST", status=200)
-    tally.merge(probes.drain(), process="worker-a")
+    tally.merge(probes.drain(), process="worker-b")  # its requests, and this test's own CPU
     for _ in range(8):  # eight seconds at 97% of a core, then one idle
         tally.add_load("worker-a", 0.97, 1.0)
     tally.add_load("worker-a", 0.1, 1.0)
@@ -301,10 +301,10 @@ def test_a_load_process_above_90_percent_cpu_is_named_as_the_limit(tmp_path):
         "load_processes": {name: p.figures() for name, p in tally.load.items()}})
     files = write_report_card(run_dir, ("html", "json"))
     generator = json.loads(files["json"].read_text())["load_generator"]
-    assert generator["limited"] and len(generator["findings"]) == 1
-    assert generator["findings"][0].startswith("worker worker-a used over 90% of a core for 8 s")
-    assert {p["process"]: p["busy_s"] for p in generator["processes"]} == {
-        "master": 0.0, "worker-a": 8.0}
+    assert generator["limited"]
+    assert generator["findings"][-1].startswith("worker worker-a used over 90% of a core for 8 s")
+    busy = {p["process"]: p["busy_s"] for p in generator["processes"]}
+    assert (busy["master"], busy["worker-a"]) == (0.0, 8.0)
     said = " ".join(Page(files["html"].read_text()).text_by_id["load-generator"].split())
     assert said.startswith("The load generator, not the target, was the limit: worker worker-a")
     assert "more workers" in said

@@ -34,6 +34,9 @@ class Acting(Run):
             Path(log_dir) / f"requests-{os.getpid()}.csv", "a") if log_dir else None
         self._streams: dict[int, object] = {}
         self.arrival_share = Share(0, 1)  # the open model's: all of them (a worker: its share)
+        # When the open model's schedule begins (a worker: the master's start); None: when
+        # this process's citizens are ready.
+        self.schedule_origin: float | None = None
         environment.events.request.add_listener(self._on_request)
         # Spawned citizens live until the stop: out of the collector's way meanwhile (a
         # full pass over 25,000 of them took seconds, stalling every heartbeat).

@@ -26,6 +26,9 @@ import gevent.queue
 from esr.engine import locust_compat as compat
 
 DROP_AFTER_S = 0.1  # an arrival not started this long after its instant is dropped
+# With workers, the schedule begins this long after the master's start, once every worker's
+# first citizens are ready (their spawn takes tens of ms), so their shares line up exactly.
+WORKERS_READY_S = 0.5
 RETIRE_AFTER_S = 5.0  # an idle citizen retires after this long, if enough others are idle
 SPARE_S = 0.05  # the idle citizens kept: this many seconds' worth of arrivals (at least 2)
 YIELD_EVERY = 32  # arrivals offered between two turns given to the citizens
@@ -66,8 +69,8 @@ def default_cap(processes: int) -> int:
 
 class Arrivals:
     def __init__(self, run, rate: float, duration_s: float, spacing: str, seed: int,
-                 share: Share, cap: int):
-        self.run, self.rate, self.share, self.cap = run, rate, share, cap
+                 share: Share, cap: int, origin: float | None = None):
+        self.run, self.rate, self.share, self.cap, self.origin = run, rate, share, cap, origin
         self.spare = max(2, math.ceil(rate / share.count * SPARE_S))
         self.start = time.time()
         self.queue: gevent.queue.Queue = gevent.queue.Queue()
@@ -84,7 +87,7 @@ class Arrivals:
             if profile.max_citizens else default_cap(share.count)
         return cls(run, profile.arrival_rate * run.user_scale / run.time_scale,
                    profile.sustain * run.time_scale, profile.arrival_spacing,
-                   run.scenario.seed, share, cap)
+                   run.scenario.seed, share, cap, run.schedule_origin)
 
     # ---- a citizen's side ----------------------------------------------------------------------
 
@@ -109,14 +112,19 @@ class Arrivals:
     # ---- the schedule's side -------------------------------------------------------------------
 
     def _offer(self) -> None:
-        # The schedule starts when this process's first citizens are ready: arrivals missed
-        # while Locust starts them would say nothing about the target, nor about ESR's pace.
+        # The schedule counts from a moment the master set (a single process: from when its
+        # citizens are ready), so the workers' shares interleave exactly; what falls due
+        # before a process's first citizens are ready is not scheduled there: missing it would
+        # say nothing about the target, nor about ESR's pace once running.
         runner = self.run.environment.runner
         while not compat.spawning_complete(runner):
             gevent.sleep(0.005)
-        self.start = time.time()
+        ready = time.time()
+        self.start = self.origin or ready
         for n, at in enumerate(self._instants, 1):
             due = self.start + at
+            if due < ready:
+                continue
             wait = due - time.time()
             if wait > 0:
                 gevent.sleep(wait)

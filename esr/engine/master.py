@@ -43,7 +43,7 @@ class MasterRun(Conducting):
 
     def run_settings(self) -> dict:
         return messages.run_settings(self.run_id, self.time_scale, self.user_scale,
-                                     self._sharing)
+                                     self._sharing, self.started_s)
 
     def on_test_start(self, environment, **kwargs) -> None:
         super().on_test_start(environment, **kwargs)

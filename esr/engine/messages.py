@@ -19,8 +19,9 @@ citizens before it, so a refused worker never sends a request nobody counts."""
 
 RUN = "esr_run"
 """Master -> workers, at each test start (and with WELCOME): {"run_id", "time_scale",
-"user_scale", "workers"}, the last naming in order the workers that share the open model's
-arrivals (those connected at the start). The per-run values a worker takes from its master:
+"user_scale", "workers", "started_s"}: "workers" names in order the workers that share the
+open model's arrivals (those connected at the start), "started_s" the run's start (epoch
+seconds), where its schedule begins. The per-run values a worker takes from its master:
 never from Locust's parsed options, which the web UI's form can write. Anything else (files,
 permissions) a worker takes from its own command line only."""
 
@@ -43,7 +44,7 @@ FINAL = "esr_final"
 
 
 def run_settings(run_id: str, time_scale: float, user_scale: float,
-                 workers: list[str]) -> dict:
+                 workers: list[str], started_s: float) -> dict:
     """The RUN / WELCOME payload."""
     return {"run_id": run_id, "time_scale": time_scale, "user_scale": user_scale,
-            "workers": workers}
+            "workers": workers, "started_s": started_s}

@@ -309,10 +309,12 @@ class Tally:
             counts = np.array(counts, dtype=np.int64)
             self.durations[name] = self.durations[name] + counts if name in self.durations \
                 else counts
-        self.add_load(process, *data["load"])
+        self.add_load(process, *data["load"], scheduled=arrivals.get("scheduled", 0))
 
-    def add_load(self, process: str, cpu_s: float, wall_s: float) -> None:
-        self.load.setdefault(process, LoadProcess()).add(cpu_s, wall_s)
+    def add_load(self, process: str, cpu_s: float, wall_s: float, scheduled: int = 0) -> None:
+        load = self.load.setdefault(process, LoadProcess())
+        load.add(cpu_s, wall_s)
+        load.arrivals_scheduled += scheduled
 
     # ---- live figures, for the progress line -------------------------------------------------
 
@@ -388,6 +390,7 @@ class LoadProcess:
     wall_s: float = 0.0
     busy_s: float = 0.0  # wall seconds of the intervals above BUSY_CPU_SHARE of a core
     peak: float = 0.0  # the highest share of a core over one interval
+    arrivals_scheduled: int = 0  # open model: its share of the schedule, offered so far
 
     def add(self, cpu_s: float, wall_s: float) -> None:
         if wall_s <= 0:
@@ -400,7 +403,8 @@ class LoadProcess:
 
     def figures(self) -> dict:
         return {"cpu_s": round(self.cpu_s, 3), "wall_s": round(self.wall_s, 3),
-                "busy_s": round(self.busy_s, 3), "peak_share": round(self.peak, 3)}
+                "busy_s": round(self.busy_s, 3), "peak_share": round(self.peak, 3),
+                "arrivals_scheduled": self.arrivals_scheduled}
 
 
 def _figures(parts: list[Latency]) -> dict:
