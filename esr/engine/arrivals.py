@@ -17,19 +17,24 @@ import os
 import random
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import gevent
 import gevent.queue
 
 from esr.engine import locust_compat as compat
+from esr.engine.connections import KEEPALIVE_IDLE_S
 
 DROP_AFTER_S = 0.1  # an arrival not started this long after its instant is dropped
 # With workers, the schedule begins this long after the master's start, once every worker's
 # first citizens are ready (their spawn takes tens of ms), so their shares line up exactly.
 WORKERS_READY_S = 0.5
-RETIRE_AFTER_S = 5.0  # an idle citizen retires after this long, if enough others are idle
+# An idle citizen hangs up after this long (before servers close idle connections, see
+# connections.py), and retires if enough others are idle.
+RETIRE_AFTER_S = 0.8 * KEEPALIVE_IDLE_S
+LAG_CHECK_S = 0.05  # how often the process checks that its event loop keeps time
+LAGGING_S = 0.02  # a loop this late: the process is short of CPU, and grows no more citizens
 SPARE_S = 0.05  # the idle citizens kept: this many seconds' worth of arrivals (at least 2)
 YIELD_EVERY = 32  # arrivals offered between two turns given to the citizens
 # Each citizen may hold one connection (a file descriptor) and ~40 KB: the default cap
@@ -75,9 +80,11 @@ class Arrivals:
         self.start = time.time()
         self.queue: gevent.queue.Queue = gevent.queue.Queue()
         self.idle = 0  # citizens waiting in next()
+        self.lagging = False  # the event loop runs late: short of CPU, grow no more
         self._instants = (at for k, at in enumerate(schedule(rate, duration_s, spacing, seed))
                           if k % share.count == share.index)
         self.greenlet = gevent.spawn(self._offer)
+        self._lag_watch = gevent.spawn(self._watch_lag)
 
     @classmethod
     def for_run(cls, run) -> Arrivals:
@@ -91,15 +98,16 @@ class Arrivals:
 
     # ---- a citizen's side ----------------------------------------------------------------------
 
-    def next(self) -> float | None:
+    def next(self, hang_up: Callable[[], None]) -> float | None:
         """The instant of the next arrival this citizen takes, once due; None when it should
-        retire (idle for long, with enough others idle)."""
+        retire (idle for long, with enough others idle). Idle for long, it hangs up first."""
         self.idle += 1
         try:
             while True:
                 try:
                     due = self.queue.get(timeout=RETIRE_AFTER_S)
                 except gevent.queue.Empty:
+                    hang_up()
                     if self.idle > self.spare:
                         return None
                     continue
@@ -108,6 +116,16 @@ class Arrivals:
                 self._drop()
         finally:
             self.idle -= 1
+
+    def begin(self, due: float) -> bool:
+        """Whether the citizen that took the arrival due then may start it now: not when the
+        process ran too late meanwhile (it is dropped instead), so lateness stays bounded."""
+        late = time.time() - due
+        if late > DROP_AFTER_S:
+            self._drop()
+            return False
+        self.run.probes.arrival(late)
+        return True
 
     # ---- the schedule's side -------------------------------------------------------------------
 
@@ -148,8 +166,15 @@ class Arrivals:
         still starting the first ones (their host and count are set as it does)."""
         runner = self.run.environment.runner
         room = self.cap - runner.user_count
-        if room > 0 and compat.spawning_complete(runner):
+        if room > 0 and not self.lagging and compat.spawning_complete(runner):
             compat.start_more_users(runner, min(wanted, room))
+
+    def _watch_lag(self) -> None:
+        """More citizens cannot help a process short of CPU: they make it later still."""
+        while True:
+            slept = time.monotonic()
+            gevent.sleep(LAG_CHECK_S)
+            self.lagging = time.monotonic() - slept - LAG_CHECK_S > LAGGING_S
 
     def _drop(self) -> None:
         self.run.probes.arrivals["missed"] += 1
@@ -158,6 +183,7 @@ class Arrivals:
         """At the run's end: the arrivals due and not started, offered or not, are dropped, so
         started + dropped is exactly the count scheduled up to the stop."""
         self.greenlet.kill(block=True)
+        self._lag_watch.kill(block=False)
         while not self.queue.empty():
             self.queue.get_nowait()
             self._drop()

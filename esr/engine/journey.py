@@ -238,7 +238,7 @@ class CitizenUser(StopNotice, FastHttpUser):
     def wait_time(self) -> float:
         # Called while Locust counts the user as waiting, so a stop may end it here.
         if self.visit is None and self.run.arrivals is not None:
-            self.arrival = self.run.arrivals.next()
+            self.arrival = self.run.arrivals.next(lambda: hang_up(self.client))
             if self.arrival is None:
                 raise StopUser()  # retired: enough other citizens are idle (arrivals.py)
             return 0.0
@@ -258,8 +258,9 @@ class CitizenUser(StopNotice, FastHttpUser):
             if self.run.arrivals is not None:
                 if self.arrival is None:
                     return  # the first run of an open-model citizen waits for an arrival
-                self.run.probes.arrival(time.time() - self.arrival)
-                self.arrival = None
+                due, self.arrival = self.arrival, None
+                if not self.run.arrivals.begin(due):
+                    return  # too late to start: dropped (arrivals.py)
             self.visit = Visit(self.run.next_citizen(self.group_index))
             self.run.probes.started += 1
             if self.cookies is not None:
@@ -296,9 +297,10 @@ class CitizenUser(StopNotice, FastHttpUser):
         self.in_flight = False
         visit.requests += 1
         self._after(visit, step, response, status, failure, facts, meta["response_time"] / 1000)
-        # A long pause, or (open model) waiting for the next arrival, another person: like a
-        # browser, hold no idle connection meanwhile (connections.py).
-        if self.pause > KEEPALIVE_IDLE_S or (self.visit is None and self.run.arrivals is not None):
+        # A long pause: like a browser, hold no idle connection meanwhile (connections.py).
+        # Between arrivals (the open model), a citizen keeps its connection as k6 keeps a VU's,
+        # and hangs up when idle for long (arrivals.py).
+        if self.pause > KEEPALIVE_IDLE_S:
             hang_up(self.client)
 
     def _faults(self, name: str, delay_ms: float) -> tuple[float, str | None]:
