@@ -46,6 +46,7 @@ from esr.wire import (
     DEFAULT_BODY_FIELDS,
     REQUEST_TIMEOUT_S,
     TRACEPARENT_HEADER,
+    trace_id_in,
     traceparent,
 )
 
@@ -310,6 +311,9 @@ class CitizenUser(StopNotice, FastHttpUser):
             facts = meta["context"]["facts"] = response_facts(response, status)
             if failure:
                 response.failure(failure)
+                # The errors probe keeps one failing request's trace of each kind, for the
+                # report card: whichever traceparent it carried, ESR's or the step's own.
+                meta["context"]["trace_id"] = trace_id_in(headers.get(TRACEPARENT_HEADER))
             else:
                 response.success()
         self.in_flight = False
