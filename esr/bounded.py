@@ -130,20 +130,20 @@ class CappedCounts:
 
 class Samples:
     """One sample value (the first seen) for each key of a CappedCounts: a failing request's
-    trace id for each kind of error. Kept only for keys the counts still hold, so there are
-    never more than their limit."""
+    trace id for each kind of error. Kept only for keys the counts hold, so there are never
+    more than their limit."""
 
     def __init__(self, counts: CappedCounts):
         self.counts = counts
         self.values: dict[tuple, str] = {}
 
     def add(self, key: tuple, value: str) -> None:
-        """After `counts.add(key)`."""
+        """After `counts.add(key)` (a key it folded at once gets no sample)."""
         values = self.values
-        if key in values:
+        kept = self.counts.counts
+        if key in values or key not in kept:
             return
         if len(values) >= self.counts.limit:  # forget the samples of keys folded into "other"
-            kept = self.counts.counts
             values = self.values = {k: v for k, v in values.items() if k in kept}
         values[key] = value
 

@@ -108,6 +108,13 @@ def test_error_trace_samples_stay_within_the_cap_of_kinds():
         assert len(samples.values) <= counts.limit
     assert samples.get(("apply", "HTTP 503")) == f"{1:032x}"  # the first, kept throughout
     assert samples.get(("apply", "HTTP 500 at 999")) == f"{1000:032x}"
+    # A master merging more kinds than it keeps: those folded at once get no sample.
+    merged = Samples(CappedCounts(value_index=1, limit=10))
+    for i in range(100):
+        merged.counts.merge({"counts": [["apply", f"HTTP 500 at {i}", 1]], "other": 0,
+                             "sketch": None})
+        merged.merge([["apply", f"HTTP 500 at {i}", f"{i + 1:032x}"]])
+        assert len(merged.values) <= 10 and set(merged.values) <= set(merged.counts.counts)
 
 
 def test_other_wire_versions_are_refused():
