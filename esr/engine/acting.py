@@ -64,7 +64,8 @@ class Acting(Run):
             # carries that name as its text.
             failure = str(exception) or type(exception).__name__
         self.probes.request(name, start_time or time.time(), response_time, failure, facts,
-                            context.get("cohort"), method=request_type, status=status)
+                            context.get("cohort"), method=request_type, status=status,
+                            trace_id=context.get("trace_id"))
         if self.scenario.hitl_skip:
             self.probes.hitl["skipped"] += 1
         if self.request_log is not None:

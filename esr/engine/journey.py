@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from operator import itemgetter
+from random import getrandbits
 
 import gevent
 import orjson
@@ -40,9 +41,13 @@ from esr.engine.probes import response_facts
 from esr.scenario.model import CitizenGroup, Step
 from esr.scenario.templating import check_output, compile_template, failure_reason, is_template
 from esr.wire import (
+    BAGGAGE_HEADER,
     CITIZEN_HEADER,
     DEFAULT_BODY_FIELDS,
     REQUEST_TIMEOUT_S,
+    TRACEPARENT_HEADER,
+    trace_id_in,
+    traceparent,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,6 +60,8 @@ _default_body = itemgetter(*DEFAULT_BODY_FIELDS)
 # of each request, the largest part of what ESR added to it. These are the headers Locust's
 # json= would add, unless the step sets them.
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+# Headers of W3C trace context: a step that sets one, in any case, sends its own.
+TRACE_HEADERS = (TRACEPARENT_HEADER, BAGGAGE_HEADER)
 
 
 def encode_json(value) -> str:
@@ -87,7 +94,9 @@ class StepRenderer:
         self.json = self._compile(step.json)
         self.form = self._compile(step.form)
         self.body = self._compile(step.body)
-        self.headers = self._compile(step.headers or {})
+        # A step's trace headers, named in lower case, take the place of ESR's (see act).
+        self.headers = self._compile({name.lower() if name.lower() in TRACE_HEADERS else name:
+                                      value for name, value in (step.headers or {}).items()})
         named = {name.lower() for name in step.headers or {}}
         self.json_headers = {k: v for k, v in JSON_HEADERS.items() if k.lower() not in named}
         self.failures: set[str] = set()  # reasons logged already
@@ -198,14 +207,19 @@ def extract(source: str, response, status: int):
 class Visit:
     """One citizen's way through the journey."""
 
-    __slots__ = ("citizen", "context", "step", "attempt", "requests", "frustrated", "variables")
+    __slots__ = ("citizen", "context", "step", "attempt", "requests", "frustrated", "variables",
+                 "trace_id", "baggage")
 
-    def __init__(self, citizen: dict):
+    def __init__(self, citizen: dict, baggage: str | None):
         self.citizen = citizen
         self.context = {"cohort": (citizen["age_band"], citizen["veteran"])}  # on its requests
         self.step = self.attempt = self.requests = 0
         self.frustrated = False
         self.variables: dict = {}
+        # W3C trace context, unless the scenario turns it off (baggage None): the journey is
+        # one trace, each of its requests a span of it (wire.py).
+        self.baggage = baggage
+        self.trace_id = None if baggage is None else f"{getrandbits(128) or 1:032x}"
 
 
 class CitizenUser(StopNotice, FastHttpUser):
@@ -261,7 +275,8 @@ class CitizenUser(StopNotice, FastHttpUser):
                 due, self.arrival = self.arrival, None
                 if not self.run.arrivals.begin(due):
                     return  # too late to start: dropped (arrivals.py)
-            self.visit = Visit(self.run.next_citizen(self.group_index))
+            citizen = self.run.next_citizen(self.group_index)
+            self.visit = Visit(citizen, self.run.baggage(citizen["age_band"]))
             self.run.probes.started += 1
             if self.cookies is not None:
                 self.cookies.clear()
@@ -274,7 +289,11 @@ class CitizenUser(StopNotice, FastHttpUser):
         except StepNotRendered as failure:  # counted with the step's errors; nothing sent
             self.run.probes.step_failed(step.name, failure.reason)
             return self._end("error")
-        headers = {**self.run.headers, CITIZEN_HEADER: visit.citizen["citizen_id"], **own_headers}
+        headers = {**self.run.headers, CITIZEN_HEADER: visit.citizen["citizen_id"]}
+        if visit.trace_id is not None:  # the journey's trace, a new span
+            headers[TRACEPARENT_HEADER] = traceparent(visit.trace_id, getrandbits(64))
+            headers[BAGGAGE_HEADER] = visit.baggage
+        headers.update(own_headers)  # the step's own win
         jitter_ms = self.random.uniform(0, self.run.jitter_ms) if self.run.jitter_ms else 0.0
         injected = None
         if self.run.faults:  # chaos on the client side: added latency, injected failures
@@ -292,6 +311,9 @@ class CitizenUser(StopNotice, FastHttpUser):
             facts = meta["context"]["facts"] = response_facts(response, status)
             if failure:
                 response.failure(failure)
+                # The errors probe keeps one failing request's trace of each kind, for the
+                # report card: whichever traceparent it carried, ESR's or the step's own.
+                meta["context"]["trace_id"] = trace_id_in(headers.get(TRACEPARENT_HEADER))
             else:
                 response.success()
         self.in_flight = False

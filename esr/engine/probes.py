@@ -8,6 +8,8 @@ never by the number of requests: latency goes into HDR histograms (within 1% of
 exact percentiles; Locust rounds its own), one per endpoint and time bucket. What
 the target names (routes, legal-block reasons, error texts) is kept in capped
 counts (bounded.py): at most DISTINCT_VALUES_MAX values of each, the rest as "other".
+Each kind of error kept also keeps the W3C trace id of one failing request of that kind
+(bounded.Samples), for an engineer to open in the service's tracing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TypedDict
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from esr.bounded import CappedCounts, clip
+from esr.bounded import CappedCounts, Samples, clip
 from esr.histograms import (
     HDR_RANGE,
     add_encoded,
@@ -34,8 +36,8 @@ from esr.histograms import (
 from esr.wire import HITL_HEADER, ROUTE_HEADER, VERDICT_HEADER
 
 # 2: routes, legal blocks and errors as capped counts; 3: journeys started; 4: answers by
-# status class, request-duration bucket counts and the process's CPU
-WIRE_VERSION = 4
+# status class, request-duration bucket counts and the process's CPU; 5: error traces
+WIRE_VERSION = 5
 # A load process using more than this share of a core is the run's limit, not the target:
 # its citizens queue for the CPU and their latency includes the wait (Locust warns at 90%).
 BUSY_CPU_SHARE = 0.9
@@ -49,6 +51,7 @@ class Drained(TypedDict):
     bucket_s: float  # width of a latency time bucket, seconds
     latency: list[list]  # [endpoint, bucket index, *LATENCY_FIGURES], per endpoint and bucket
     errors: dict  # CappedCounts.wire() of (endpoint, failure text)
+    error_traces: list[list]  # Samples.wire() of errors: [endpoint, failure text, trace id]
     routes: dict  # CappedCounts.wire() of X-ACT-Route values
     legal_blocks: dict  # CappedCounts.wire() of (reason, age band, veteran)
     hitl: dict  # {"paused": n, "skipped": n}
@@ -164,6 +167,7 @@ class Probes:
     def _reset(self) -> None:
         self.latency: dict[tuple[str, int], Latency] = {}
         self.errors = CappedCounts(value_index=1)  # (endpoint, kind)
+        self.error_traces = Samples(self.errors)  # a failing request's W3C trace id, by kind
         self.routes = CappedCounts()  # (route,)
         self.legal_blocks = CappedCounts()  # (reason, age_band, veteran)
         self.hitl: Counter = Counter()  # paused, skipped
@@ -178,7 +182,7 @@ class Probes:
 
     def request(self, name: str, start_time: float, response_time: float, failure: str | None,
                 facts: dict, cohort: tuple[str, bool] | None, *, method: str = "",
-                status: int = 0) -> None:
+                status: int = 0, trace_id: str | None = None) -> None:
         # Called for every request: kept to a few dictionary operations.
         key = (name, int(start_time // self.bucket_s))
         latency = self.latency.get(key)
@@ -188,7 +192,10 @@ class Probes:
         self.answers[(name, method, status_class(status))] += 1
         if failure is not None:
             latency.failures += 1
-            self.errors.add((name, clip(failure)))
+            kind = (name, clip(failure))
+            self.errors.add(kind)
+            if trace_id is not None:
+                self.error_traces.add(kind, trace_id)
         if not facts:
             return
         if "route" in facts:
@@ -226,6 +233,7 @@ class Probes:
             "bucket_s": self.bucket_s,
             "latency": [[name, bucket, *lat.row()] for (name, bucket), lat in self.latency.items()],
             "errors": self.errors.wire(),
+            "error_traces": self.error_traces.wire(),
             "routes": self.routes.wire(),
             "legal_blocks": self.legal_blocks.wire(),
             "hitl": dict(self.hitl),
@@ -256,6 +264,7 @@ class Tally:
     def __init__(self):
         self.latency: dict[tuple[str, int], Latency] = {}
         self.errors = CappedCounts(value_index=1)
+        self.error_traces = Samples(self.errors)
         self.routes = CappedCounts()
         self.legal_blocks = CappedCounts()
         self.hitl: Counter = Counter()
@@ -291,6 +300,7 @@ class Tally:
                 whole = self.endpoints[name] = Latency(histogram=new_histogram(word_size=8))
             whole.merge(*row)
         self.errors.merge(data["errors"])
+        self.error_traces.merge(data["error_traces"])
         self.routes.merge(data["routes"])
         self.legal_blocks.merge(data["legal_blocks"])
         self.hitl.update(data["hitl"])

@@ -47,6 +47,7 @@ def build_summary(run_dir) -> dict:
     errors, errors_other = target_values(run_dir, counters, "errors",
                                          lambda r: (r["endpoint"], r["kind"]),
                                          value_of=lambda key: key[1])
+    traces = error_traces(run_dir)
     summary = {
         "run_id": settings["run_id"],
         "esr_version": settings["esr_version"],
@@ -66,10 +67,12 @@ def build_summary(run_dir) -> dict:
         "hitl": {"paused": counters.get("hitl", {}).get("paused", 0),
                  "skipped": counters.get("hitl", {}).get("skipped", 0)},
         "arrivals": arrival_figures(counters.get("arrivals", {})),
-        "errors": [{"endpoint": endpoint, "kind": kind, "count": n}
+        "errors": [{"endpoint": endpoint, "kind": kind, "count": n,
+                    "trace_id": traces.get((endpoint, kind))}
                    for (endpoint, kind), n in errors] + ([{
                        "endpoint": "", "kind": errors_other["label"],
-                       "count": errors_other["count"]}] if errors_other["count"] else []),
+                       "count": errors_other["count"], "trace_id": None}]
+                       if errors_other["count"] else []),
         # What the target named beyond the DISTINCT_VALUES_MAX values kept of each kind.
         "folded": {"routes": routes_other, "legal_blocks": reasons_other,
                    "errors": errors_other},
@@ -311,6 +314,13 @@ def target_values(run_dir, counters: dict, table: str, key_of, value_of=lambda k
         counts[key_of(row)] += int(row["count"])
     folded = counters.get("folded", {}).get(table)
     return top_and_other(counts.items(), folded, limit, value_of)
+
+
+def error_traces(run_dir) -> dict[tuple[str, str], str]:
+    """The W3C trace id of one failing request of each kind of error, where one was kept
+    (not in runs with trace_context: false, nor in run directories older than the column)."""
+    return {(row["endpoint"], row["kind"]): row["trace_id"]
+            for row in read_table(run_dir, "errors") if row.get("trace_id")}
 
 
 def _with_other(kept: list[tuple], other: dict) -> dict:

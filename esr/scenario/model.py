@@ -124,6 +124,7 @@ class Scenario:
     description: str = ""
     report_title: str | None = None
     report_traits: tuple[str, ...] = ()  # outcomes are also broken down by these traits
+    trace_context: bool = True  # W3C traceparent and baggage on every request (esr/wire.py)
     language_version: int = LANGUAGE_VERSION
     # The text that was read and checked: what the run directory keeps (the file may change).
     source: str = field(default="", compare=False, repr=False)

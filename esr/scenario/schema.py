@@ -143,6 +143,10 @@ def scenario_schema() -> dict:
         "chaos": _chaos(),
         "track_legal_blocks": {"type": "boolean"},
         "hitl_skip": {"type": "boolean"},
+        "trace_context": {"type": "boolean", "default": True,
+                          "description": "send W3C traceparent and baggage (esr.synthetic=true, "
+                          "esr.run, esr.cohort) on every request, so the service's tracing "
+                          "tells synthetic citizens apart"},
         "slo": _slo(),
         "report": _closed({"formats": {"type": "array", "items": {"enum": list(s.REPORT_FORMATS)}},
                            "title": {"type": "string"},
