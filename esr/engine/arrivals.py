@@ -37,6 +37,7 @@ LAG_CHECK_S = 0.05  # how often the process checks that its event loop keeps tim
 LAGGING_S = 0.02  # a loop this late: the process is short of CPU, and grows no more citizens
 SPARE_S = 0.05  # the idle citizens kept: this many seconds' worth of arrivals (at least 2)
 YIELD_EVERY = 32  # arrivals offered between two turns given to the citizens
+OFFER_TICK_S = 0.001  # the shortest the schedule sleeps
 # Each citizen may hold one connection (a file descriptor) and ~40 KB: the default cap
 # leaves room for the process's own files and half its share of the memory available.
 CITIZEN_BYTES = 40_000
@@ -145,7 +146,9 @@ class Arrivals:
                 continue
             wait = due - time.time()
             if wait > 0:
-                gevent.sleep(wait)
+                # At least a millisecond: at thousands a second, what falls due meanwhile is
+                # offered at once on waking, a timer for a batch instead of one each.
+                gevent.sleep(max(wait, OFFER_TICK_S))
             elif n % YIELD_EVERY == 0:
                 gevent.sleep(0)  # behind schedule: let the citizens take what is offered
             self._drop_stale()
