@@ -320,9 +320,11 @@ class CitizenUser(StopNotice, FastHttpUser):
         visit.requests += 1
         self._after(visit, step, response, status, failure, facts, meta["response_time"] / 1000)
         # A long pause: like a browser, hold no idle connection meanwhile (connections.py).
-        # Between arrivals (the open model), a citizen keeps its connection as k6 keeps a VU's,
-        # and hangs up when idle for long (arrivals.py).
-        if self.pause > KEEPALIVE_IDLE_S:
+        # An open-model citizen whose journey ended does not pause but waits for its next
+        # arrival, keeping its connection as k6 keeps a VU's (it hangs up if left idle long,
+        # arrivals.py).
+        pausing = self.visit is not None or self.run.arrivals is None
+        if pausing and self.pause > KEEPALIVE_IDLE_S:
             hang_up(self.client)
 
     def _faults(self, name: str, delay_ms: float) -> tuple[float, str | None]:
