@@ -23,7 +23,7 @@ from esr.run_directory import LIVE, RUN_SETTINGS, SUMMARY, read_json
 
 
 class Metric(NamedTuple):
-    kind: str  # counter, gauge, histogram, info (prometheus-client's families)
+    kind: str  # counter, gauge or histogram (prometheus-client's families)
     labels: tuple[str, ...]
     help: str
 
@@ -133,6 +133,8 @@ def _slo_states(live: dict, settings: dict, summary: dict | None) -> dict[str, b
     live figures can judge over the run so far (not recovery times or sliding windows)."""
     if summary is not None:
         return {c["name"]: c["passed"] for c in summary["slo"]["checks"]}
+    if not live.get("overall"):  # no request folded in yet
+        return {}
     checks = [c for c in settings.get("slo", []) if c["metric"] != "recovery_time_s"]
     so_far = {"requests": {**live["overall"], "total": live["overall"]["requests"],
                            "rps": live["overall"]["requests"] / live["elapsed_s"]
