@@ -49,6 +49,11 @@ def pytest_configure(config):
 ONE_WORKER_MODULES = {
     "tests/test_report.py": "a real run with two workers and its report card in four formats",
     "tests/test_package.py": "the wheel, built, then installed in a fresh virtualenv",
+    "tests/test_demo.py": "a real run of the demo with a master and two workers",
+    "tests/test_service_api.py": "a service whose slot a run holds while the module runs",
+    "tests/test_service_api_runs.py": "a service, and runs that passed, failed, were cancelled",
+    "tests/test_service_page.py": "a service with two agencies' runs and their report cards",
+    "tests/test_service_runs.py": "a service, which builds each run's report card",
 }
 
 

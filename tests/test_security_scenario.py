@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from esr.cli import main
-from esr.demo.process import demo_target
 from esr.engine.chaos import Chaos
 from esr.scenario.model import ChaosAction
 from esr.scenario.yaml_source import MAX_FILE_BYTES, MAX_VALUES
@@ -30,12 +29,6 @@ from esr.scenario.yaml_source import MAX_FILE_BYTES, MAX_VALUES
 ROOT = Path(__file__).resolve().parent.parent
 # What /etc/passwd starts with ("root:x:0:0:…"): it must never show up anywhere.
 PASSWD_HEAD = Path("/etc/passwd").read_text().split(":")[0] + ":x:"
-
-
-@pytest.fixture(scope="module")
-def target():
-    with demo_target() as url:
-        yield url
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import pytest
 from commands import esr_locust, free_port, served
 from scraping import scrape
 
-from esr.demo.process import demo_target
 from esr.launcher import end_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,16 +33,6 @@ citizens:
   - {name: young, template: students, count: 10, behavior: {think_time: 100ms..300ms}}
 load_profile: {ramp_up: 1s, sustain: 12s}
 """
-
-
-@pytest.fixture(scope="module")
-def target():
-    with demo_target() as url:
-        yield url
-
-
-
-
 
 
 class Server:
@@ -103,8 +92,6 @@ def wait_for_workers(url: str, count: int) -> None:
             "worker_count"] < count:
         assert time.monotonic() < deadline, f"fewer than {count} workers connected"
         time.sleep(0.2)
-
-
 
 
 def launch_chromium(playwright):
