@@ -151,9 +151,13 @@ def lateness_key(late_ms: float) -> str:
     return f"late_ms_le_{bound}" if bound is not None else "late_ms_over"
 
 
+STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
 def status_class(status: int) -> str:
     """1xx … 5xx; `none` when no answer came (Locust's status 0) or it made no sense."""
-    return f"{status // 100}xx" if 100 <= status < 600 else "none"
+    # On every request: a lookup, no string built.
+    return STATUS_CLASSES[status // 100] if 100 <= status < 600 else "none"
 
 
 class Probes:
