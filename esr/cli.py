@@ -257,16 +257,24 @@ def _run_and_report(settings, args: argparse.Namespace | None = None) -> int:
 
 
 def _follow_and_report(launch) -> int:
+    import importlib
+    import threading
+
     from esr.alerts import LiveAlerts
     from esr.launcher import ProgressLine
 
     progress = ProgressLine(alerts=LiveAlerts.for_scenario(launch.scenario))
-    result = launch.wait(progress)
-    # The report card's modules (pandas, scipy: 2 s of CPU) load once the run is over. They
-    # loaded in a thread while it went on, but a Ctrl-C in the main thread meanwhile left
-    # the process hanging after its card in full test runs (tests/test_run.py's Ctrl-C test,
-    # three runs of three this session), never alone: suspected an import interrupted
-    # beside that thread's. Not understood: see the session note.
+    # The report card's modules (pandas, scipy: 2 s of CPU here) load while the run goes on,
+    # from its first live figures: not before it, nor while Locust's processes start.
+    preload = threading.Thread(target=importlib.import_module, args=("esr.report.render",),
+                               daemon=True)
+
+    def on_progress(live: dict) -> None:
+        if preload.ident is None:
+            preload.start()
+        progress(live)
+
+    result = launch.wait(on_progress)
     from esr.report.render import write_report_card
 
     _print_summary(result.summary)
