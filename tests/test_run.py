@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -223,9 +224,12 @@ load_profile:
 def test_ctrl_c_stops_gracefully_and_loses_nothing(tmp_path, target):
     path = write_scenario(tmp_path, COUNTING % {"sustain": "2m"})
     run_dir = tmp_path / "run"
+    # faulthandler: should it not end, SIGABRT makes it print where each thread stands (full
+    # test runs saw it hang after writing its card, never alone: see the session notes).
     process = subprocess.Popen(
         [sys.executable, "-m", "esr.cli", "run", str(path), "--host", target, "--workers", "2",
-         "--run-dir", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--run-dir", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -234,7 +238,12 @@ def test_ctrl_c_stops_gracefully_and_loses_nothing(tmp_path, target):
                 break
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=120)
+        try:
+            out, err = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            out, err = process.communicate(timeout=30)
+            pytest.fail(f"still running 120 s after Ctrl-C; where it stood:\n{err[-8000:]}")
     finally:
         if process.poll() is None:
             process.kill()
