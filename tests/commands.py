@@ -15,6 +15,16 @@ def esr_locust(*args: str) -> list[str]:
     return [sys.executable, "-m", "esr.cli", *args]
 
 
+def as_at_a_terminal() -> None:
+    """For Popen's preexec_fn: the child takes SIGINT as a program started at a terminal does.
+    A process inherits an ignored SIGINT, and Python then keeps ignoring it: in full runs of
+    the suite a pytest worker had come to ignore it (which test leaves it so is not found
+    yet), and a Ctrl-C sent to esr-locust went unheard, its run lasting to its end."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # Servers the tests start take their ports from blocks of this many below the kernel's
 # ephemeral range, one block per pytest-xdist worker.
 PORT_BLOCK = 1000

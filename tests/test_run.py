@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from commands import served
+from commands import as_at_a_terminal, served
 
 from esr import __version__
 from esr.demo.process import demo_target
@@ -224,12 +224,11 @@ load_profile:
 def test_ctrl_c_stops_gracefully_and_loses_nothing(tmp_path, target):
     path = write_scenario(tmp_path, COUNTING % {"sustain": "2m"})
     run_dir = tmp_path / "run"
-    # faulthandler: should it not end, SIGABRT makes it print where each thread stands (full
-    # test runs saw it hang after writing its card, never alone: see the session notes).
+    # faulthandler: should it not end, SIGABRT makes it print where each thread stands.
     process = subprocess.Popen(
         [sys.executable, "-m", "esr.cli", "run", str(path), "--host", target, "--workers", "2",
          "--run-dir", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"}, preexec_fn=as_at_a_terminal)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

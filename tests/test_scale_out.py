@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from commands import esr_locust, free_port, served
+from commands import as_at_a_terminal, esr_locust, free_port, served
 
 from esr.launcher import end_process
 from esr.run_directory import read_events
@@ -36,7 +36,7 @@ def test_the_master_refuses_a_worker_with_another_scenario(tmp_path, target):
     master = subprocess.Popen(esr_locust(
         "master", str(scenario), "--expect-workers", "1", "--bind", f"127.0.0.1:{port}",
         "--host", target, "--run-dir", str(run_dir)), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True, preexec_fn=as_at_a_terminal)
     good = subprocess.Popen(esr_locust("worker", str(scenario), "--master", f"127.0.0.1:{port}"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
