@@ -6,15 +6,19 @@ rename one only with them.
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from esr.arguments import DEFAULT_METRICS_PORT  # noqa: F401 (the port dashboards expect)
 from esr.bounded import clip
@@ -170,28 +174,40 @@ class MetricsServer:
     def __init__(self, bind: tuple[str, int], run_dirs: Callable[[], list[Path]],
                  service: Callable[[], dict] | None = None):
         self._run_dirs, self._service = run_dirs, service
-        self._scraped = threading.Condition()
+        self._answered = threading.Condition()
         self.scrapes = 0
+        self._last_began = float("-inf")  # when the last fully answered scrape began reading
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
-        self._httpd, _ = start_http_server(bind[1], addr=bind[0], registry=registry)
+        self._httpd = _serve(bind, self._counting(make_wsgi_app(registry)))
         host = bind[0] if bind[0] not in ("0.0.0.0", "::", "") else "127.0.0.1"
         self.url = f"http://{host}:{self._httpd.server_port}/metrics"
 
     def collect(self):
-        try:
-            return families(self._run_dirs(), self._service() if self._service else None)
-        finally:
-            with self._scraped:
-                self.scrapes += 1
-                self._scraped.notify_all()
+        return families(self._run_dirs(), self._service() if self._service else None)
+
+    def _counting(self, app):
+        """`app`, noting each answer once wsgiref has written all of it (it closes the body
+        then): a scrape counts for `linger` only when Prometheus has it."""
+        def counted(environ, start_response):
+            began = time.monotonic()
+            return _OnClose(app(environ, start_response), lambda: self._answer(began))
+        return counted
+
+    def _answer(self, began: float) -> None:
+        with self._answered:
+            self.scrapes += 1
+            self._last_began = max(self._last_began, began)
+            self._answered.notify_all()
 
     def linger(self, timeout_s: float) -> bool:
         """After a run: when something scraped during it, wait (at most `timeout_s`) for one
-        scrape of the final figures, so the last seconds are not lost to Prometheus."""
-        with self._scraped:
-            seen = self.scrapes
-            return seen == 0 or self._scraped.wait_for(lambda: self.scrapes > seen, timeout_s)
+        scrape begun after the final figures were written and answered in full, so the last
+        seconds are not lost to Prometheus."""
+        since = time.monotonic()
+        with self._answered:
+            return self.scrapes == 0 or self._answered.wait_for(
+                lambda: self._last_began >= since, timeout_s)
 
     def close(self) -> None:
         self._httpd.shutdown()
@@ -202,6 +218,33 @@ class MetricsServer:
 
     def __exit__(self, *_) -> None:
         self.close()
+
+
+class _OnClose(list):
+    """A WSGI body that calls `on_close` when the server closes it, after sending it."""
+
+    def __init__(self, body, on_close: Callable[[], None]):
+        super().__init__(body)
+        getattr(body, "close", lambda: None)()
+        self._on_close = on_close
+
+    def close(self) -> None:
+        self._on_close()
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *_) -> None:
+        """Scrapes are not news."""
+
+
+def _serve(bind: tuple[str, int], app) -> WSGIServer:
+    """`app` served by a thread per request on `bind` (IPv4 or IPv6), from a daemon thread."""
+    family = socket.getaddrinfo(bind[0] or None, bind[1], type=socket.SOCK_STREAM,
+                                flags=socket.AI_PASSIVE)[0][0]
+    server_class = type("MetricsHTTPServer", (ThreadingWSGIServer,), {"address_family": family})
+    httpd = make_server(bind[0], bind[1], app, server_class, handler_class=_Quiet)
+    threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
+    return httpd
 
 
 def latest_run(reports_dir: Path) -> list[Path]:

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+from http.client import HTTPException
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -39,6 +40,8 @@ class Scrape:
 
 def scrape(url: str) -> Scrape:
     with urllib.request.urlopen(url, timeout=10) as response:
+        if "Content-Type" not in response.headers:  # cut short as the process left
+            raise ConnectionError("an answer without headers")
         assert response.headers["Content-Type"].startswith("text/plain")
         text = response.read().decode()
     samples = {}
@@ -53,7 +56,7 @@ def scrape(url: str) -> Scrape:
 @dataclass
 class Scraper:
     """Scrapes `url` every `every_s` in a thread until stopped, keeping every answer (an
-    endpoint not listening yet, or gone, is skipped)."""
+    endpoint not listening yet, or gone, or leaving mid-answer, is skipped)."""
 
     url: str
     every_s: float = 0.25
@@ -71,5 +74,5 @@ class Scraper:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
-            with contextlib.suppress(urllib.error.URLError, ConnectionError):
+            with contextlib.suppress(urllib.error.URLError, ConnectionError, HTTPException):
                 self.scrapes.append(scrape(self.url))
