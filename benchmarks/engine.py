@@ -42,20 +42,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_S = 3.5  # Locust's imports (about 1.5 s) and the spawn are over by then
 BARE_LOCUSTFILE = '''
+from random import getrandbits
+
 from locust import FastHttpUser, constant, task
 
-# One ESR citizen's body and headers: the same request ESR sends.
+# One ESR citizen's body and headers: the same request ESR sends, W3C trace context included
+# (a trace id per user, a span id per request, as ESR's journeys send them).
 BODY = %(body)s
 HEADERS = {"X-ESR-Synthetic": "benchmark", "X-ESR-Citizen": BODY["citizen_id"],
-           "User-Agent": "esr-locust/benchmark"}
+           "User-Agent": "esr-locust/benchmark",
+           "baggage": "esr.synthetic=true,esr.run=benchmark,esr.cohort=30-44"}
 
 
 class Bare(FastHttpUser):
     wait_time = constant(%(think)s)
 
+    def on_start(self):
+        self.trace_id = f"{getrandbits(128) or 1:032x}"
+
     @task
     def apply(self):
-        self.client.post("/apply", json=BODY, headers=HEADERS)
+        headers = {**HEADERS, "traceparent": f"00-{self.trace_id}-{getrandbits(64) or 1:016x}-01"}
+        self.client.post("/apply", json=BODY, headers=headers)
 '''
 ESR_SCENARIO = '''
 scenario: benchmark

@@ -54,3 +54,35 @@ def non_negative_int(text: str) -> int:
 def bind_address(text: str) -> tuple[str, int]:
     """HOST:PORT to listen on, where port 0 picks a free one."""
     return host_port(text, lowest_port=0)
+
+
+METRICS_LINGER_S = 15.0
+DEFAULT_METRICS_PORT = 9646  # ESR's usual Prometheus port (deploy/, docker-compose.yml)
+
+
+def metrics_address(text: str) -> tuple[str, int]:
+    """[HOST:]PORT for Prometheus; a port alone listens on this machine only."""
+    return bind_address(text if ":" in text else f"127.0.0.1:{text}")
+
+
+def metrics_arguments(parser: argparse.ArgumentParser, *, after_run: bool = True) -> None:
+    parser.add_argument("--metrics-bind", type=metrics_address, default=None,
+                        metavar="[HOST:]PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (a port "
+                        f"alone: 127.0.0.1; {DEFAULT_METRICS_PORT} is ESR's usual port)")
+    if after_run:
+        parser.add_argument("--metrics-linger", type=non_negative_float,
+                            default=METRICS_LINGER_S, metavar="SECONDS",
+                            help="after the run, when Prometheus scraped during it, wait at "
+                            "most this long for its scrape of the final figures (default "
+                            f"{METRICS_LINGER_S:g})")
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value

@@ -126,3 +126,35 @@ class CappedCounts:
             return no_other()
         distinct, exact = self.other_distinct
         return {"count": self.other, "distinct": distinct, "distinct_exact": exact}
+
+
+class Samples:
+    """One sample value (the first seen) for each key of a CappedCounts: a failing request's
+    trace id for each kind of error. Kept only for keys the counts hold, so there are never
+    more than their limit."""
+
+    def __init__(self, counts: CappedCounts):
+        self.counts = counts
+        self.values: dict[tuple, str] = {}
+
+    def add(self, key: tuple, value: str) -> None:
+        """After `counts.add(key)` (a key it folded at once gets no sample)."""
+        values = self.values
+        kept = self.counts.counts
+        if key in values or key not in kept:
+            return
+        if len(values) >= self.counts.limit:  # forget the samples of keys folded into "other"
+            values = self.values = {k: v for k, v in values.items() if k in kept}
+        values[key] = value
+
+    def get(self, key: tuple) -> str | None:
+        return self.values.get(key)
+
+    def wire(self) -> list[list]:
+        """msgpack-safe: [*key, value] rows."""
+        return [[*key, value] for key, value in self.values.items()]
+
+    def merge(self, wire: list[list]) -> None:
+        """After `counts.merge()` of the same report."""
+        for *key, value in wire:
+            self.add(tuple(key), value)

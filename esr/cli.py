@@ -7,6 +7,7 @@ one line per problem, with the exit code its kind carries.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -18,6 +19,7 @@ from esr import __version__
 from esr.arguments import (
     host_port,
     local_workers,
+    metrics_arguments,
     non_negative_int,
     positive_float,
     positive_int,
@@ -226,6 +228,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", metavar="DIR", help="where the run's files go "
                         "(default reports/<run-id>)")
     _scale_arguments(parser)
+    metrics_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,19 +239,30 @@ def run(args: argparse.Namespace) -> int:
                            run_dir=Path(args.run_dir) if args.run_dir else None,
                            time_scale=args.time_scale, user_scale=args.user_scale,
                            **_permissions(args))
-    return _run_and_report(settings)
+    return _run_and_report(settings, args)
 
 
-def _run_and_report(settings) -> int:
+def _run_and_report(settings, args: argparse.Namespace | None = None) -> int:
+
+    from esr.launcher import Launch, describe_plan
+
+    launch = Launch.prepare(settings)
+    print(describe_plan(settings, launch), file=sys.stderr)
+    with _metrics(args, lambda: [launch.run_dir]) as metrics:
+        launch.start()
+        exit_code = _follow_and_report(launch)
+        if metrics is not None:
+            metrics.linger(args.metrics_linger)
+    return exit_code
+
+
+def _follow_and_report(launch) -> int:
     import importlib
     import threading
 
     from esr.alerts import LiveAlerts
-    from esr.launcher import Launch, ProgressLine, describe_plan
+    from esr.launcher import ProgressLine
 
-    launch = Launch.prepare(settings)
-    print(describe_plan(settings, launch), file=sys.stderr)
-    launch.start()
     progress = ProgressLine(alerts=LiveAlerts.for_scenario(launch.scenario))
     # The report card's modules (pandas, scipy: 2 s of CPU here) load while the run goes on,
     # from its first live figures: not before it, nor while Locust's processes start.
@@ -270,6 +284,25 @@ def _run_and_report(settings) -> int:
             print(f"  {fmt}: {path}", file=sys.stderr)
     print(written.get("html") or result.run_dir / "summary.json")
     return result.exit_code
+
+
+@contextlib.contextmanager
+def _metrics(args: argparse.Namespace | None, run_dirs: Callable[[], list[Path]]):
+    """The Prometheus endpoint of --metrics-bind while the block runs (None without it)."""
+    bind = getattr(args, "metrics_bind", None)
+    if bind is None:
+        yield None
+        return
+    from esr.metrics import MetricsServer
+
+    try:
+        server = MetricsServer(bind, run_dirs)
+    except OSError as error:
+        raise BadInput(f"--metrics-bind {bind[0]}:{bind[1]}: cannot listen there "
+                       f"({error.strerror}); choose another port") from None
+    print(f"esr-locust: metrics on {server.url}", file=sys.stderr)
+    with server:
+        yield server
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -306,6 +339,10 @@ def _print_summary(summary: dict) -> None:
               f"{'ok' if check['passed'] else 'FAILED'}", file=sys.stderr)
     if summary["lost"]["workers"] or summary["lost"]["requests_unaccounted"]:
         print(f"  lost: {summary['lost']}", file=sys.stderr)
+    generator = summary["load_generator"]
+    if generator["limited"]:
+        print(f"  the load generator, not the target, was the limit: "
+              f"{'; '.join(generator['findings'])}. {generator['advice']}", file=sys.stderr)
 
 
 def _master_arguments(parser: argparse.ArgumentParser) -> None:
@@ -326,6 +363,7 @@ def _master_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(web=False)
     _web_arguments(parser)
     _scale_arguments(parser)
+    metrics_arguments(parser)
 
 
 WEB_BIND = ("127.0.0.1", 8089)  # this machine only: the web UI starts load against any host
@@ -352,7 +390,7 @@ def master(args: argparse.Namespace) -> int:
                            **_permissions(args),
                            web=args.web_bind if args.web else None, web_login=args.web_login,
                            reports_dir=Path(args.run_dir or "reports"))
-    return _serve_web_ui(settings) if args.web else _run_and_report(settings)
+    return _serve_web_ui(settings, args) if args.web else _run_and_report(settings, args)
 
 
 def _ui_arguments(parser: argparse.ArgumentParser) -> None:
@@ -362,6 +400,7 @@ def _ui_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default reports/)")
     _web_arguments(parser)
     _scale_arguments(parser)
+    metrics_arguments(parser)
 
 
 def ui(args: argparse.Namespace) -> int:
@@ -372,19 +411,21 @@ def ui(args: argparse.Namespace) -> int:
         scenario=Path(args.scenario), host=args.host, workers=local_workers(args),
         time_scale=args.time_scale, user_scale=args.user_scale,
         **_permissions(args), web=args.web_bind,
-        web_login=args.web_login, reports_dir=Path(args.reports_dir)))
+        web_login=args.web_login, reports_dir=Path(args.reports_dir)), args)
 
 
-def _serve_web_ui(settings) -> int:
+def _serve_web_ui(settings, args: argparse.Namespace) -> int:
     from esr.launcher import Launch
+    from esr.metrics import latest_run
 
     launch = Launch.prepare(settings)
-    launch.start()
-    host, port = settings.web
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    print(f"esr-locust: web UI on http://{shown}:{port}/ (runs go to {settings.reports_dir}/; "
-          "Ctrl-C ends)", file=sys.stderr)
-    return launch.serve()
+    with _metrics(args, lambda: latest_run(settings.reports_dir)):
+        launch.start()
+        host, port = settings.web
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        print(f"esr-locust: web UI on http://{shown}:{port}/ (runs go to "
+              f"{settings.reports_dir}/; Ctrl-C ends)", file=sys.stderr)
+        return launch.serve()
 
 
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:

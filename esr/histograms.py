@@ -104,3 +104,21 @@ def add_encoded(histogram: HdrHistogram, text: str | bytes) -> None:
     # RELIES ON: decode_and_add accepts the text of encode() from a histogram of another word
     # size and adds its counts and totals.
     histogram.decode_and_add(text)
+
+
+# Request-duration buckets for Prometheus (its client's defaults, in ms); a scenario's latency
+# SLO thresholds join them so a dashboard can tell exactly how many requests were within each.
+DURATION_BUCKETS_MS = (5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)
+LATENCY_SLO_METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "avg_ms")
+
+
+def duration_bounds_ms(slo_checks) -> tuple[float, ...]:
+    """The upper bounds (ms, ascending; +Inf implied) of the request-duration buckets."""
+    thresholds = {float(c.threshold) for c in slo_checks if c.metric in LATENCY_SLO_METRICS}
+    return tuple(sorted({float(b) for b in DURATION_BUCKETS_MS} | thresholds))
+
+
+def bucket_counts(values_ms: np.ndarray, bounds_ms: tuple[float, ...]) -> np.ndarray:
+    """How many values fall in each bucket (le semantics: value <= bound), the last +Inf."""
+    return np.bincount(np.searchsorted(bounds_ms, values_ms, side="left"),
+                       minlength=len(bounds_ms) + 1)

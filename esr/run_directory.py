@@ -39,7 +39,8 @@ TABLES = {
     "journeys": ("esr_journeys.csv", ("group", "age_band", "veteran", "outcome", "frustrated",
                                        "citizens")),
     "traits": ("esr_traits.csv", ("trait", "value", "outcome", "citizens")),
-    "errors": ("esr_errors.csv", ("endpoint", "kind", "count")),
+    # trace_id: the W3C trace id of one failing request of the kind (empty: none carried one)
+    "errors": ("esr_errors.csv", ("endpoint", "kind", "count", "trace_id")),
     "routes": ("esr_routes.csv", ("route", "count")),
     "legal_blocks": ("esr_legal_blocks.csv", ("reason", "age_band", "veteran", "count")),
 }
@@ -89,6 +90,8 @@ def write_tables(run_dir: Path, tally, counters: dict) -> None:
         **{table: [[*key, n] for key, n in getattr(tally, table).ranked()]
            for table in FOLDED_TABLES},
     }
+    rows["errors"] = [[*row, tally.error_traces.get(tuple(row[:2])) or ""]
+                      for row in rows["errors"]]
     for table, (file, columns) in TABLES.items():
         with open(run_dir / file, "w", newline="") as out:
             writer = csv.writer(out)

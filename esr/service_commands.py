@@ -13,6 +13,7 @@ from pathlib import Path
 from esr.arguments import (
     bind_address,
     local_workers,
+    metrics_arguments,
     positive_float,
     positive_int,
     workers_argument,
@@ -47,6 +48,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-url", default=None, metavar="URL",
                         help="the address people reach the service at, behind a proxy: report "
                         "links start with it (default: the address each request was sent to)")
+    metrics_arguments(parser, after_run=False)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -55,7 +57,7 @@ def serve(args: argparse.Namespace) -> int:
 
     serve_api(ServeSettings(data=args.data, bind=args.bind, workers=local_workers(args),
                             max_running=args.max_running, link_ttl_s=args.link_ttl,
-                            public_url=args.public_url),
+                            public_url=args.public_url, metrics_bind=args.metrics_bind),
               announce=lambda line: print(line, file=sys.stderr, flush=True))
     return EXIT_OK
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 import io
 import re
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from commands import served
+from scraping import Scraper, scrape
 
 from esr.alerts import LiveAlerts
 from esr.launcher import Launch, ProgressLine, RunSettings
+from esr.metrics import MetricsServer
 from esr.report.card import read_report_card
 from esr.run_directory import LIVE, read_json
 
@@ -39,16 +42,21 @@ def demo(tmp_path_factory, target):
                                         workers=2, run_dir=run_dir, time_scale=0.5,
                                         user_scale=0.5))
     console = io.StringIO()
+    # Prometheus's endpoint as --metrics-bind serves it, scraped as the run goes and after.
+    metrics = MetricsServer(("127.0.0.1", 0), lambda: [launch.run_dir])
     try:
-        launch.start()
-        result = launch.wait(ProgressLine(console, alerts=LiveAlerts.for_scenario(
-            launch.scenario)))
+        with metrics, Scraper(metrics.url) as scraper:
+            launch.start()
+            result = launch.wait(ProgressLine(console, alerts=LiveAlerts.for_scenario(
+                launch.scenario)))
+            scrapes = [*scraper.scrapes, scrape(metrics.url)]
     finally:  # whatever happened, the session's target has its fee service back
         urllib.request.urlopen(urllib.request.Request(
             f"{target}/admin/services/svc-fee/restore", method="POST", data=b""),
             timeout=10).close()
     return {"result": result, "console": console.getvalue(), "card": read_report_card(run_dir),
-            "live": read_json(run_dir / LIVE), "served": served(target, result.run_id)}
+            "live": read_json(run_dir / LIVE), "served": served(target, result.run_id),
+            "scrapes": scrapes}
 
 
 def alert_lines(console: str) -> list[str]:
@@ -92,7 +100,51 @@ def test_the_counts_equal_what_the_target_served(demo):
     # Every journey begun has one outcome; live.json's last figures are the summary's.
     live = demo["live"]
     assert live["final"] and live["journeys_started"] == summary["citizens"]["total"]
-    assert live["endpoints"] == {row["name"]: {"requests": row["requests"],
-                                               "failures": row["failures"]}
-                                 for row in summary["endpoints"]}
+    figures = ("requests", "failures", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
+    assert {name: {k: row[k] for k in figures} for name, row in live["endpoints"].items()} == \
+        {row["name"]: {k: row[k] for k in figures} for row in summary["endpoints"]}
+    overall = {k: live["overall"][k] for k in figures}
+    assert overall == {**{k: summary["requests"][k] for k in figures[2:]},
+                       "requests": summary["requests"]["total"],
+                       "failures": summary["requests"]["failures"]}
+    # Each request once by its answer's class, and once in a duration bucket.
+    by_class, served_by_class = Counter(), Counter()
+    for _, _, status_class, n in live["answers"]:
+        by_class[status_class] += n
+    for status, n in served["requests"]["by_status"].items():
+        served_by_class[f"{status[0]}xx"] += n
+    assert by_class == served_by_class
+    assert {f"{method} {endpoint}" for endpoint, method, _, _ in live["answers"]} == \
+        {"POST /eligibility", "POST /apply", "POST /pay", "GET /status"}
+    assert {name: sum(counts) for name, counts in live["durations"].items()} == \
+        {row["name"]: row["requests"] for row in summary["endpoints"]}
     assert live["chaos"] == [] and live["elapsed_s"] > 10
+
+
+def test_prometheus_sees_the_run_as_it_goes_and_at_the_end_what_the_summary_says(demo):
+    summary, served_ = demo["result"].summary, demo["served"]
+    scrapes, final = demo["scrapes"], demo["scrapes"][-1]
+    # While it ran: citizens, the fee service's outage as a chaos action in force, the SLO
+    # checks judged over the run so far.
+    assert max(s.total("esr_citizens_active") for s in scrapes) > 0
+    assert any(s.series("esr_chaos_in_force") and s.series("esr_chaos_in_force")[0]["action"]
+               == "kill_pod" for s in scrapes)
+    assert any(s.series("esr_slo_passing") for s in scrapes[:-1])
+    # At the end: what the summary and the target counted, by endpoint, class and cohort.
+    assert final.by("esr_requests_total", "endpoint") == {
+        (e["name"],): e["requests"] for e in summary["endpoints"]}
+    assert final.total("esr_requests_total") == served_["requests"]["total"]
+    by_class = Counter()
+    for status, n in served_["requests"]["by_status"].items():
+        by_class[(f"{status[0]}xx",)] += n
+    assert final.by("esr_requests_total", "status_class") == by_class
+    assert final.by("esr_request_failures_total", "endpoint") == {
+        (e["name"],): e["failures"] for e in summary["endpoints"]}
+    assert final.by("esr_journeys_total", "age_band", "veteran", "outcome") == {
+        (c["age_band"], str(c["veteran"]).lower(), outcome): n
+        for c in summary["cohorts"] for outcome, n in c["by_outcome"].items()}
+    assert final.by("esr_slo_passing", "check") == {
+        (c["name"],): float(c["passed"]) for c in summary["slo"]["checks"]}
+    assert final.series("esr_chaos_in_force") == []
+    # The demo's p95 SLO (450 ms) is a bucket bound: how many answered within it, exactly.
+    assert "0.45" in {s["le"] for s in final.series("esr_request_duration_seconds_bucket")}

@@ -160,8 +160,10 @@ journey:
     assert len(later) >= (len(first_steps) - 3 if steps > 1 else 0)
 
 
-def test_the_open_model_records_arrivals_falling_behind(tmp_path):
-    # One application at a time, 100 ms each: at most ~10/s, while 30/s arrive.
+def test_the_open_model_keeps_arrivals_on_time_while_the_target_falls_behind(tmp_path):
+    # One application at a time, 100 ms each: at most ~10/s, while 30/s arrive. The pool
+    # grows, so arrivals still start on time: the target's slowness shows as citizens who
+    # walk away, not as a backlog of ESR's own passed off as the target's latency.
     with demo_target("--capacity", "1", "--service-ms", "100") as slow:
         path = scenario(tmp_path, """
 scenario: open model
@@ -172,9 +174,11 @@ load_profile: {arrival_rate: 30/s, sustain: 4s}
         result = run(RunSettings(scenario=path, host=slow, workers=0, run_dir=tmp_path / "run"))
         seen = served(slow, result.run_id)
     arrivals = result.summary["arrivals"]
-    started = arrivals.get("on_time", 0) + arrivals.get("late", 0)
-    assert started == result.summary["citizens"]["total"] == seen["requests"]["total"]
-    assert arrivals.get("late", 0) > 0 and arrivals["late_ms_max"] > 500
+    assert arrivals["started"] == result.summary["citizens"]["total"] == \
+        seen["requests"]["total"]
+    assert arrivals["started"] + arrivals["dropped"] == arrivals["scheduled"] >= 110
+    # A few may drop while new citizens start on a busy machine; none waits past 100 ms.
+    assert arrivals["dropped"] <= 6 and arrivals["late_ms_max"] < 150, arrivals
     assert result.summary["citizens"]["frustrated"] > 0
 
 

@@ -46,6 +46,7 @@ def test_the_seed_scenario_reads_as_written():
     assert seed.probes == ("latency", "errors", "act_route")
     assert seed.slo.checks == (SloCheck("p95_ms", 800.0), SloCheck("error_rate", 0.01))
     assert seed.slo.window is None and not seed.slo.abort_on_fail
+    assert seed.trace_context  # W3C traceparent and baggage, unless trace_context: false
     assert seed.seed == 42 and seed.target == "http://127.0.0.1:8080"
     assert seed.reference_date == dt.date(2026, 1, 1)
 

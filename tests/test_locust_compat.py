@@ -206,6 +206,30 @@ def test_runners_tell_their_index_and_the_users_asked_of_them():
         assert compat.users_asked_of(worker) == 2
 
 
+class Often(Idle):
+    weight = 3
+
+
+class Seldom(Idle):
+    weight = 1
+
+
+def test_a_process_starts_more_users_itself_by_weight_once_its_spawn_is_complete():
+    """The open model's pool grows in each process (arrivals.py): users started locally, by
+    the classes' weights, counted as the runner counts its own."""
+    runner = Environment(user_classes=[Often, Seldom]).create_local_runner()
+    try:
+        assert not compat.spawning_complete(runner)  # no spawn yet
+        runner.start(4, spawn_rate=100)
+        wait_until(lambda: compat.spawning_complete(runner))
+        compat.start_more_users(runner, 8)
+        after = runner.user_classes_count
+        assert sum(after.values()) == runner.user_count == 12
+        assert (after["Often"], after["Seldom"]) == (9, 3)  # 3:1
+    finally:
+        runner.quit()
+
+
 def test_a_worker_hears_heartbeats_from_its_master():
     with master_and_worker() as (_, worker):
         wait_until(lambda: compat.last_heard_from_master(worker) is not None)
@@ -215,6 +239,7 @@ def test_a_worker_hears_heartbeats_from_its_master():
 def test_the_master_knows_its_workers_and_which_went_missing():
     with master_and_worker() as (master, worker):
         assert compat.connected_workers(master) == {worker.client_id}
+        assert compat.worker_id(worker) == worker.client_id  # the master's name for it
         assert compat.missing_workers(master) == []
         worker.greenlet.kill(block=True)  # silent from now on: no heartbeats
         wait_until(lambda: compat.missing_workers(master) == [worker.client_id])

@@ -79,8 +79,9 @@ def services() -> dict:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     # Services in a profile (the ESR service) start only when it is named, as in Compose v2.
-    return {name: service for name, service in yaml.safe_load(result.stdout)["services"].items()
-            if not service.get("profiles")}
+    services = {name: service for name, service in
+                yaml.safe_load(result.stdout)["services"].items() if not service.get("profiles")}
+    return services
 
 
 @pytest.fixture

@@ -272,3 +272,39 @@ def test_the_pdf_shows_inline_images_and_fetches_nothing(tmp_path):
     listed = subprocess.run(["pdfimages", "-list", str(tmp_path / "card.pdf")],
                             capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(listed) - 2 == 2  # a header of two lines, then one line per image shown
+
+
+def test_a_load_process_above_90_percent_cpu_is_named_as_the_limit(tmp_path):
+    """The verdict says when ESR, not the target, was the limit (summary, card, console)."""
+    tally = Tally()
+    from esr.engine.probes import Probes
+
+    probes = Probes(bucket_s=1.0)
+    for i in range(20):
+        probes.request("apply", 1_800_000_000 + i / 2, 20.0, None, {}, ("62+", False),
+                       method="POST", status=200)
+    tally.merge(probes.drain(), process="worker-b")  # its requests, and this test's own CPU
+    for _ in range(8):  # eight seconds at 97% of a core, then one idle
+        tally.add_load("worker-a", 0.97, 1.0)
+    tally.add_load("worker-a", 0.1, 1.0)
+    tally.add_load("master", 0.2, 9.0)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_json(run_dir / RUN_SETTINGS, {
+        "run_id": "busy", "esr_version": "test", "scenario_name": "busy", "scenario_file": "x.yml",
+        "scenario_sha256": "0" * 64, "seed": 1, "host": "http://127.0.0.1:1", "workers": 1,
+        "time_scale": 1, "user_scale": 1, "slo": [],
+        "phases": [{"name": "plateau", "start": 0, "end": 10, "citizens": 1, "spawn_rate": 1}]})
+    write_tables(run_dir, tally, {
+        "run_id": "busy", "started_at": "2027-01-15T08:00:00+00:00",
+        "ended_at": "2027-01-15T08:00:10+00:00", "workers": 1, "lost_workers": [],
+        "load_processes": {name: p.figures() for name, p in tally.load.items()}})
+    files = write_report_card(run_dir, ("html", "json"))
+    generator = json.loads(files["json"].read_text())["load_generator"]
+    assert generator["limited"]
+    assert generator["findings"][-1].startswith("worker worker-a used over 90% of a core for 8 s")
+    busy = {p["process"]: p["busy_s"] for p in generator["processes"]}
+    assert (busy["master"], busy["worker-a"]) == (0.0, 8.0)
+    said = " ".join(Page(files["html"].read_text()).text_by_id["load-generator"].split())
+    assert said.startswith("The load generator, not the target, was the limit: worker worker-a")
+    assert "more workers" in said

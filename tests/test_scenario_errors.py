@@ -406,6 +406,18 @@ CASES = [
         "  - request: GET /form",
         "    extract: {token: cookie.session}",
     ), 6, "journey[0].extract.token", "use json.field.subfield, header.Name or status"),
+    case("trace-context-not-a-boolean", doc(
+        "scenario: rehearsal",
+        "citizens: {template: seniors, count: 100}",
+        "load_profile: {sustain: 10m}",
+        "trace_context: 'no'",
+    ), 4, "trace_context", "expected true or false, got"),
+    case("trace-context-misspelt", doc(
+        "scenario: rehearsal",
+        "citizens: {template: seniors, count: 100}",
+        "load_profile: {sustain: 10m}",
+        "trace_contxt: false",
+    ), 4, "trace_contxt", "did you mean 'trace_context'?"),
     # ---- SLOs and report ------------------------------------------------------------------
     case("slo-unknown-metric", doc(
         "scenario: rehearsal",

@@ -156,7 +156,8 @@ scenario_like = st.fixed_dictionaries(
     optional={"esr": values, "target": values, "seed": values, "reference_date": values,
               "journey": sometimes(st.lists(steps, max_size=3)), "probes": values,
               "network_jitter_ms": values, "chaos": values, "track_legal_blocks": values,
-              "hitl_skip": values, "slo": values, "report": values, "descripton": values})
+              "hitl_skip": values, "trace_context": values, "slo": values, "report": values,
+              "descripton": values})
 documents = st.one_of(values, st.dictionaries(keys, values, max_size=10), scenario_like)
 
 

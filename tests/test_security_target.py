@@ -15,7 +15,16 @@ import pytest
 from commands import served
 
 from esr.demo.process import demo_target
-from esr.demo.target import MAX_RUN_LABELS, MAX_USER_AGENTS, OTHER
+from esr.demo.target import (
+    MAX_LABEL_CHARS,
+    MAX_RUN_LABELS,
+    MAX_USER_AGENTS,
+    OTHER,
+    Journey,
+    ServedCounts,
+    TraceLog,
+    record,
+)
 
 HOSTILE_REQUESTS = 5_000
 APPLY_EVERY = 10  # every tenth hostile request is an application, the rest GET /health
@@ -119,3 +128,27 @@ def http_get(url: str, path: str) -> bytes:
         return connection.getresponse().read()
     finally:
         connection.close()
+
+
+def test_hostile_baggage_and_trace_headers_stay_bounded():
+    """A baggage header may name any run, a traceparent may be any text: the runs are counted
+    under the cap of run labels, and the trace log keeps at most its share of each run and
+    of all runs (the older runs' first to go), each value cut."""
+    tally = ServedCounts()
+    tally.traces = TraceLog(per_run=50, total=200)
+    sent = 2 * MAX_RUN_LABELS
+    for i in range(sent):
+        record(tally, {"type": "http", "method": "GET", "path": "/health", "headers": [
+            (b"x-esr-synthetic", f"run-{i % 10}".encode()),
+            (b"baggage", f"esr.synthetic=true,esr.run=bag-{i}".encode() + b",x=1" * 1000),
+            (b"traceparent", b"00-" + b"a" * 5000)]}, 200, Journey())
+    got = tally.snapshot()
+    by_run = got["traffic"]["synthetic_by_run"]
+    assert len(by_run) <= MAX_RUN_LABELS + 1 and OTHER in by_run
+    assert sum(by_run.values()) == got["traffic"]["synthetic"] == sent
+    assert got["headers"]["invalid_traceparent"] == sent
+    kept = tally.traces.runs
+    assert tally.traces.size == sum(map(len, kept.values())) <= 200
+    assert all(len(entries) <= 50 for entries in kept.values()) and "run-9" in kept
+    assert all(len(value) <= MAX_LABEL_CHARS for entries in kept.values()
+               for entry in entries for value in entry[3:])

@@ -31,7 +31,8 @@ from esr.cli import main
 from esr.errors import BadInput, ScenarioError
 from esr.service.links import report_query
 from esr.service.store import Store
-from tests.commands import served
+from tests.commands import free_port, served
+from tests.scraping import scrape
 from tests.services import new_token, revoke_token, running_service, wait_for_status
 
 ENDED = ("passed", "failed", "cancelled", "error", "interrupted")
@@ -90,8 +91,14 @@ class Agency:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    with running_service(tmp_path_factory.mktemp("service")) as running:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, metrics_port):
+    with running_service(tmp_path_factory.mktemp("service"),
+                         "--metrics-bind", str(metrics_port)) as running:
         yield running
 
 
@@ -515,6 +522,28 @@ def test_runs_watch_and_fetch(housing, passed_run, failed_run, tmp_path):
     assert fetched.out.split() == [str(tmp_path / "report.html"), str(tmp_path / "report.pdf")]
     assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF-")
     assert passed in (tmp_path / "report.html").read_text()
+
+
+# ---- Prometheus ----------------------------------------------------------------------------------
+
+
+def test_the_services_metrics_show_its_runs_by_status_and_a_run_just_ended(
+        service, housing, passed_run, failed_run, metrics_port):
+    """`serve --metrics-bind`: the queue, every run by status, and the figures of the runs in
+    progress or ended in the last minutes, equal to their summaries."""
+    metrics = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+    with housing.api() as api:
+        statuses = [run["status"] for run in api.get("/v1/runs", params={"limit": 200}).json()[
+            "runs"]]
+        summary = api.get(f"/v1/runs/{passed_run[0]}/summary").json()
+    by_status = metrics.by("esr_service_runs", "status")
+    assert by_status[("passed",)] >= statuses.count("passed") >= 1
+    assert by_status[("failed",)] >= 1
+    assert metrics.total("esr_service_queue_length") == by_status.get(("queued",), 0)
+    ran = metrics.total("esr_requests_total", run=passed_run[0])
+    assert ran == summary["requests"]["total"] > 0
+    assert metrics.by("esr_slo_passing", "run")[(passed_run[0],)] == len(
+        summary["slo"]["checks"])
 
 
 # ---- the audit log -------------------------------------------------------------------------------

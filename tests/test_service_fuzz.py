@@ -79,6 +79,9 @@ def fuzzed(tmp_path_factory):
             links = {ext: dict(parse_qsl(urlsplit(url).query)) for ext, url
                      in api.get(f"/v1/runs/{run_id}/report-links").json().items()
                      if ext in ("html", "json", "xml", "pdf")}
+            # The PDF is built on its first request: built now, so no case the fuzzer makes
+            # waits seconds for it on a busy machine (Hypothesis calls that flaky).
+            assert api.get(f"/v1/runs/{run_id}/report.pdf", timeout=300).status_code == 200
         yield service, credentials, Known([run_id], scenario, links)
 
 

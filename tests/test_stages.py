@@ -107,18 +107,22 @@ def test_time_and_user_scales_apply_to_every_phase(tmp_path):
     assert plan_stages(scenario(tmp_path, "{sustain: 10s}"), user_scale=0.001)[0].citizens == 1
 
 
-def test_the_open_model_pool_holds_twice_the_citizens_little_s_law_asks_for(tmp_path):
-    # 20 arrivals a second, each a one-step journey of at most 5 s (the patience): 2 x 100.
-    one_step = scenario(tmp_path, "{arrival_rate: 20/s, sustain: 10s}")
-    assert open_model_pool(one_step, 1.0, 1.0) == 200
-    assert plan_stages(one_step) == (Phase("open", 0, 10, 200, 200 / 1.0),)
-    # Three steps: three patiences and the two think times between them (at most 3 s).
+def test_the_open_model_starts_with_what_little_s_law_asks_for_with_headroom(tmp_path):
+    # 100 arrivals a second, a one-step journey expected to take 0.1 s: 1.5 x 10.
+    one_step = scenario(tmp_path, "{arrival_rate: 100/s, sustain: 10s}")
+    assert open_model_pool(one_step, 1.0, 1.0) == 15
+    assert plan_stages(one_step) == (Phase("open", 0, 10, 15, 15 / 0.1),)
+    # Three steps: three expected answers and the two mean think times between them (2 s by
+    # default, 1-3 s).
     journey = "journey:\n" + "".join(f"  - {{name: s{k}, request: GET /s{k}}}\n"
                                      for k in range(3))
     three_steps = scenario(tmp_path, "{arrival_rate: 20/s, sustain: 10s}", extra=journey)
-    assert open_model_pool(three_steps, 1.0, 1.0) == math.ceil(2 * 20 * (3 * 5 + 2 * 3))
-    # Scaled: the rate by users / time, the think times by time; patience is the citizen's own.
-    assert open_model_pool(three_steps, 0.5, 2.0) == math.ceil(2 * 80 * (3 * 5 + 2 * 1.5))
-    # A trickle still has a few citizens ready.
+    assert open_model_pool(three_steps, 1.0, 1.0) == math.ceil(1.5 * 20 * (3 * 0.1 + 2 * 2))
+    # Scaled: the rate by users / time, the think times by time.
+    assert open_model_pool(three_steps, 0.5, 2.0) == math.ceil(1.5 * 80 * (3 * 0.1 + 2 * 1))
+    # max_citizens caps it (scaled as citizens are); a trickle still has a few ready.
+    capped = scenario(tmp_path, "{arrival_rate: 20/s, sustain: 10s, max_citizens: 50}",
+                      extra=journey)
+    assert open_model_pool(capped, 1.0, 1.0) == 50 and open_model_pool(capped, 1.0, 0.5) == 25
     trickle = scenario(tmp_path, "{arrival_rate: 36/hour, sustain: 10s}")
     assert open_model_pool(trickle, 1.0, 1.0) == 4

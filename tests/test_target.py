@@ -87,10 +87,10 @@ def url(target):
 # --- Speaking to it ----------------------------------------------------------------------------
 
 def call(base, method, path, body=None, *, run=None, citizen=None, skip=False, ua=TEST_UA,
-         raw=None):
+         raw=None, extra=None):
     """One request; returns (status, headers, parsed JSON body) whatever the status."""
     data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-    headers = {"User-Agent": ua, "Content-Type": "application/json"}
+    headers = {"User-Agent": ua, "Content-Type": "application/json", **(extra or {})}
     if run is not None:
         headers["X-ESR-Synthetic"] = run
     if citizen is not None:
@@ -388,8 +388,10 @@ def test_stats_count_exactly_what_was_served(url):
         {"age_band": "unknown", "veteran": None, "outcome": "error", "n": 3},
     ]
     assert got["headers"] == {"synthetic": 47, "missing_synthetic": 10, "citizen": 27,
-                              "missing_citizen": 30, "hitl_skip": 3,
+                              "missing_citizen": 30, "hitl_skip": 3, "traceparent": 0,
+                              "missing_traceparent": 57, "invalid_traceparent": 0,
                               "user_agents": {ESR_UA: 47, TEST_UA: 10}}
+    assert got["traffic"] == {"synthetic": 0, "real": 57, "synthetic_by_run": {}}
     assert got["hitl"] == {"paused": 5, "skipped": 3}
     assert got["legal_blocks"] == {"HIPAA": 1, "FERPA": 1, "PRIVACY_ACT": 0}
     assert got["routes"] == {"fast_track": 1, "standard": 16, "manual_review": 8}
@@ -441,15 +443,60 @@ def test_reset_zeroes_every_counter(url):
     call(url, "POST", "/apply", applicant(blocked_id(2)), run="r", skip=True)
     assert stats(url) != empty
     assert call(url, "POST", "/admin/reset")[::2] == (200, {"ok": True})
+    assert call(url, "GET", "/admin/traces?run=r")[2] == []
     assert stats(url) == empty == {
         "requests": {"total": 0, "by_endpoint": {}, "by_status": {}}, "runs": {},
         "outcomes": [],
         "headers": {"synthetic": 0, "missing_synthetic": 0, "citizen": 0, "missing_citizen": 0,
-                    "hitl_skip": 0, "user_agents": {}},
+                    "hitl_skip": 0, "traceparent": 0, "missing_traceparent": 0,
+                    "invalid_traceparent": 0, "user_agents": {}},
+        "traffic": {"synthetic": 0, "real": 0, "synthetic_by_run": {}},
         "hitl": {"paused": 0, "skipped": 0},
         "legal_blocks": {"HIPAA": 0, "FERPA": 0, "PRIVACY_ACT": 0},
         "routes": {"fast_track": 0, "standard": 0, "manual_review": 0},
     }
+
+
+def test_baggage_tells_synthetic_traffic_apart_and_trace_headers_are_kept(url):
+    """As a service traced with OpenTelemetry would: W3C baggage says what is synthetic."""
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    ours = "esr.synthetic=true,esr.run=run%2Dt,esr.cohort=62%2B"
+    call(url, "GET", "/health", run="run-t", citizen="c1",
+         extra={"traceparent": tp, "baggage": ours})
+    # Spaces around members, a property, another party's member: still synthetic, of the run
+    # the baggage names. A trace id of zeros is no W3C traceparent.
+    call(url, "GET", "/health", run="run-t", extra={
+        "traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01",
+        "baggage": "tenant=a , esr.synthetic = true;p=1, esr.run=other"})
+    call(url, "GET", "/health", run="run-t",
+         extra={"traceparent": tp.upper(), "baggage": "esr.synthetic=false"})
+    call(url, "GET", "/nope", run="run-t")
+    # Several baggage headers make one list.
+    connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=10)
+    try:
+        connection.putrequest("GET", "/health")
+        for name, value in (("X-ESR-Synthetic", "run-t"), ("baggage", "a=1"),
+                            ("baggage", "esr.synthetic=true,esr.run=run-t")):
+            connection.putheader(name, value)
+        connection.endheaders()
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+
+    got = stats(url, "run-t")
+    assert {key: got["headers"][key] for key in (
+        "traceparent", "invalid_traceparent", "missing_traceparent")} == {
+        "traceparent": 1, "invalid_traceparent": 2, "missing_traceparent": 2}
+    assert got["traffic"] == {"synthetic": 3, "real": 2,
+                              "synthetic_by_run": {"run-t": 2, "other": 1}}
+    traces = call(url, "GET", "/admin/traces?run=run-t")[2]
+    assert len(traces) == 5
+    assert traces[0] == {"endpoint": "GET /health", "status": 200, "citizen": "c1",
+                         "traceparent": tp, "baggage": ours}
+    assert traces[3] == {"endpoint": "(unmatched)", "status": 404, "citizen": None,
+                         "traceparent": None, "baggage": None}
+    assert traces[4]["baggage"] == "a=1,esr.synthetic=true,esr.run=run-t"
+    assert call(url, "GET", "/admin/traces?run=elsewhere")[2] == []
 
 
 def test_concurrent_requests_are_counted_exactly(url):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from commands import esr_locust, free_port, served
+from scraping import scrape
 
 from esr.launcher import end_process
 
@@ -62,15 +63,16 @@ class Server:
 def ui(tmp_path, target):
     scenario = tmp_path / "scenario.yml"
     scenario.write_text(SCENARIO)
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     server = Server(esr_locust("ui", str(scenario), "--workers", "1", "--host", target,
                                "--web-bind", f"127.0.0.1:{port}",
-                               "--reports-dir", str(tmp_path / "reports")), tmp_path)
+                               "--reports-dir", str(tmp_path / "reports"),
+                               "--metrics-bind", str(metrics_port)), tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         server.wait_until_serving(url + "/esr/status")
         wait_for_workers(url, 1)
-        yield url
+        yield url, f"http://127.0.0.1:{metrics_port}/metrics"
     finally:
         server.end()
     assert server.process.returncode == 0, server.log.read_text()
@@ -110,6 +112,7 @@ def cohort_citizens(page) -> int:
 def test_a_run_started_in_the_browser_shows_cohorts_live_and_links_its_report_card(
         ui, target, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
+    ui, metrics = ui
     with sync_api.sync_playwright() as p:
         browser = launch_chromium(p)
         try:
@@ -126,6 +129,7 @@ def test_a_run_started_in_the_browser_shows_cohorts_live_and_links_its_report_ca
             time.sleep(4)
             later = cohort_citizens(page)
             assert 0 < first < later, (first, later)
+            during = scrape(metrics)  # Prometheus follows the run the browser started
             headers = page.locator("table thead th").all_inner_texts()
             assert headers[:3] == ["Cohort", "Citizens", "Approved"], headers
             # When the run ends, the panel links its report card.
@@ -149,6 +153,9 @@ def test_a_run_started_in_the_browser_shows_cohorts_live_and_links_its_report_ca
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["requests"]["total"] == served(target, run_dir.name)["requests"]["total"] > 0
     assert summary["citizens"]["total"] >= seen_in_tab >= later
+    final = scrape(metrics)
+    assert 0 < during.total("esr_requests_total", run=run_dir.name) < \
+        final.total("esr_requests_total", run=run_dir.name) == summary["requests"]["total"]
 
 
 def test_esr_routes_ask_for_the_login_that_web_login_requires(tmp_path, target):

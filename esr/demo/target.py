@@ -6,6 +6,11 @@ blocks (HTTP 451), routing (X-ACT-Route), human review pauses (HTTP 202) and a p
 against seniors for the cohort report to find. /admin/* endpoints drive chaos and expose
 exact counts of what was served, so tests can compare ESR's report with the truth.
 
+Like a service traced with OpenTelemetry, it reads W3C `baggage` and counts synthetic
+traffic (esr.synthetic=true) apart from the rest, by the run its baggage names; and it keeps
+the trace headers (`traceparent`, `baggage`) of the first requests of each run, so tests can
+follow traces request by request (/admin/traces?run=…).
+
 A citizen's way through it (examples/demo.yml): POST /eligibility (a quick check by few
 workers: it slows as checks pile up and refuses with 503 those that waited half a second,
 so a spike of citizens finds it first), POST /apply?fee=later (the decision),
@@ -30,6 +35,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import uvicorn
 from starlette.applications import Starlette
@@ -48,6 +54,8 @@ ROUTE = "X-ACT-Route"
 VERDICT = "X-ESQ-Verdict"
 HITL_PENDING = "X-HITL-Pending"
 HITL_SKIP = "X-HITL-Skip"
+TRACEPARENT = "traceparent"  # W3C Trace Context
+BAGGAGE = "baggage"  # W3C Baggage: ESR's says esr.synthetic=true,esr.run=…,esr.cohort=…
 
 FEE_SERVICE = "svc-fee"
 APPLICATION_FEE = 25  # dollars, paid through the fee service
@@ -75,6 +83,11 @@ MAX_RUN_LABELS = 1_000
 MAX_USER_AGENTS = 100
 MAX_LABEL_CHARS = 200  # an ESR run id is at most 61 characters
 OTHER = "(other)"
+# The trace headers of the first MAX_TRACED_PER_RUN requests of each run label are kept, of
+# the latest runs up to MAX_TRACED in all (each value up to MAX_LABEL_CHARS; ~25 MB at most).
+MAX_TRACED_PER_RUN = 10_000
+MAX_TRACED = 50_000
+BAGGAGE_MEMBERS_MAX = 180  # list members read from a baggage header (W3C's own limit)
 STOP_GRACE_S = 2.0  # on SIGTERM, requests in flight get this long to finish
 # A burst of thousands of connects waits in the listen queue (capped by net.core.somaxconn)
 # instead of overflowing it into 1 s SYN retries.
@@ -211,6 +224,62 @@ class Workers:
         return True
 
 
+# --- Trace context ----------------------------------------------------------------------------
+
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
+def traceparent_state(value: str | None) -> str:
+    """How a request's traceparent header counts: "traceparent" if it is W3C's version 00
+    (lowercase hex, neither id all zeros), "invalid_traceparent" if not, and
+    "missing_traceparent" when there is none."""
+    if value is None:
+        return "missing_traceparent"
+    match = _TRACEPARENT.fullmatch(value)
+    valid = match is not None and match[1] != "0" * 32 and match[2] != "0" * 16
+    return "traceparent" if valid else "invalid_traceparent"
+
+
+def baggage_members(values: list[str]) -> dict[str, str]:
+    """The list members of W3C baggage headers (several combine as one list), their values
+    percent-decoded, their properties dropped; the first of a key counts."""
+    members: dict[str, str] = {}
+    for member in ",".join(values).split(",", BAGGAGE_MEMBERS_MAX)[:BAGGAGE_MEMBERS_MAX]:
+        key, equals, value = member.partition("=")
+        if equals:
+            members.setdefault(key.strip(" \t"), unquote(value.split(";", 1)[0].strip(" \t")))
+    return members
+
+
+class TraceLog:
+    """The trace headers of the first `per_run` requests of each run label, of the latest
+    runs up to `total` requests in all: an older run's are forgotten first."""
+
+    def __init__(self, per_run: int, total: int) -> None:
+        self.per_run = per_run
+        self.total = total
+        self.runs: dict[str, list[tuple]] = {}
+        self.size = 0
+
+    def add(self, run: str, entry: tuple) -> None:
+        kept = self.runs.setdefault(run, [])
+        if len(kept) >= self.per_run:
+            return
+        kept.append(tuple(v[:MAX_LABEL_CHARS] if isinstance(v, str) else v for v in entry))
+        self.size += 1
+        while self.size > self.total:
+            oldest = next(r for r in self.runs if r != run)
+            self.size -= len(self.runs.pop(oldest))
+
+    def of(self, run: str) -> list[dict]:
+        fields = ("endpoint", "status", "citizen", TRACEPARENT, BAGGAGE)
+        return [dict(zip(fields, entry, strict=True)) for entry in self.runs.get(run, [])]
+
+    def clear(self) -> None:
+        self.runs.clear()
+        self.size = 0
+
+
 # --- What was served -----------------------------------------------------------------------------
 
 class Labels:
@@ -244,6 +313,7 @@ class ServedCounts:
         self.counts: Counter[tuple] = Counter()
         self.run_label = Labels(MAX_RUN_LABELS)
         self.user_agents: dict[str, Labels] = {}  # run label -> its User-Agents
+        self.traces = TraceLog(MAX_TRACED_PER_RUN, MAX_TRACED)
 
     def user_agent(self, run: str, value: str) -> str:
         if run not in self.user_agents:
@@ -257,6 +327,7 @@ class ServedCounts:
         self.counts.clear()
         self.run_label.clear()
         self.user_agents.clear()
+        self.traces.clear()
 
     def snapshot(self, run: str | None = None) -> dict:
         """The /admin/stats document; with a run id, only that run's requests count."""
@@ -265,8 +336,11 @@ class ServedCounts:
         runs: dict[str, Counter[str]] = {}
         outcomes: Counter[tuple] = Counter()
         headers = Counter(dict.fromkeys(
-            ("synthetic", "missing_synthetic", "citizen", "missing_citizen", "hitl_skip"), 0))
+            ("synthetic", "missing_synthetic", "citizen", "missing_citizen", "hitl_skip",
+             "traceparent", "missing_traceparent", "invalid_traceparent"), 0))
         user_agents: Counter[str] = Counter()
+        traffic = Counter({"synthetic": 0, "real": 0})  # by baggage
+        synthetic_runs: Counter[str] = Counter()  # synthetic requests by their baggage's esr.run
         hitl = Counter({"paused": 0, "skipped": 0})
         legal = Counter(dict.fromkeys(LEGAL_REASONS, 0))
         routes = Counter(dict.fromkeys(ROUTES, 0))
@@ -287,6 +361,10 @@ class ServedCounts:
                 headers[key[0]] += n
             elif kind == "user_agent":
                 user_agents[key[0]] += n
+            elif kind == "traffic":
+                traffic[key[0]] += n
+            elif kind == "synthetic_run":
+                synthetic_runs[key[0]] += n
             else:
                 {"hitl": hitl, "legal": legal, "route": routes}[kind][key[0]] += n
         band_order = [band for band, _ in AGE_BANDS] + ["unknown"]
@@ -299,6 +377,7 @@ class ServedCounts:
             "outcomes": [{"age_band": band, "veteran": veteran, "outcome": outcome, "n": n}
                          for (band, veteran, outcome), n in rows],
             "headers": {**headers, "user_agents": dict(user_agents)},
+            "traffic": {**traffic, "synthetic_by_run": dict(synthetic_runs)},
             "hitl": dict(hitl), "legal_blocks": dict(legal), "routes": dict(routes),
         }
 
@@ -451,6 +530,9 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0,
     async def stats(request: Request) -> Response:
         return answer(tally.snapshot(request.query_params.get("run")))
 
+    async def list_traces(request: Request) -> Response:
+        return answer(tally.traces.of(request.query_params.get("run", "")))
+
     async def list_applicants(request: Request) -> Response:
         kept = applicants.get(request.query_params.get("run", ""), {})
         return answer({citizen_id: json.loads(body) for citizen_id, body in kept.items()})
@@ -477,6 +559,7 @@ def create_app(*, capacity: int = 8, service_ms: float = 5.0, seed: int = 0,
         Route("/admin/services/{name}/{action}", set_service, methods=["POST"]),
         Route("/admin/stats", stats, methods=["GET"]),
         Route("/admin/applicants", list_applicants, methods=["GET"]),
+        Route("/admin/traces", list_traces, methods=["GET"]),
         Route("/admin/reset", reset, methods=["POST"]),
     ], exception_handlers={HTTPException: http_error, Exception: server_error})
     app.router.redirect_slashes = False  # a path is served as written: /health/ is a 404
@@ -518,6 +601,19 @@ def record(tally: ServedCounts, scope: dict, status: int, journey: Journey) -> N
     if headers.get(HITL_SKIP, "").lower() == "true":
         tally.add(run, "header", "hitl_skip")
     tally.add(run, "user_agent", tally.user_agent(run, headers.get("User-Agent", "")))
+    # Trace context, as a service traced with OpenTelemetry reads it: synthetic traffic is
+    # what its baggage says is, counted apart, by the run its baggage names.
+    traceparent = headers.get(TRACEPARENT)
+    tally.add(run, "header", traceparent_state(traceparent))
+    baggage = headers.getlist(BAGGAGE)
+    members = baggage_members(baggage)
+    if members.get("esr.synthetic") == "true":
+        tally.add(run, "traffic", "synthetic")
+        tally.add(run, "synthetic_run", tally.run_label(members.get("esr.run", "")))
+    else:
+        tally.add(run, "traffic", "real")
+    tally.traces.add(run, (endpoint, status, headers.get(CITIZEN), traceparent,
+                           ",".join(baggage) if baggage else None))
     if endpoint != "POST /apply":
         return
     # Every /apply is one journey with one outcome.

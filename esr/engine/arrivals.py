@@ -1,55 +1,198 @@
-"""The open model: arrivals due at a fixed rate, whether or not a citizen is free to take them.
+"""The open model: arrivals on a schedule, whether or not a citizen is free to take them.
 
-A scheduler puts each arrival's due time in a queue; idle citizens take them in
-order, and the probes record how late each started. Arrivals never wait for the
-target, so an overloaded service shows up as lateness instead of being hidden.
+One schedule for the whole run (evenly spaced, or a seeded Poisson process), of which each
+load process takes its share: arrival k goes to process k mod N, so the split is exact. At
+its instant an arrival is offered to the idle citizens; when none is idle, the process
+starts more (up to its cap), and an arrival that cannot start within DROP_AFTER_S of its
+instant is dropped and counted (k6's dropped_iterations), never queued for later: lateness
+stays bounded, and a generator that cannot keep up shows as drops, not as the target's
+latency. A citizen left idle while enough others are idle retires: the pool follows the
+concurrency the target asks for, never the number of arrivals or the run's length.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import random
+import resource
 import time
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import gevent
 import gevent.queue
 
-from esr.scenario.stages import open_model_pool
+from esr.engine import locust_compat as compat
+from esr.engine.connections import KEEPALIVE_IDLE_S
 
-ARRIVAL_BACKLOG = 100_000  # arrivals due but not started; beyond this they count as missed
-SCHEDULE_TICK_S = 0.01
+DROP_AFTER_S = 0.1  # an arrival not started this long after its instant is dropped
+# With workers, the schedule begins this long after the master's start, once every worker's
+# first citizens are ready (their spawn takes tens of ms), so their shares line up exactly.
+WORKERS_READY_S = 0.5
+# An idle citizen hangs up after this long (before servers close idle connections, see
+# connections.py), and retires if enough others are idle.
+RETIRE_AFTER_S = 0.8 * KEEPALIVE_IDLE_S
+LAG_CHECK_S = 0.05  # how often the process checks that its event loop keeps time
+LAGGING_S = 0.02  # a loop this late: the process is short of CPU, and grows no more citizens
+SPARE_S = 0.05  # the idle citizens kept: this many seconds' worth of arrivals (at least 2)
+YIELD_EVERY = 32  # arrivals offered between two turns given to the citizens
+OFFER_TICK_S = 0.001  # the shortest the schedule sleeps
+# Each citizen may hold one connection (a file descriptor) and ~40 KB: the default cap
+# leaves room for the process's own files and half its share of the memory available.
+CITIZEN_BYTES = 40_000
+FILES_KEPT = 200
+
+
+class Share(NamedTuple):
+    """This process's place among the run's load processes: it takes arrivals k with
+    k % count == index."""
+
+    index: int
+    count: int
+
+
+def schedule(rate: float, duration_s: float, spacing: str, seed: int) -> Iterator[float]:
+    """The whole run's arrival instants, in seconds from its start."""
+    rng = random.Random(seed)
+    k, at = 0, 0.0
+    while True:
+        at = k / rate if spacing == "uniform" else at + rng.expovariate(rate)
+        if at >= duration_s:
+            return
+        yield at
+        k += 1
+
+
+def default_cap(processes: int) -> int:
+    """Citizens one process may hold: what its open-files limit and its share of the
+    memory available allow."""
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    files = files if files != resource.RLIM_INFINITY else 1_000_000
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(1, min(files - FILES_KEPT, available // 2 // processes // CITIZEN_BYTES))
 
 
 class Arrivals:
-    def __init__(self, run, rate: float, pool: int):
-        self.run, self.rate, self.pool = run, rate, pool
+    def __init__(self, run, rate: float, duration_s: float, spacing: str, seed: int,
+                 share: Share, cap: int, origin: float | None = None):
+        self.run, self.rate, self.share, self.cap, self.origin = run, rate, share, cap, origin
+        self.spare = max(2, math.ceil(rate / share.count * SPARE_S))
+        self.start = time.time()
         self.queue: gevent.queue.Queue = gevent.queue.Queue()
-        self.greenlet = gevent.spawn(self._schedule)
+        self.idle = 0  # citizens waiting in next()
+        self.lagging = False  # the event loop runs late: short of CPU, grow no more
+        self._instants = (at for k, at in enumerate(schedule(rate, duration_s, spacing, seed))
+                          if k % share.count == share.index)
+        self.greenlet = gevent.spawn(self._offer)
+        self._lag_watch = gevent.spawn(self._watch_lag)
 
     @classmethod
     def for_run(cls, run) -> Arrivals:
-        scenario = run.scenario
-        rate = scenario.load_profile.arrival_rate * run.user_scale / run.time_scale
-        return cls(run, rate, open_model_pool(scenario, run.time_scale, run.user_scale))
+        profile = run.scenario.load_profile
+        share = run.arrival_share
+        cap = math.ceil(profile.max_citizens * run.user_scale / share.count) \
+            if profile.max_citizens else default_cap(share.count)
+        return cls(run, profile.arrival_rate * run.user_scale / run.time_scale,
+                   profile.sustain * run.time_scale, profile.arrival_spacing,
+                   run.scenario.seed, share, cap, run.schedule_origin)
 
-    def next(self) -> float:
-        return self.queue.get()
+    # ---- a citizen's side ----------------------------------------------------------------------
 
-    def _schedule(self) -> None:
-        last = time.time()
-        due = 0.0
+    def next(self, hang_up: Callable[[], None]) -> float | None:
+        """The instant of the next arrival this citizen takes, once due; None when it should
+        retire (idle for long, with enough others idle). Idle for long, it hangs up first."""
+        self.idle += 1
+        try:
+            while True:
+                try:
+                    due = self.queue.get(timeout=RETIRE_AFTER_S)
+                except gevent.queue.Empty:
+                    hang_up()
+                    if self.idle > self.spare:
+                        return None
+                    continue
+                if time.time() - due <= DROP_AFTER_S:
+                    return due
+                self._drop()
+        finally:
+            self.idle -= 1
+
+    def begin(self, due: float) -> bool:
+        """Whether the citizen that took the arrival due then may start it now: not when the
+        process ran too late meanwhile (it is dropped instead), so lateness stays bounded."""
+        late = time.time() - due
+        if late > DROP_AFTER_S:
+            self._drop()
+            return False
+        self.run.probes.arrival(late)
+        return True
+
+    # ---- the schedule's side -------------------------------------------------------------------
+
+    def _offer(self) -> None:
+        # The schedule counts from a moment the master set (a single process: from when its
+        # citizens are ready), so the workers' shares interleave exactly; what falls due
+        # before a process's first citizens are ready is not scheduled there: missing it would
+        # say nothing about the target, nor about ESR's pace once running.
+        runner = self.run.environment.runner
+        while not compat.spawning_complete(runner):
+            gevent.sleep(0.005)
+        ready = time.time()
+        self.start = self.origin or ready
+        for n, at in enumerate(self._instants, 1):
+            due = self.start + at
+            if due < ready:
+                continue
+            wait = due - time.time()
+            if wait > 0:
+                # At least a millisecond: at thousands a second, what falls due meanwhile is
+                # offered at once on waking, a timer for a batch instead of one each.
+                gevent.sleep(max(wait, OFFER_TICK_S))
+            elif n % YIELD_EVERY == 0:
+                gevent.sleep(0)  # behind schedule: let the citizens take what is offered
+            self._drop_stale()
+            self.run.probes.arrivals["scheduled"] += 1
+            self.queue.put(due)
+            waiting = self.queue.qsize() - self.idle
+            if waiting > 0:
+                self._grow(waiting)
+
+    def _drop_stale(self) -> None:
+        now = time.time()
+        while not self.queue.empty() and now - self.queue.peek_nowait() > DROP_AFTER_S:
+            self.queue.get_nowait()
+            self._drop()
+
+    def _grow(self, wanted: int) -> None:
+        """More citizens for arrivals no idle one took, up to the cap; none while Locust is
+        still starting the first ones (their host and count are set as it does)."""
+        runner = self.run.environment.runner
+        room = self.cap - runner.user_count
+        if room > 0 and not self.lagging and compat.spawning_complete(runner):
+            compat.start_more_users(runner, min(wanted, room))
+
+    def _watch_lag(self) -> None:
+        """More citizens cannot help a process short of CPU: they make it later still."""
         while True:
-            gevent.sleep(SCHEDULE_TICK_S)
-            now = time.time()
-            runner = self.run.environment.runner
-            share = min(1.0, runner.user_count / self.pool) if self.pool else 1.0
-            due += self.rate * share * (now - last)
-            last = now
-            for k in range(math.floor(due)):
-                if self.queue.qsize() >= ARRIVAL_BACKLOG:
-                    self.run.probes.arrivals["missed"] += 1
-                else:
-                    self.queue.put(now - (math.floor(due) - 1 - k) / max(self.rate * share, 1e-9))
-            due -= math.floor(due)
+            slept = time.monotonic()
+            gevent.sleep(LAG_CHECK_S)
+            self.lagging = time.monotonic() - slept - LAG_CHECK_S > LAGGING_S
+
+    def _drop(self) -> None:
+        self.run.probes.arrivals["missed"] += 1
 
     def stop(self) -> None:
-        self.greenlet.kill(block=False)
+        """At the run's end: the arrivals due and not started, offered or not, are dropped, so
+        started + dropped is exactly the count scheduled up to the stop."""
+        self.greenlet.kill(block=True)
+        self._lag_watch.kill(block=False)
+        while not self.queue.empty():
+            self.queue.get_nowait()
+            self._drop()
+        now = time.time()
+        for at in self._instants:
+            if self.start + at > now:
+                break
+            self.run.probes.arrivals["scheduled"] += 1
+            self._drop()

@@ -24,6 +24,7 @@ from esr.engine.probes import Tally
 from esr.engine.run import Run
 from esr.engine.web_runs import WebRuns
 from esr.engine.web_ui import add_esr_to_web_ui
+from esr.histograms import duration_bounds_ms
 from esr.run_directory import LIVE, append_event, now_iso, write_json, write_tables
 from esr.scenario.stages import Phase
 
@@ -205,7 +206,9 @@ class Conducting(Run):
             "run_id": self.run_id, "started_at": self.started_at, "ended_at": self.ended_at,
             **self.results_of_workers(), "esr_version": __version__,
             "time_scale": self.time_scale, "user_scale": self.user_scale,
-            "aborted": self.aborted})
+            "aborted": self.aborted,
+            "load_processes": {name: process.figures()
+                               for name, process in sorted(self.tally.load.items())}})
         self._write_live(final=True)
 
     # ---- live progress -----------------------------------------------------------------------
@@ -234,6 +237,7 @@ class Conducting(Run):
             "rps": round(stats.current_rps, 1),
             "requests": self.tally.requests, "failures": self.tally.failures,
             "p95_ms": stats.get_current_response_time_percentile(0.95),
-            "endpoints": self.tally.by_endpoint(LIVE_ENDPOINTS_MAX),
             "chaos": self.chaos.in_force() if self.chaos is not None else [],
-            "outcomes": dict(self.tally.outcomes()), "workers": self.workers_now()})
+            "outcomes": dict(self.tally.outcomes()), "workers": self.workers_now(),
+            "duration_le_ms": list(duration_bounds_ms(self.scenario.slo.checks)),
+            **self.tally.live(LIVE_ENDPOINTS_MAX)})

@@ -8,9 +8,9 @@ socket for every idle connection too. A citizen reading a page holds nothing:
 
 - A citizen about to think longer than KEEPALIVE_IDLE_S hangs up first, as browsers
   and servers drop idle keep-alive connections after a few seconds, and dials again
-  for its next step; in the open model, one whose journey ended hangs up too (the
-  next arrival is another person). So sockets held ~ requests in flight + citizens in
-  short pauses.
+  for its next step; in the open model, one left idle between arrivals hangs up after
+  as long (arrivals.py). So sockets held ~ requests in flight + citizens in short
+  pauses.
 - Dialing again is cheap: the citizen keeps its client objects, and the target's
   address is resolved once per process (and again after RESOLVE_TTL_S), not on every
   connection.

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from operator import itemgetter
+from random import getrandbits
 
 import gevent
 import orjson
@@ -40,9 +41,13 @@ from esr.engine.probes import response_facts
 from esr.scenario.model import CitizenGroup, Step
 from esr.scenario.templating import check_output, compile_template, failure_reason, is_template
 from esr.wire import (
+    BAGGAGE_HEADER,
     CITIZEN_HEADER,
     DEFAULT_BODY_FIELDS,
     REQUEST_TIMEOUT_S,
+    TRACEPARENT_HEADER,
+    trace_id_in,
+    traceparent,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,6 +60,8 @@ _default_body = itemgetter(*DEFAULT_BODY_FIELDS)
 # of each request, the largest part of what ESR added to it. These are the headers Locust's
 # json= would add, unless the step sets them.
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+# Headers of W3C trace context: a step that sets one, in any case, sends its own.
+TRACE_HEADERS = (TRACEPARENT_HEADER, BAGGAGE_HEADER)
 
 
 def encode_json(value) -> str:
@@ -87,7 +94,9 @@ class StepRenderer:
         self.json = self._compile(step.json)
         self.form = self._compile(step.form)
         self.body = self._compile(step.body)
-        self.headers = self._compile(step.headers or {})
+        # A step's trace headers, named in lower case, take the place of ESR's (see act).
+        self.headers = self._compile({name.lower() if name.lower() in TRACE_HEADERS else name:
+                                      value for name, value in (step.headers or {}).items()})
         named = {name.lower() for name in step.headers or {}}
         self.json_headers = {k: v for k, v in JSON_HEADERS.items() if k.lower() not in named}
         self.failures: set[str] = set()  # reasons logged already
@@ -198,14 +207,19 @@ def extract(source: str, response, status: int):
 class Visit:
     """One citizen's way through the journey."""
 
-    __slots__ = ("citizen", "context", "step", "attempt", "requests", "frustrated", "variables")
+    __slots__ = ("citizen", "context", "step", "attempt", "requests", "frustrated", "variables",
+                 "trace_id", "baggage")
 
-    def __init__(self, citizen: dict):
+    def __init__(self, citizen: dict, baggage: str | None):
         self.citizen = citizen
         self.context = {"cohort": (citizen["age_band"], citizen["veteran"])}  # on its requests
         self.step = self.attempt = self.requests = 0
         self.frustrated = False
         self.variables: dict = {}
+        # W3C trace context, unless the scenario turns it off (baggage None): the journey is
+        # one trace, each of its requests a span of it (wire.py).
+        self.baggage = baggage
+        self.trace_id = None if baggage is None else f"{getrandbits(128) or 1:032x}"
 
 
 class CitizenUser(StopNotice, FastHttpUser):
@@ -238,7 +252,9 @@ class CitizenUser(StopNotice, FastHttpUser):
     def wait_time(self) -> float:
         # Called while Locust counts the user as waiting, so a stop may end it here.
         if self.visit is None and self.run.arrivals is not None:
-            self.arrival = self.run.arrivals.next()
+            self.arrival = self.run.arrivals.next(lambda: hang_up(self.client))
+            if self.arrival is None:
+                raise StopUser()  # retired: enough other citizens are idle (arrivals.py)
             return 0.0
         return self.pause
 
@@ -256,9 +272,11 @@ class CitizenUser(StopNotice, FastHttpUser):
             if self.run.arrivals is not None:
                 if self.arrival is None:
                     return  # the first run of an open-model citizen waits for an arrival
-                self.run.probes.arrival(time.time() - self.arrival)
-                self.arrival = None
-            self.visit = Visit(self.run.next_citizen(self.group_index))
+                due, self.arrival = self.arrival, None
+                if not self.run.arrivals.begin(due):
+                    return  # too late to start: dropped (arrivals.py)
+            citizen = self.run.next_citizen(self.group_index)
+            self.visit = Visit(citizen, self.run.baggage(citizen["age_band"]))
             self.run.probes.started += 1
             if self.cookies is not None:
                 self.cookies.clear()
@@ -271,7 +289,11 @@ class CitizenUser(StopNotice, FastHttpUser):
         except StepNotRendered as failure:  # counted with the step's errors; nothing sent
             self.run.probes.step_failed(step.name, failure.reason)
             return self._end("error")
-        headers = {**self.run.headers, CITIZEN_HEADER: visit.citizen["citizen_id"], **own_headers}
+        headers = {**self.run.headers, CITIZEN_HEADER: visit.citizen["citizen_id"]}
+        if visit.trace_id is not None:  # the journey's trace, a new span
+            headers[TRACEPARENT_HEADER] = traceparent(visit.trace_id, getrandbits(64))
+            headers[BAGGAGE_HEADER] = visit.baggage
+        headers.update(own_headers)  # the step's own win
         jitter_ms = self.random.uniform(0, self.run.jitter_ms) if self.run.jitter_ms else 0.0
         injected = None
         if self.run.faults:  # chaos on the client side: added latency, injected failures
@@ -289,14 +311,20 @@ class CitizenUser(StopNotice, FastHttpUser):
             facts = meta["context"]["facts"] = response_facts(response, status)
             if failure:
                 response.failure(failure)
+                # The errors probe keeps one failing request's trace of each kind, for the
+                # report card: whichever traceparent it carried, ESR's or the step's own.
+                meta["context"]["trace_id"] = trace_id_in(headers.get(TRACEPARENT_HEADER))
             else:
                 response.success()
         self.in_flight = False
         visit.requests += 1
         self._after(visit, step, response, status, failure, facts, meta["response_time"] / 1000)
-        # A long pause, or (open model) waiting for the next arrival, another person: like a
-        # browser, hold no idle connection meanwhile (connections.py).
-        if self.pause > KEEPALIVE_IDLE_S or (self.visit is None and self.run.arrivals is not None):
+        # A long pause: like a browser, hold no idle connection meanwhile (connections.py).
+        # An open-model citizen whose journey ended does not pause but waits for its next
+        # arrival, keeping its connection as k6 keeps a VU's (it hangs up if left idle long,
+        # arrivals.py).
+        pausing = self.visit is not None or self.run.arrivals is None
+        if pausing and self.pause > KEEPALIVE_IDLE_S:
             hang_up(self.client)
 
     def _faults(self, name: str, delay_ms: float) -> tuple[float, str | None]:
@@ -344,6 +372,9 @@ class CitizenUser(StopNotice, FastHttpUser):
         self.pause = self.run.think(self.behavior.think_time, self.random)
 
     def on_stop(self) -> None:
+        if self.arrival is not None:  # stopped holding an arrival it never started
+            self.run.probes.arrivals["missed"] += 1
+            self.arrival = None
         if self.in_flight:  # killed mid-request despite the stop timeout: say so, don't guess
             self.run.probes.unaccounted += 1
             logger.warning("a citizen was stopped with a request in flight (stop timeout %ss, "

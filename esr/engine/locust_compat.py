@@ -93,7 +93,7 @@ from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool  #
 from geventhttpclient.url import URL  # noqa: E402
 from geventhttpclient.useragent import UnsupportedRedirectSchemeError  # noqa: E402
 from locust.rpc import Message  # noqa: E402
-from locust.runners import STATE_MISSING  # noqa: E402
+from locust.runners import STATE_MISSING, STATE_RUNNING  # noqa: E402
 
 # ---- the run: runners, workers and what they tell each other (the roles) -------------------------
 
@@ -139,6 +139,39 @@ def users_asked_of(runner) -> int:
     # RELIES ON: Runner.target_user_classes_count, {class name: users} of the last start,
     # which WorkerRunner.start_worker sets before it spawns.
     return sum(runner.target_user_classes_count.values())
+
+
+def worker_id(runner) -> str:
+    """A worker's id, as its master names it (its `clients` key, the node_id of its messages)."""
+    # RELIES ON: WorkerRunner.client_id, the id the worker sends every message under.
+    return runner.client_id
+
+
+def spawning_complete(runner) -> bool:
+    """Whether this process has started the users it was asked for (the state after which
+    users it starts itself keep their host and are not undone by the spawn in progress)."""
+    # RELIES ON: Runner.state turns STATE_RUNNING once a spawn is complete (start_worker sets
+    # the classes' host, spawns the difference from user_classes_count, then updates it).
+    return runner.state == STATE_RUNNING
+
+
+def start_more_users(runner, count: int) -> None:
+    """Start `count` more users in this process, of the classes furthest below their
+    weight's share, as the open model's pool grows (arrivals.py): locally, the master asked
+    for none of them."""
+    # RELIES ON: Runner.spawn_users({class name: n}) starts n more users at once (no spawn
+    # rate) and adds them to user_greenlets, where user_classes_count and user_count read;
+    # user_classes_by_name maps the names to classes with their weight.
+    classes = runner.user_classes_by_name
+    running = dict(runner.user_classes_count)
+    total_weight = sum(cls.weight for cls in classes.values())
+    wanted: dict[str, int] = {}
+    for _ in range(count):
+        total = sum(running.values()) + 1
+        name = max(classes, key=lambda n: classes[n].weight / total_weight * total - running[n])
+        running[name] += 1
+        wanted[name] = wanted.get(name, 0) + 1
+    runner.spawn_users(wanted)
 
 
 def last_heard_from_master(runner) -> float | None:

@@ -31,6 +31,10 @@ class MasterRun(Conducting):
         self._finals: set[str] = set()  # workers whose final report has come
         self._welcomed: set[str] = set()  # workers whose scenario and version were checked
         self._refused: set[str] = set()
+        self._cpu_since = (time.process_time(), time.monotonic())  # the master's own CPU
+        # The workers sharing the open model's arrivals: those connected at the start (one
+        # joining later takes none, or the split would no longer be exact).
+        self._sharing: list[str] = []
         runner = environment.runner
         environment.events.worker_report.add_listener(self._on_worker_report)
         runner.register_message(messages.HELLO, self._on_hello)
@@ -38,12 +42,15 @@ class MasterRun(Conducting):
         compat.enable_rebalancing(environment)
 
     def run_settings(self) -> dict:
-        return messages.run_settings(self.run_id, self.time_scale, self.user_scale)
+        return messages.run_settings(self.run_id, self.time_scale, self.user_scale,
+                                     self._sharing, self.started_s)
 
     def on_test_start(self, environment, **kwargs) -> None:
         super().on_test_start(environment, **kwargs)
         self._finals.clear()
         self.ledger.lost.clear()
+        self._cpu_since = (time.process_time(), time.monotonic())
+        self._sharing = sorted(compat.connected_workers(environment.runner) & self._welcomed)
         # Ahead of Locust's spawn messages on the same connection: workers label this run.
         environment.runner.send_message(messages.RUN, self.run_settings())
 
@@ -79,7 +86,7 @@ class MasterRun(Conducting):
         if client_id not in self._welcomed:  # refused, or never said which scenario it runs:
             return  # another scenario's figures (or anyone's) must not mix with ours
         if messages.DRAINED in data:
-            self.tally.merge(data[messages.DRAINED])
+            self.tally.merge(data[messages.DRAINED], process=client_id)
             self.ledger.heard(client_id, time.time(), data[messages.REQUESTS],
                               data[messages.CITIZENS])
         if data.get(messages.FINAL):
@@ -99,6 +106,11 @@ class MasterRun(Conducting):
             self._lose(worker, "no final report")
 
     def watch(self) -> None:
+        # The master folds every worker's reports in: it can be the limit too.
+        (cpu, wall), (cpu_then, wall_then) = (time.process_time(), time.monotonic()), \
+            self._cpu_since
+        self._cpu_since = (cpu, wall)
+        self.tally.add_load("master", cpu - cpu_then, wall - wall_then)
         for worker in compat.missing_workers(self.environment.runner):
             if worker not in self.ledger.lost and worker not in self._refused:
                 self._lose(worker, "missed heartbeats")

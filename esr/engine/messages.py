@@ -19,9 +19,11 @@ citizens before it, so a refused worker never sends a request nobody counts."""
 
 RUN = "esr_run"
 """Master -> workers, at each test start (and with WELCOME): {"run_id", "time_scale",
-"user_scale"}. The per-run values a worker takes from its master: never from Locust's parsed
-options, which the web UI's form can write. Anything else (files, permissions) a worker takes
-from its own command line only."""
+"user_scale", "workers", "started_s"}: "workers" names in order the workers that share the
+open model's arrivals (those connected at the start), "started_s" the run's start (epoch
+seconds), where its schedule begins. The per-run values a worker takes from its master:
+never from Locust's parsed options, which the web UI's form can write. Anything else (files,
+permissions) a worker takes from its own command line only."""
 
 FAULT = "esr_fault"
 """Master -> workers: a client-side chaos fault to apply (chaos.Fault.wire())."""
@@ -41,6 +43,8 @@ FINAL = "esr_final"
 """Present and true on the report a worker sends from its test_stop: its last for this run."""
 
 
-def run_settings(run_id: str, time_scale: float, user_scale: float) -> dict:
+def run_settings(run_id: str, time_scale: float, user_scale: float,
+                 workers: list[str], started_s: float) -> dict:
     """The RUN / WELCOME payload."""
-    return {"run_id": run_id, "time_scale": time_scale, "user_scale": user_scale}
+    return {"run_id": run_id, "time_scale": time_scale, "user_scale": user_scale,
+            "workers": workers, "started_s": started_s}

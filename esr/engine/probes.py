@@ -8,11 +8,14 @@ never by the number of requests: latency goes into HDR histograms (within 1% of
 exact percentiles; Locust rounds its own), one per endpoint and time bucket. What
 the target names (routes, legal-block reasons, error texts) is kept in capped
 counts (bounded.py): at most DISTINCT_VALUES_MAX values of each, the rest as "other".
+Each kind of error kept also keeps the W3C trace id of one failing request of that kind
+(bounded.Samples), for an engineer to open in the service's tracing.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TypedDict
@@ -20,10 +23,11 @@ from typing import TypedDict
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from esr.bounded import CappedCounts, clip
+from esr.bounded import CappedCounts, Samples, clip
 from esr.histograms import (
     HDR_RANGE,
     add_encoded,
+    bucket_counts,
     merged,
     new_histogram,
     percentile_ms,
@@ -31,7 +35,12 @@ from esr.histograms import (
 )
 from esr.wire import HITL_HEADER, ROUTE_HEADER, VERDICT_HEADER
 
-WIRE_VERSION = 3  # 2: routes, legal blocks and errors as capped counts; 3: journeys started
+# 2: routes, legal blocks and errors as capped counts; 3: journeys started; 4: answers by
+# status class, request-duration bucket counts and the process's CPU; 5: error traces
+WIRE_VERSION = 5
+# A load process using more than this share of a core is the run's limit, not the target:
+# its citizens queue for the CPU and their latency includes the wait (Locust warns at 90%).
+BUSY_CPU_SHARE = 0.9
 
 
 class Drained(TypedDict):
@@ -42,18 +51,24 @@ class Drained(TypedDict):
     bucket_s: float  # width of a latency time bucket, seconds
     latency: list[list]  # [endpoint, bucket index, *LATENCY_FIGURES], per endpoint and bucket
     errors: dict  # CappedCounts.wire() of (endpoint, failure text)
+    error_traces: list[list]  # Samples.wire() of errors: [endpoint, failure text, trace id]
     routes: dict  # CappedCounts.wire() of X-ACT-Route values
     legal_blocks: dict  # CappedCounts.wire() of (reason, age band, veteran)
     hitl: dict  # {"paused": n, "skipped": n}
     journeys: list[list]  # [*JOURNEY_KEY, citizens]: journeys ended, by outcome
     started: int  # journeys begun (each by a new citizen)
     traits: list[list]  # [*TRAIT_KEY, citizens]
-    arrivals: dict  # open model: on_time, late, late_ms_total, missed (counts), late_ms_max
+    arrivals: dict  # open model: scheduled, on_time, late, missed, late_ms_total, the counts
+    # by lateness (LATE_MS_BOUNDS: late_ms_le_N, late_ms_over), and late_ms_max
     unaccounted: int  # requests cut off in flight by a forced stop
+    answers: list[list]  # [endpoint, method, status class, requests]
+    durations: list[list]  # [endpoint, [requests in each duration bucket, the last +Inf]]
+    load: list[float]  # [CPU seconds, wall seconds] the process used since the last drain
 
 
 LATENCY_FIGURES = ("requests", "failures", "total_ms", "min_ms", "max_ms", "hdr")
 JOURNEY_KEY = ("group", "age_band", "veteran", "outcome", "frustrated")
+OTHER_ENDPOINTS = "(other)"  # the endpoints beyond live figures' limit, together
 TRAIT_KEY = ("trait", "value", "outcome")
 _REQUESTS_AT = 2 + LATENCY_FIGURES.index("requests")  # in a latency row
 
@@ -126,37 +141,65 @@ def response_facts(response, status: int) -> dict:
     return facts
 
 
+# Arrival lateness is counted in these buckets (ms), enough for its percentiles to be read
+# against the open model's goals (p99 under 20 ms).
+LATE_MS_BOUNDS = (1, 2, 5, 10, 20, 50, 100)
+
+
+def lateness_key(late_ms: float) -> str:
+    bound = next((b for b in LATE_MS_BOUNDS if late_ms <= b), None)
+    return f"late_ms_le_{bound}" if bound is not None else "late_ms_over"
+
+
+STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def status_class(status: int) -> str:
+    """1xx … 5xx; `none` when no answer came (Locust's status 0) or it made no sense."""
+    # On every request: a lookup, no string built.
+    return STATUS_CLASSES[status // 100] if 100 <= status < 600 else "none"
+
+
 class Probes:
     """One process's gatherings since the last drain."""
 
-    def __init__(self, bucket_s: float):
+    def __init__(self, bucket_s: float, duration_bounds_ms: tuple[float, ...] = ()):
         self.bucket_s = bucket_s
+        self.duration_bounds_ms = duration_bounds_ms  # histograms.duration_bounds_ms
         self._reset()
 
     def _reset(self) -> None:
         self.latency: dict[tuple[str, int], Latency] = {}
         self.errors = CappedCounts(value_index=1)  # (endpoint, kind)
+        self.error_traces = Samples(self.errors)  # a failing request's W3C trace id, by kind
         self.routes = CappedCounts()  # (route,)
         self.legal_blocks = CappedCounts()  # (reason, age_band, veteran)
         self.hitl: Counter = Counter()  # paused, skipped
         self.journeys: Counter = Counter()  # (group, age_band, veteran, outcome, frustrated)
         self.started = 0  # journeys begun
         self.traits: Counter = Counter()  # (trait, value, outcome) for the traits a report names
-        self.arrivals: Counter = Counter()  # on_time, late, late_ms_total, missed
+        self.arrivals: Counter = Counter()  # see Drained.arrivals
         self.arrival_late_max_ms = 0.0
         self.unaccounted = 0  # requests cut off mid-flight: sent, but their fate unknown
+        self.answers: Counter = Counter()  # (endpoint, method, status class)
+        self._cpu_since = (time.process_time(), time.monotonic())
 
     def request(self, name: str, start_time: float, response_time: float, failure: str | None,
-                facts: dict, cohort: tuple[str, bool] | None) -> None:
+                facts: dict, cohort: tuple[str, bool] | None, *, method: str = "",
+                status: int = 0, trace_id: str | None = None) -> None:
         # Called for every request: kept to a few dictionary operations.
         key = (name, int(start_time // self.bucket_s))
         latency = self.latency.get(key)
         if latency is None:
             latency = self.latency[key] = Latency()
         latency.pending.append(response_time)
+        self.answers[(name, method, status_class(status))] += 1
         if failure is not None:
             latency.failures += 1
-            self.errors.add((name, clip(failure)))
+            kind = (name, clip(failure))
+            self.errors.add(kind)
+            if trace_id is not None:
+                self.error_traces.add(kind, trace_id)
         if not facts:
             return
         if "route" in facts:
@@ -181,15 +224,20 @@ class Probes:
         late_ms = max(late_s, 0.0) * 1000
         self.arrivals["late" if late_ms >= 1 else "on_time"] += 1
         self.arrivals["late_ms_total"] += int(late_ms)
+        self.arrivals[lateness_key(late_ms)] += 1
         self.arrival_late_max_ms = max(self.arrival_late_max_ms, late_ms)
 
     def drain(self) -> Drained:
         """Everything since the last drain (see Drained); the probes start afresh."""
+        durations = self._duration_counts()  # before the latency rows settle what is pending
+        (cpu, wall), (cpu_then, wall_then) = (time.process_time(), time.monotonic()), \
+            self._cpu_since
         data: Drained = {
             "v": WIRE_VERSION,
             "bucket_s": self.bucket_s,
             "latency": [[name, bucket, *lat.row()] for (name, bucket), lat in self.latency.items()],
             "errors": self.errors.wire(),
+            "error_traces": self.error_traces.wire(),
             "routes": self.routes.wire(),
             "legal_blocks": self.legal_blocks.wire(),
             "hitl": dict(self.hitl),
@@ -198,9 +246,20 @@ class Probes:
             "traits": [[*key, n] for key, n in self.traits.items()],
             "arrivals": {**self.arrivals, "late_ms_max": self.arrival_late_max_ms},
             "unaccounted": self.unaccounted,
+            "answers": [[*key, n] for key, n in self.answers.items()],
+            "durations": [[name, counts.tolist()] for name, counts in durations.items()],
+            "load": [round(cpu - cpu_then, 4), round(wall - wall_then, 4)],
         }
         self._reset()
         return data
+
+    def _duration_counts(self) -> dict[str, np.ndarray]:
+        counts: dict[str, np.ndarray] = {}
+        for (name, _), latency in self.latency.items():
+            if latency.pending:
+                these = bucket_counts(np.array(latency.pending), self.duration_bounds_ms)
+                counts[name] = counts[name] + these if name in counts else these
+        return counts
 
 
 class Tally:
@@ -209,6 +268,7 @@ class Tally:
     def __init__(self):
         self.latency: dict[tuple[str, int], Latency] = {}
         self.errors = CappedCounts(value_index=1)
+        self.error_traces = Samples(self.errors)
         self.routes = CappedCounts()
         self.legal_blocks = CappedCounts()
         self.hitl: Counter = Counter()
@@ -220,11 +280,15 @@ class Tally:
         self.unaccounted = 0
         self.bucket_s = 0.0
         self.reports = 0
-        # Requests and failures per endpoint over the whole run so far, kept as data comes
-        # in, so live figures need not walk every time bucket.
-        self.endpoints: dict[str, list[int]] = {}
+        # Each endpoint over the whole run so far, kept as data comes in, so live figures
+        # need not walk every time bucket.
+        self.endpoints: dict[str, Latency] = {}
+        self.answers: Counter = Counter()  # (endpoint, method, status class)
+        self.durations: dict[str, np.ndarray] = {}  # requests per duration bucket
+        self.load: dict[str, LoadProcess] = {}  # each load process's CPU, by its name
 
-    def merge(self, data: Drained) -> None:
+    def merge(self, data: Drained, process: str = "local") -> None:
+        """Fold in one drain of `process` (a worker's id, or the single process)."""
         if data.get("v") != WIRE_VERSION:
             raise ValueError(f"probe data of wire version {data.get('v')!r}, "
                              f"expected {WIRE_VERSION}")
@@ -235,12 +299,12 @@ class Tally:
             if latency is None:
                 latency = self.latency[(name, bucket)] = Latency()
             latency.merge(*row)
-            totals = self.endpoints.get(name)
-            if totals is None:
-                totals = self.endpoints[name] = [0, 0]
-            totals[0] += row[0]  # LATENCY_FIGURES: requests, failures, …
-            totals[1] += row[1]
+            whole = self.endpoints.get(name)
+            if whole is None:
+                whole = self.endpoints[name] = Latency(histogram=new_histogram(word_size=8))
+            whole.merge(*row)
         self.errors.merge(data["errors"])
+        self.error_traces.merge(data["error_traces"])
         self.routes.merge(data["routes"])
         self.legal_blocks.merge(data["legal_blocks"])
         self.hitl.update(data["hitl"])
@@ -253,22 +317,58 @@ class Tally:
         self.arrival_late_max_ms = max(self.arrival_late_max_ms, arrivals.pop("late_ms_max", 0))
         self.arrivals.update(arrivals)
         self.unaccounted += data["unaccounted"]
+        for *key, n in data["answers"]:
+            self.answers[tuple(key)] += n
+        for name, counts in data["durations"]:
+            counts = np.array(counts, dtype=np.int64)
+            self.durations[name] = self.durations[name] + counts if name in self.durations \
+                else counts
+        self.add_load(process, *data["load"], scheduled=arrivals.get("scheduled", 0))
+
+    def add_load(self, process: str, cpu_s: float, wall_s: float, scheduled: int = 0) -> None:
+        load = self.load.setdefault(process, LoadProcess())
+        load.add(cpu_s, wall_s)
+        load.arrivals_scheduled += scheduled
 
     # ---- live figures, for the progress line -------------------------------------------------
 
     @property
     def requests(self) -> int:
-        return sum(requests for requests, _ in self.endpoints.values())
+        return sum(whole.requests for whole in self.endpoints.values())
 
     @property
     def failures(self) -> int:
-        return sum(failures for _, failures in self.endpoints.values())
+        return sum(whole.failures for whole in self.endpoints.values())
 
-    def by_endpoint(self, limit: int) -> dict[str, dict[str, int]]:
-        """Requests and failures so far of the `limit` busiest endpoints."""
-        busiest = sorted(self.endpoints.items(), key=lambda item: -item[1][0])[:limit]
-        return {name: {"requests": requests, "failures": failures}
-                for name, (requests, failures) in busiest}
+    def live(self, limit: int) -> dict:
+        """The run so far for live figures (live.json): the `limit` busiest endpoints by name,
+        the rest folded into OTHER_ENDPOINTS, so what readers make labels of stays bounded."""
+        busiest = {name for name, _ in sorted(self.endpoints.items(),
+                                              key=lambda item: -item[1].requests)[:limit]}
+
+        def named(name: str) -> str:
+            return name if name in busiest else OTHER_ENDPOINTS
+
+        endpoints: dict[str, list[Latency]] = {}
+        for name, whole in self.endpoints.items():
+            endpoints.setdefault(named(name), []).append(whole)
+        answers: Counter = Counter()
+        for (name, method, status), n in self.answers.items():
+            answers[(named(name), method, status)] += n
+        durations: dict[str, np.ndarray] = {}
+        for name, counts in self.durations.items():
+            durations[named(name)] = durations.get(named(name), 0) + counts
+        journeys: Counter = Counter()
+        for (_, band, veteran, outcome, _), n in self.journeys.items():
+            journeys[(band, veteran, outcome)] += n
+        return {
+            "overall": _figures(list(self.endpoints.values())),
+            "endpoints": {name: _figures(parts) for name, parts in endpoints.items()},
+            "answers": [[*key, n] for key, n in sorted(answers.items())],
+            "durations": {name: counts.tolist() for name, counts in durations.items()},
+            "journeys": [[*key, n] for key, n in sorted(journeys.items())],
+            "arrivals": {key: self.arrivals[key] for key in ("on_time", "late", "missed")},
+        }
 
     def breach(self, checks, since: float, until: float) -> str | None:
         """The first whole-run ceiling SLO broken by the requests of [since, until), worded."""
@@ -294,6 +394,44 @@ class Tally:
         for (_, _, _, outcome, _), n in self.journeys.items():
             totals[outcome] += n
         return totals
+
+
+@dataclass
+class LoadProcess:
+    """One load process's CPU over the run, from the intervals between its drains."""
+
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    busy_s: float = 0.0  # wall seconds of the intervals above BUSY_CPU_SHARE of a core
+    peak: float = 0.0  # the highest share of a core over one interval
+    arrivals_scheduled: int = 0  # open model: its share of the schedule, offered so far
+
+    def add(self, cpu_s: float, wall_s: float) -> None:
+        if wall_s <= 0:
+            return
+        share = cpu_s / wall_s
+        self.cpu_s += cpu_s
+        self.wall_s += wall_s
+        self.busy_s += wall_s if share > BUSY_CPU_SHARE else 0.0
+        self.peak = max(self.peak, share)
+
+    def figures(self) -> dict:
+        return {"cpu_s": round(self.cpu_s, 3), "wall_s": round(self.wall_s, 3),
+                "busy_s": round(self.busy_s, 3), "peak_share": round(self.peak, 3),
+                "arrivals_scheduled": self.arrivals_scheduled}
+
+
+def _figures(parts: list[Latency]) -> dict:
+    """Requests, failures and whole-run latency figures of some endpoints together."""
+    requests = sum(p.requests for p in parts)
+    histogram = parts[0].histogram if len(parts) == 1 else merged(p.histogram for p in parts)
+    max_ms = max((p.max_ms for p in parts), default=0.0)
+    total_ms = sum(p.total_ms for p in parts)
+    return {"requests": requests, "failures": sum(p.failures for p in parts),
+            "total_ms": round(total_ms, 3), "max_ms": round(max_ms, 3),
+            "avg_ms": round(total_ms / requests, 3) if requests else 0.0,
+            **{f"p{q}_ms": round(min(percentile_ms(histogram, q), max_ms), 3) if requests
+               else 0.0 for q in (50, 90, 95, 99)}}
 
 
 def bucket_width(duration_s: float) -> float:

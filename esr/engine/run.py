@@ -26,7 +26,7 @@ from esr.permissions import PERMISSIONS, granted_by, named_on
 from esr.scenario.model import Scenario
 from esr.scenario.stages import Phase, plan_stages
 from esr.units import Span
-from esr.wire import HITL_SKIP_HEADER, STOP_TIMEOUT_S, SYNTHETIC_HEADER, USER_AGENT
+from esr.wire import HITL_SKIP_HEADER, STOP_TIMEOUT_S, SYNTHETIC_HEADER, USER_AGENT, baggage
 
 ADHOC_RUN_ID = "esr-adhoc"  # requests of a process given no run id (plain `locust -f`)
 
@@ -94,6 +94,7 @@ class Run:
         compat.give_users_time_to_stop(environment, STOP_TIMEOUT_S)
         self.run_id, self.time_scale, self.user_scale = ADHOC_RUN_ID, 1.0, 1.0
         self.headers: dict[str, str] = {}
+        self._baggage: dict[str, str] = {}  # by age band
         self.phases: tuple[Phase, ...] = ()
         self.set_run(self.options.run_id or ADHOC_RUN_ID, self.options.time_scale or 1.0,
                      self.options.user_scale or 1.0)
@@ -107,7 +108,18 @@ class Run:
         self.run_id, self.time_scale, self.user_scale = run_id, time_scale, user_scale
         self.headers = {SYNTHETIC_HEADER: run_id, "User-Agent": USER_AGENT,
                         **({HITL_SKIP_HEADER: "true"} if self.scenario.hitl_skip else {})}
+        self._baggage = {}
         self.phases = plan_stages(self.scenario, time_scale, user_scale)
+
+    def baggage(self, age_band: str) -> str | None:
+        """The W3C baggage a citizen of this age band sends with each request (wire.py), or
+        None if the scenario says trace_context: false."""
+        if not self.scenario.trace_context:
+            return None
+        text = self._baggage.get(age_band)
+        if text is None:  # one per age band: a handful
+            text = self._baggage[age_band] = baggage(self.run_id, age_band)
+        return text
 
     @property
     def duration_s(self) -> float:

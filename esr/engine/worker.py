@@ -15,6 +15,7 @@ from esr import __version__
 from esr.engine import locust_compat as compat
 from esr.engine import messages
 from esr.engine.acting import Acting
+from esr.engine.arrivals import WORKERS_READY_S, Share
 from esr.engine.chaos import Fault
 from esr.engine.lost_workers import MASTER_SILENCE_S, WATCH_INTERVAL_S
 from esr.engine.probes import requests_in
@@ -52,6 +53,11 @@ class WorkerRun(Acting):
         then its probes and arrivals are made again for the run's scales."""
         self.set_run(str(settings["run_id"]), float(settings["time_scale"]),
                      float(settings["user_scale"]))
+        sharing, me = list(settings["workers"]), compat.worker_id(self.environment.runner)
+        self.arrival_share = Share(sharing.index(me) if me in sharing else -1,
+                                   max(len(sharing), 1))
+        started = float(settings["started_s"])
+        self.schedule_origin = started + WORKERS_READY_S if started else None
         if self.in_test:
             self.prepare()
 

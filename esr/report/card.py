@@ -21,6 +21,7 @@ from esr.report.summary import (
     RUN_LEVEL_METRICS,
     Figures,
     build_summary,
+    error_traces,
     evaluate_slos,
     target_values,
 )
@@ -297,9 +298,11 @@ def _errors(run_dir: Path, counters: dict) -> tuple[list[dict], dict]:
             seen[(name, kind)] = (_iso(first), _iso(last))
     rows, other = target_values(run_dir, counters, "errors", lambda r: (r["endpoint"], r["kind"]),
                                 value_of=lambda key: key[1], limit=TOP_ERRORS)
+    traces = error_traces(run_dir)
     return [{"endpoint": name, "kind": kind, "count": n,
              "first_seen": seen.get((name, kind), ("", ""))[0],
-             "last_seen": seen.get((name, kind), ("", ""))[1]}
+             "last_seen": seen.get((name, kind), ("", ""))[1],
+             "trace_id": traces.get((name, kind), "")}
             for (name, kind), n in rows], other
 
 

@@ -47,6 +47,7 @@ def build_summary(run_dir) -> dict:
     errors, errors_other = target_values(run_dir, counters, "errors",
                                          lambda r: (r["endpoint"], r["kind"]),
                                          value_of=lambda key: key[1])
+    traces = error_traces(run_dir)
     summary = {
         "run_id": settings["run_id"],
         "esr_version": settings["esr_version"],
@@ -65,11 +66,13 @@ def build_summary(run_dir) -> dict:
         "legal_blocks": _with_other(reasons, reasons_other),
         "hitl": {"paused": counters.get("hitl", {}).get("paused", 0),
                  "skipped": counters.get("hitl", {}).get("skipped", 0)},
-        "arrivals": counters.get("arrivals", {}),
-        "errors": [{"endpoint": endpoint, "kind": kind, "count": n}
+        "arrivals": arrival_figures(counters.get("arrivals", {})),
+        "errors": [{"endpoint": endpoint, "kind": kind, "count": n,
+                    "trace_id": traces.get((endpoint, kind))}
                    for (endpoint, kind), n in errors] + ([{
                        "endpoint": "", "kind": errors_other["label"],
-                       "count": errors_other["count"]}] if errors_other["count"] else []),
+                       "count": errors_other["count"], "trace_id": None}]
+                       if errors_other["count"] else []),
         # What the target named beyond the DISTINCT_VALUES_MAX values kept of each kind.
         "folded": {"routes": routes_other, "legal_blocks": reasons_other,
                    "errors": errors_other},
@@ -83,6 +86,7 @@ def build_summary(run_dir) -> dict:
         "events": len(read_events(run_dir)),
     }
     summary["aborted"] = counters.get("aborted")
+    summary["load_generator"] = load_generator(counters, duration_s)
     summary["slo"] = evaluate_slos(settings.get("slo", []), summary)
     if settings.get("slo_window_s"):
         windowed = worst_windows(settings.get("slo", []), summary, latency,
@@ -94,6 +98,59 @@ def build_summary(run_dir) -> dict:
             "actual": summary["aborted"]["reason"], "passed": False})
     summary["slo"]["passed"] = all(c["passed"] for c in summary["slo"]["checks"])
     return summary
+
+
+def arrival_figures(counts: dict) -> dict:
+    """The open model's arrivals: the probes' counts, with what was started and dropped (their
+    sum is what was scheduled) and the lateness percentiles its buckets bound (the upper
+    bound of the bucket holding each; None beyond the last)."""
+    if not counts:
+        return {}
+    started = counts.get("on_time", 0) + counts.get("late", 0)
+    buckets = sorted((int(key.removeprefix("late_ms_le_")), n) for key, n in counts.items()
+                     if key.startswith("late_ms_le_"))
+    return {**counts, "started": started, "dropped": counts.get("missed", 0),
+            **{f"late_ms_p{q}": _bounded_percentile(buckets, started, q) for q in (50, 99)}}
+
+
+def _bounded_percentile(buckets: list[tuple[int, int]], total: int, q: float) -> float | None:
+    seen = 0
+    for bound, n in buckets:
+        seen += n
+        if total and seen >= total * q / 100:
+            return float(bound)
+    return None
+
+
+# A load process was the limit when it spent this long above 90% of a core (a short burst,
+# such as the start, taints little); so was the open model when an arrival could not start.
+BUSY_MIN_S, BUSY_MIN_SHARE = 5.0, 0.1
+LIMITED_ADVICE = ("Latency percentiles and requests per second include ESR's own wait for the "
+                  "CPU: they overstate the target's latency and understate what it can serve. "
+                  "Run with more workers (--workers N, or more machines) or fewer citizens.")
+
+
+def load_generator(counters: dict, duration_s: float) -> dict:
+    """Whether ESR itself, not the target, was the run's limit, said in words."""
+    processes = counters.get("load_processes", {})
+    findings = []
+    for name, process in sorted(processes.items()):
+        if process["busy_s"] >= max(BUSY_MIN_S, BUSY_MIN_SHARE * duration_s):
+            findings.append(f"{_process_name(name)} used over 90% of a core for "
+                            f"{process['busy_s']:.0f} s ({process['peak_share']:.0%} at its "
+                            "busiest)")
+    missed = counters.get("arrivals", {}).get("missed", 0)
+    if missed:
+        findings.append(f"{missed} arrivals could not start: the target was offered less than "
+                        "the planned load")
+    return {"limited": bool(findings), "findings": findings,
+            "advice": LIMITED_ADVICE if findings else None,
+            "processes": [{"process": name, **figures}
+                          for name, figures in sorted(processes.items())]}
+
+
+def _process_name(name: str) -> str:
+    return {"local": "the load process", "master": "the master"}.get(name, f"worker {name}")
 
 
 def chaos_actions(events: list[dict]) -> list[dict]:
@@ -257,6 +314,13 @@ def target_values(run_dir, counters: dict, table: str, key_of, value_of=lambda k
         counts[key_of(row)] += int(row["count"])
     folded = counters.get("folded", {}).get(table)
     return top_and_other(counts.items(), folded, limit, value_of)
+
+
+def error_traces(run_dir) -> dict[tuple[str, str], str]:
+    """The W3C trace id of one failing request of each kind of error, where one was kept
+    (not in runs with trace_context: false, nor in run directories older than the column)."""
+    return {(row["endpoint"], row["kind"]): row["trace_id"]
+            for row in read_table(run_dir, "errors") if row.get("trace_id")}
 
 
 def _with_other(kept: list[tuple], other: dict) -> dict:

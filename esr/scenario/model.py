@@ -48,6 +48,8 @@ class LoadProfile:
     spike: Spike | None = None
     stages: tuple[Stage, ...] = ()
     arrival_rate: float | None = None  # citizens per second, open model
+    arrival_spacing: str = "uniform"  # open model: "uniform" (evenly spaced) or "poisson"
+    max_citizens: int | None = None  # open model: the pool's cap over all processes
 
     @property
     def duration(self) -> float:
@@ -122,6 +124,7 @@ class Scenario:
     description: str = ""
     report_title: str | None = None
     report_traits: tuple[str, ...] = ()  # outcomes are also broken down by these traits
+    trace_context: bool = True  # W3C traceparent and baggage on every request (esr/wire.py)
     language_version: int = LANGUAGE_VERSION
     # The text that was read and checked: what the run directory keeps (the file may change).
     source: str = field(default="", compare=False, repr=False)

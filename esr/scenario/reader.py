@@ -54,10 +54,11 @@ SPIKE_SANE_FACTOR = 10
 
 SCENARIO_KEYS = ("esr", "scenario", "description", "target", "seed", "reference_date", "citizens",
                  "load_profile", "journey", "probes", "network_jitter_ms", "chaos",
-                 "track_legal_blocks", "hitl_skip", "slo", "report")
+                 "track_legal_blocks", "hitl_skip", "trace_context", "slo", "report")
 GROUP_KEYS = ("name", "template", "count", "traits", "behavior")
 PROFILE_KEYS = ("ramp_up", "sustain", "ramp_down", "spike_at", "spike_size", "spike_duration",
-                "allow_large_spike", "stages", "arrival_rate")
+                "allow_large_spike", "stages", "arrival_rate", "arrival_spacing", "max_citizens")
+ARRIVAL_SPACINGS = ("uniform", "poisson")
 STAGE_KEYS = ("duration", "citizens", "spawn_rate")
 STEP_KEYS = ("name", "request", "json", "form", "body", "headers", "expect", "extract",
              "think_time")
@@ -68,6 +69,8 @@ SLO_METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "avg_ms", "erro
 SLO_KEYS = (*SLO_METRICS, "endpoints", "window", "abort_on_fail")
 # With abort_on_fail and no window, a breach must last this long before the run is stopped.
 DEFAULT_ABORT_WINDOW_S = 10.0
+# Top-level switches, with their defaults.
+FLAGS = {"track_legal_blocks": False, "hitl_skip": False, "trace_context": True}
 REPORT_KEYS = ("formats", "title", "traits")
 # Traits the report can break outcomes down by: few values each (age has its bands already;
 # income would make a row per dollar).
@@ -118,8 +121,8 @@ def _read_scenario(doc: Document, path: Path, problems: list) -> Scenario | None
                       integer=True, minimum=0, maximum=60_000)
     chaos = tuple(a for p, v in f.items(doc, ("chaos",), data.get("chaos", []), "chaos actions")
                   if (a := _read_chaos(doc, p, v)))
-    flags = {key: f.boolean(doc, (key,), data.get(key, False))
-             for key in ("track_legal_blocks", "hitl_skip")}
+    flags = {key: f.boolean(doc, (key,), data.get(key, default))
+             for key, default in FLAGS.items()}
     slo = _read_slo(doc, data.get("slo", {}))
     formats, title, report_traits = _read_report(doc, data.get("report", {}))
     description = data.get("description", "")
@@ -137,7 +140,7 @@ def _read_scenario(doc: Document, path: Path, problems: list) -> Scenario | None
         chaos=chaos, track_legal_blocks=flags["track_legal_blocks"],
         hitl_skip=flags["hitl_skip"], slo=slo, report_formats=formats,
         description=description if isinstance(description, str) else "", report_title=title,
-        report_traits=report_traits)
+        report_traits=report_traits, trace_context=flags["trace_context"])
 
 
 def _read_target(doc: Document, value: object) -> str:
@@ -256,7 +259,15 @@ def _read_profile(doc: Document, path: KeyPath, value: object) -> LoadProfile | 
     rate = f.rate(doc, (*path, "arrival_rate"), data["arrival_rate"]) \
         if "arrival_rate" in data else None
     spike = _read_spike(doc, path, data)
-    if f.INVALID in (*durations.values(), stages, rate, spike):
+    open_model = {key: reader(doc, (*path, key), data[key]) for key, reader in (
+        ("arrival_spacing", lambda d, p, v: f.choice(d, p, v, ARRIVAL_SPACINGS, "spacing")),
+        ("max_citizens", lambda d, p, v: f.number(d, p, v, integer=True, minimum=1)))
+        if key in data}
+    if f.INVALID in (*durations.values(), stages, rate, spike, *open_model.values()):
+        return None
+    if open_model and rate is None:
+        doc.problem((*path, next(iter(open_model))), f"{next(iter(open_model))} applies to "
+                    "the open model only", "add an arrival_rate, or remove it")
         return None
     if "stages" in data and (durations or spike or rate is not None):
         other = next(iter([*durations, *(["spike_at"] if spike else []),
@@ -277,7 +288,7 @@ def _read_profile(doc: Document, path: KeyPath, value: object) -> LoadProfile | 
                     f"{what} with no stages: citizens would never run",
                     "give sustain a duration such as 10m, or list stages")
         return None
-    return LoadProfile(stages=stages, spike=spike, arrival_rate=rate, **durations)
+    return LoadProfile(stages=stages, spike=spike, arrival_rate=rate, **open_model, **durations)
 
 
 def _read_stages(doc: Document, path: KeyPath, value: object) -> tuple[Stage, ...]:

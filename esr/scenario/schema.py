@@ -90,7 +90,9 @@ def _profile() -> dict:
     kinds = {"ramp_up": DURATION, "sustain": DURATION, "ramp_down": DURATION,
              "spike_at": DURATION, "spike_size": {"type": "integer", "minimum": 1},
              "spike_duration": DURATION, "allow_large_spike": {"type": "boolean"},
-             "stages": {"type": "array", "items": stage, "minItems": 1}, "arrival_rate": RATE}
+             "stages": {"type": "array", "items": stage, "minItems": 1}, "arrival_rate": RATE,
+             "arrival_spacing": {"enum": list(s.ARRIVAL_SPACINGS)},
+             "max_citizens": {"type": "integer", "minimum": 1}}
     return _closed({key: kinds[key] for key in s.PROFILE_KEYS})
 
 
@@ -141,6 +143,10 @@ def scenario_schema() -> dict:
         "chaos": _chaos(),
         "track_legal_blocks": {"type": "boolean"},
         "hitl_skip": {"type": "boolean"},
+        "trace_context": {"type": "boolean", "default": True,
+                          "description": "send W3C traceparent and baggage (esr.synthetic=true, "
+                          "esr.run, esr.cohort) on every request, so the service's tracing "
+                          "tells synthetic citizens apart"},
         "slo": _slo(),
         "report": _closed({"formats": {"type": "array", "items": {"enum": list(s.REPORT_FORMATS)}},
                            "title": {"type": "string"},

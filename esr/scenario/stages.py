@@ -33,8 +33,8 @@ def plan_stages(scenario: Scenario, time_scale: float = 1.0, user_scale: float =
         return _stages(profile, time_scale, user_scale)
     if profile.arrival_rate is not None:
         pool = open_model_pool(scenario, time_scale, user_scale)
-        return (Phase("open", 0.0, profile.sustain * time_scale, pool,
-                      pool / _sudden(profile.sustain * time_scale)),)
+        # The first citizens at once: arrivals are due from the run's first instant.
+        return (Phase("open", 0.0, profile.sustain * time_scale, pool, pool / OPEN_SPAWN_S),)
     return _ramps(profile, time_scale, user_scale, peak)
 
 
@@ -76,14 +76,26 @@ def _sudden(length: float) -> float:
     return max(min(length / 10, SUDDEN_S), 0.1)
 
 
+OPEN_SPAWN_S = 0.1
+# A request's time expected before any is seen: the pool starts from it and then follows what
+# the target takes (engine/arrivals.py).
+EXPECTED_RESPONSE_S = 0.1
+
+
 def open_model_pool(scenario: Scenario, time_scale: float, user_scale: float) -> int:
-    """Enough citizens that arrivals are not held back by a healthy target (Little's law x 2)."""
-    rate = scenario.load_profile.arrival_rate * user_scale / time_scale
+    """The citizens an open-model run starts with: Little's law for the journey time expected
+    (each step EXPECTED_RESPONSE_S, the mean think time between steps), with half again as
+    headroom; each load process then grows or shrinks its share with the load, up to
+    max_citizens."""
+    profile = scenario.load_profile
+    rate = profile.arrival_rate * user_scale / time_scale
     steps = len(scenario.journey or ()) or 1
-    think = max(group.behavior.think_time.high for group in scenario.citizens) * time_scale
-    patience = max(group.behavior.patience for group in scenario.citizens)
-    journey_s = steps * patience + (steps - 1) * think
-    return max(4, math.ceil(2 * rate * journey_s))
+    think = max((g.behavior.think_time.low + g.behavior.think_time.high) / 2
+                for g in scenario.citizens) * time_scale
+    pool = max(4, math.ceil(1.5 * rate * (steps * EXPECTED_RESPONSE_S + (steps - 1) * think)))
+    if profile.max_citizens:
+        pool = min(pool, max(1, round(profile.max_citizens * user_scale)))
+    return pool
 
 
 def citizens_at(phases: tuple[Phase, ...], t: float) -> tuple[Phase, int, float] | None:

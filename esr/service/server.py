@@ -14,7 +14,7 @@ from esr.errors import BadInput
 from esr.service import DEFAULT_BIND
 from esr.service.api import LINK_TTL_S, RunEvents, Service, create_app
 from esr.service.dispatcher import Dispatcher
-from esr.service.store import Store, StoreTooNew
+from esr.service.store import QUEUED, Store, StoreTooNew
 from esr.serving import serve_until_stopped
 
 
@@ -26,6 +26,7 @@ class ServeSettings:
     max_running: int = 1  # runs at a time on this machine: load tests compete for it
     link_ttl_s: float = LINK_TTL_S
     public_url: str | None = None  # the service's address as people reach it (a proxy's)
+    metrics_bind: tuple[str, int] | None = None  # Prometheus's endpoint, when asked for
 
 
 def open_store(data: Path) -> Store:
@@ -39,8 +40,7 @@ def open_store(data: Path) -> Store:
         raise BadInput(f"cannot use {data} as the service's data folder: {error}") from None
 
 
-def build_app(settings: ServeSettings) -> FastAPI:
-    store = open_store(settings.data)
+def build_app(settings: ServeSettings, store: Store) -> FastAPI:
     events = RunEvents()
     dispatcher = Dispatcher(store, workers=settings.workers, max_running=settings.max_running,
                             notify=events.notify)
@@ -61,14 +61,48 @@ def build_app(settings: ServeSettings) -> FastAPI:
 def serve(settings: ServeSettings, announce: Callable[[str], object] = print) -> None:
     """Serve until SIGTERM or Ctrl-C; runs in progress then stop gracefully (reported as
     interrupted), queued ones wait for the next start."""
-    app = build_app(settings)
+    store = open_store(settings.data)
+    app = build_app(settings, store)
     host = settings.bind[0]
 
     def ready(url: str) -> None:
         announce(f"esr-locust: service on {url} (data {settings.data.resolve()}); "
                  f"API docs at {url}/docs; Ctrl-C to stop")
 
-    serve_until_stopped(uvicorn.Config(
-        app, host=host, port=settings.bind[1], log_config=None, log_level="warning",
-        access_log=False, server_header=False, timeout_graceful_shutdown=5,
-        proxy_headers=False), ready)
+    with _metrics(settings.metrics_bind, store, announce):
+        serve_until_stopped(uvicorn.Config(
+            app, host=host, port=settings.bind[1], log_config=None, log_level="warning",
+            access_log=False, server_header=False, timeout_graceful_shutdown=5,
+            proxy_headers=False), ready)
+
+
+# A run's figures stay on the metrics endpoint this long after it ends: Prometheus's next
+# scrapes see its final counts.
+ENDED_RUNS_SHOWN_S = 300.0
+
+
+@contextlib.contextmanager
+def _metrics(bind: tuple[str, int] | None, store: Store, announce: Callable[[str], object]):
+    """The service's Prometheus endpoint: its queue, its runs by status, and the figures of
+    each run in progress or just ended (every agency's: an operator's view, on loopback by
+    default)."""
+    if bind is None:
+        yield
+        return
+    from esr.metrics import MetricsServer
+
+    def run_dirs() -> list[Path]:
+        return [run.run_dir for run in store.runs_in_view(ENDED_RUNS_SHOWN_S)]
+
+    def service() -> dict:
+        by_status = store.status_counts()
+        return {"queued": by_status.get(QUEUED, 0), "by_status": by_status}
+
+    try:
+        server = MetricsServer(bind, run_dirs, service)
+    except OSError as error:
+        raise BadInput(f"--metrics-bind {bind[0]}:{bind[1]}: cannot listen there "
+                       f"({error.strerror}); choose another port") from None
+    announce(f"esr-locust: metrics on {server.url}")
+    with server:
+        yield

@@ -12,12 +12,13 @@ import json
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from esr.run_directory import now_iso
+from esr.run_directory import iso_at, now_iso
 
 STORE_FILE = "esr.sqlite3"
 # A newer service upgrades an older store by running the migrations it has not seen;
@@ -245,6 +246,16 @@ class Store:
     def runs_with_status(self, *statuses: str) -> list[Run]:
         marks = ",".join("?" * len(statuses))
         return self._runs(f"status IN ({marks}) ORDER BY n", *statuses)
+
+    def runs_in_view(self, ended_within_s: float) -> list[Run]:
+        """Every agency's runs in progress, and those ended in the last `ended_within_s`."""
+        since = iso_at(time.time() - ended_within_s)  # stamps compare as text: one format
+        marks = ",".join("?" * len(IN_PROGRESS))
+        return self._runs(f"status IN ({marks}) OR ended_at >= ? ORDER BY n", *IN_PROGRESS,
+                          since)
+
+    def status_counts(self) -> dict[str, int]:
+        return dict(self._query("SELECT status, COUNT(*) FROM runs GROUP BY status"))
 
     def _runs(self, where: str, *parameters) -> list[Run]:
         return [_run(row) for row in
