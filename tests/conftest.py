@@ -54,6 +54,8 @@ ONE_WORKER_MODULES = {
     "tests/test_service_api_runs.py": "a service, and runs that passed, failed, were cancelled",
     "tests/test_service_page.py": "a service with two agencies' runs and their report cards",
     "tests/test_service_runs.py": "a service, which builds each run's report card",
+    "tests/test_target.py": "a demo target of its own, checked for a clean exit at the end",
+    "tests/test_trace_context.py": "a traced run with a master and a worker, read by four tests",
 }
 
 

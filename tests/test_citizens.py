@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from esr.errors import ScenarioError
 from esr.population import citizens
 from esr.population.citizens import (
     BLOCK,
@@ -31,6 +32,8 @@ from esr.population.demographics import (
     Uniform,
     Weights,
     available_templates,
+    load_template,
+    template_file,
 )
 from esr.scenario.reader import load_scenario
 
@@ -219,6 +222,30 @@ def test_identity_parts_are_drawn_where_none_can_be_kept(tmp_path, monkeypatch):
 
     monkeypatch.setattr(citizens.inspect, "getsource", no_source)
     assert identity_cache_file() is None and identity_parts() == draw_identity_parts()
+
+
+def test_a_template_file_is_read_each_time_and_parsed_again_only_when_it_changed(tmp_path):
+    """Templates read lately are kept by file and content (demographics.TEMPLATES_KEPT): the
+    same content is not parsed again, a changed file is, and a broken one is still refused."""
+    bundled = template_file("students").read_text()
+    path = tmp_path / "mine.yml"
+    path.write_text(bundled.replace("template: students", "template: mine"))
+    first = load_template(path)
+    assert first.behavior.patience == 8 and load_template(path) is first
+    path.write_text(path.read_text().replace("patience: 8s ", "patience: 20s"))
+    changed = load_template(path)
+    assert changed.behavior.patience == 20 and changed.traits == first.traits
+    path.write_text(path.read_text().replace("patience: 20s", "patience: -1s"))
+    problems = []
+    assert load_template(path, problems) is None and problems[0].path == "behavior.patience"
+    with pytest.raises(ScenarioError):
+        load_template(path)
+    other = tmp_path / "other.yml"
+    other.write_bytes(path.read_bytes())  # the same bytes in another file: read as that file
+    with pytest.raises(ScenarioError) as raised:
+        load_template(other)
+    assert {problem.file for problem in raised.value.problems} == {str(other)}
+    assert any("its file is 'other.yml'" in problem.message for problem in raised.value.problems)
 
 
 def test_preview_interleaves_groups_in_proportion():

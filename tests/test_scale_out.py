@@ -68,6 +68,8 @@ def test_the_master_refuses_a_worker_with_another_scenario(tmp_path, target):
     assert served(target, summary["run_id"])["requests"]["total"] == summary["requests"]["total"]
 
 
+WORKER_REPORT_S = 3.0  # locust.runners.WORKER_REPORT_INTERVAL (importing Locust here would
+# monkey-patch the test process)
 LONGER = """
 scenario: a worker dies
 seed: 32
@@ -94,10 +96,13 @@ def test_a_worker_killed_mid_run_is_recorded_with_a_bound_and_its_citizens_go_on
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for _ in range(3)]
     try:
+        # Every citizen active, then a report interval more: each worker has told the master
+        # its pace once all its citizens run (killed in the ramp, on a busy machine, its last
+        # report showed a pace its citizens then outran, and the bound was short).
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not _requests_flowing(run_dir):
+        while time.monotonic() < deadline and _citizens_active(run_dir) < 30:
             time.sleep(0.2)
-        time.sleep(3)
+        time.sleep(WORKER_REPORT_S + 0.5)
         workers[0].kill()  # no goodbye, no final report: as if its host vanished
         killed_at = time.time()
         _, err = master.communicate(timeout=120)
@@ -119,8 +124,11 @@ def test_a_worker_killed_mid_run_is_recorded_with_a_bound_and_its_citizens_go_on
     assert after and max(after) == 30, after
 
 
-def _requests_flowing(run_dir: Path) -> bool:
-    return _requests_so_far(run_dir) > 0
+def _citizens_active(run_dir: Path) -> int:
+    try:
+        return json.loads((run_dir / "live.json").read_text())["citizens"]
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def _requests_so_far(run_dir: Path) -> int:

@@ -249,7 +249,7 @@ scenario: hostile target
 seed: 11
 citizens:
   - {template: low_income, count: 20, behavior: {think_time: 0s..0s}}
-load_profile: {ramp_up: 1s, sustain: 4s}
+load_profile: {ramp_up: 1s, sustain: 1s}
 track_legal_blocks: true
 report: {formats: [json, html]}
 """

@@ -55,8 +55,10 @@ def served(tmp_path_factory, target):
         yield Served(service.url, service, secrets["housing"], runs)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium for the module; each test opens contexts of its own in it (cookies and
+    storage apart), as Playwright's own runner shares a browser between tests."""
     sync_api = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium")
     if chromium is None:

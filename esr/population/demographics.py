@@ -8,6 +8,7 @@ keeps citizen generation off the load generator's critical path.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from esr.permissions import file_inside
 from esr.population.presets import PRESETS
 from esr.scenario import yaml_fields as f
-from esr.scenario.yaml_source import Document, KeyPath, read_yaml
+from esr.scenario.yaml_source import MAX_FILE_BYTES, Document, KeyPath, parse_yaml, read_yaml
 from esr.units import Span
 
 DEMOGRAPHICS_DIR = Path(__file__).resolve().parent / "templates"
@@ -194,15 +195,44 @@ def template_file(name: str, relative_to: Path | None = None) -> Path | None:
 
 def load_template(path: Path, problems: list | None = None) -> Template | None:
     """Read and check one template file; problems go to the given list (or raise)."""
-    doc = read_yaml(path)
-    template = read_template(doc, expected_name=path.stem)
+    template, found = _read_template_file(path)
     if problems is None:
         from esr.errors import ScenarioError
-        if doc.problems:
-            raise ScenarioError(doc.problems)
+        if found:
+            raise ScenarioError(list(found))
     else:
-        problems.extend(doc.problems)
+        problems.extend(found)
     return template
+
+
+# Templates read lately, by file name and content: a long-lived process (the service, the web
+# UI, a test run) reads the same few again with every scenario that names them, and YAML with
+# every value's place in the file is parsed in Python, 10-30 ms a template. Whatever the file
+# holds is read each time; only a content already read is not parsed again.
+TEMPLATES_KEPT = 32
+_read_lately: dict[tuple[str, bytes], tuple[Template | None, tuple]] = {}
+
+
+def _read_template_file(path: Path) -> tuple[Template | None, tuple]:
+    """The template in a file and the problems found in it (read_yaml's caps and errors)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        data = text = None
+    if text is None or len(data) > MAX_FILE_BYTES:
+        doc = read_yaml(path)  # says what is wrong with the file, as for any YAML file
+        return read_template(doc, expected_name=path.stem), tuple(doc.problems)
+    key = (str(path), hashlib.sha256(data).digest())
+    known = _read_lately.get(key)
+    if known is None:
+        doc = parse_yaml(text, str(path))  # what read_yaml does once it has the text
+        known = read_template(doc, expected_name=path.stem), tuple(doc.problems)
+        if len(_read_lately) >= TEMPLATES_KEPT:
+            _read_lately.clear()
+        _read_lately[key] = known
+    return known
 
 
 def read_template(doc: Document, expected_name: str) -> Template | None:

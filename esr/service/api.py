@@ -28,7 +28,8 @@ from esr import __version__
 from esr.run_directory import REPORT_CARD, new_run_id
 from esr.scenario.stages import plan_stages
 from esr.service.agencies import Caller, Forbidden, Unauthorized, authenticate
-from esr.service.dispatcher import Dispatcher, build_report_card
+from esr.service.cards import build_report_card
+from esr.service.dispatcher import Dispatcher
 from esr.service.links import REPORT_FORMATS, report_link_valid, report_query
 from esr.service.page import add_page
 from esr.service.store import ENDED, IN_PROGRESS, QUEUED, REPORTING, Event, Run, Store

@@ -10,11 +10,8 @@ them gracefully (their results are written) and marks the run interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +23,7 @@ from esr.launcher import Launch, RunSettings, exit_code_of, read_live
 from esr.report.summary import build_summary
 from esr.run_directory import COUNTERS, SUMMARY, write_json
 from esr.service.agencies import Policy
+from esr.service.cards import build_report_card
 from esr.service.store import (
     CANCELLED,
     ERROR,
@@ -46,13 +44,10 @@ from esr.watching import stats_of
 
 # How often the queue is looked at when nothing wakes it.
 POLL_S = 1.0
-# The formats built as soon as a run ends; the PDF is built when first asked for.
-EAGER_FORMATS = "html,json,junit"
 # How long a load process left over from a killed service may take to stop gracefully.
 ORPHAN_STOP_S = 60.0
 # How long a load process left starting may take to set up its graceful stop.
 ORPHAN_READY_S = 30.0
-_PDF_LOCK = threading.Lock()
 
 
 class Dispatcher:
@@ -238,18 +233,6 @@ def verdict_of(summary: dict, exit_code: int) -> dict:
             "p95_ms": requests["p95_ms"], "citizens": summary["citizens"]["total"],
             "checks": [{"name": c["name"], "passed": c["passed"], "actual": c["actual"],
                         "threshold": c["threshold"]} for c in summary["slo"]["checks"]]}
-
-
-def build_report_card(run_dir: Path, formats: str = EAGER_FORMATS) -> str | None:
-    """Report card formats, built in a child process (charts and layout are heavy and must
-    not stall the service); what went wrong, if anything. The PDF is built when first asked
-    for, one at a time."""
-    with _PDF_LOCK if "pdf" in formats else contextlib.nullcontext():
-        done = subprocess.run([sys.executable, "-m", "esr.cli", "report", str(run_dir),
-                               "--format", formats], capture_output=True, text=True)
-    if done.returncode != 0:
-        return f"the report card could not be built: {done.stderr.strip()[-300:]}"
-    return None
 
 
 def stop_orphans(run: Run) -> None:
