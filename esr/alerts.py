@@ -83,10 +83,11 @@ class _Figures:
 class LiveAlerts:
     """Feed it each live.json document of one run, in order; it returns the new alerts."""
 
-    def __init__(self, p95_slo_ms: float | None = None):
+    def __init__(self, p95_slo_ms: float | None = None, window_s: float = WINDOW_S):
+        self.window_s = window_s
         self.p95_threshold = p95_slo_ms or DEFAULT_P95_MS
         self.p95_is_slo = p95_slo_ms is not None
-        # Figures of the last WINDOW_S and one older (the window's base); the run's start
+        # Figures of the last window and one older (the window's base); the run's start
         # is the first base: everything counted is zero there.
         self._history: deque[_Figures] = deque([_Figures(0.0, 0, {})])
         self._rate_announced: float | None = None
@@ -107,7 +108,7 @@ class LiveAlerts:
             name: (int(figures.get("requests", 0)), int(figures.get("failures", 0)))
             for name, figures in (live.get("endpoints") or {}).items()})
         self._history.append(now)
-        while len(self._history) > 2 and self._history[1].at_s <= now.at_s - WINDOW_S:
+        while len(self._history) > 2 and self._history[1].at_s <= now.at_s - self.window_s:
             self._history.popleft()
         base = self._history[0]
         started, ended = self._chaos_alerts(live.get("chaos") or [], now.at_s)
