@@ -8,13 +8,21 @@ test_journeys.py shows an overloaded target: arrivals still start on time there.
 
 from __future__ import annotations
 
-import pytest
-from commands import served
+import os
+import subprocess
+import sys
 
+import psutil
+import pytest
+from commands import esr_locust, served
+
+from esr.demo.process import demo_target
 from esr.engine.arrivals import Share, schedule
 from esr.engine.probes import LATE_MS_BOUNDS, lateness_key
 from esr.launcher import RunSettings, run
 from esr.report.summary import arrival_figures
+from esr.run_directory import SUMMARY, read_json
+from esr.wire import STOP_TIMEOUT_S
 
 
 def test_uniform_arrivals_are_evenly_spaced_and_poisson_ones_seeded():
@@ -101,3 +109,61 @@ def test_a_generator_that_cannot_keep_up_drops_arrivals_and_says_so(tmp_path, ta
     generator = summary["load_generator"]
     assert generator["limited"] and any("arrivals could not start" in finding
                                         for finding in generator["findings"])
+
+
+def test_a_generator_starved_of_cpu_drops_arrivals_and_names_itself(tmp_path, target):
+    """ESR's one load process shares its core with a busy loop and is asked for 4,000
+    arrivals a second (more than a whole core serves here): arrivals it cannot start in time
+    are dropped and counted, not queued; the run ends on time; the target saw exactly the
+    started ones; the verdict says the generator, not the target, was the limit."""
+    core = {max(os.sched_getaffinity(0))}
+    on_the_core = lambda: os.sched_setaffinity(0, core)  # noqa: E731
+    hog = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 60\n"
+                            "while time.time() < end: pass"], preexec_fn=on_the_core)
+    try:
+        done = subprocess.run(esr_locust(
+            "run", str(open_scenario(tmp_path, "{arrival_rate: 4000/s, sustain: 3s}")),
+            "--host", target, "--workers", "0", "--run-dir", str(tmp_path / "run")),
+            preexec_fn=on_the_core, capture_output=True, text=True, timeout=120)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert done.returncode in (0, 1), done.stderr  # 1: the scenario's SLOs may fail
+    summary = read_json(tmp_path / "run" / SUMMARY)
+    arrivals = summary["arrivals"]
+    assert arrivals["started"] + arrivals["dropped"] == arrivals["scheduled"] > 10_000
+    assert arrivals["dropped"] > 0 and arrivals["late_ms_max"] < 150, arrivals
+    assert arrivals["started"] == served(target, summary["run_id"])["requests"]["total"]
+    assert summary["duration_s"] < 3 + STOP_TIMEOUT_S
+    generator = summary["load_generator"]
+    assert generator["limited"] and any("arrivals could not start" in finding
+                                        for finding in generator["findings"]), generator
+    assert "load generator" in done.stdout + done.stderr
+
+
+@pytest.mark.slow(reason="a pool that stays bounded shows over minutes (the issue: 20/s, 2 min)")
+def test_a_long_low_rate_run_holds_the_citizens_its_concurrency_needs(tmp_path):
+    """20 arrivals a second for 2 minutes, each answered in a second: some 20 citizens busy
+    at a time. The pool stays near that (never one citizen per arrival: 2,400), and the load
+    process's memory does not grow with the run's length."""
+    samples: list[tuple[int, int]] = []  # (citizens, the load process's RSS)
+
+    def sample(live: dict) -> None:
+        rss = [p.memory_info().rss for p in psutil.Process().children(recursive=True)
+               if str(tmp_path / "run") in " ".join(p.cmdline())]
+        samples.append((live["citizens"], sum(rss)))
+
+    with demo_target("--capacity", "100", "--service-ms", "1000") as slow:
+        result = run(RunSettings(scenario=open_scenario(
+            tmp_path, "{arrival_rate: 20/s, sustain: 120s}"), host=slow, workers=0,
+            run_dir=tmp_path / "run"), on_progress=sample)
+        arrivals = result.summary["arrivals"]
+        assert arrivals["started"] + arrivals["dropped"] == arrivals["scheduled"] == 2_400
+        assert arrivals["dropped"] <= 24, arrivals  # a busy machine may drop a few
+        assert arrivals["started"] == served(slow, result.run_id)["requests"]["total"]
+    assert result.summary["requests"]["p50_ms"] >= 1000
+    citizens = [c for c, _ in samples]
+    assert len(samples) > 100 and 15 <= max(citizens) <= 45, citizens
+    # Memory a minute in against the end: the same, within what Python's allocator wanders.
+    minute, end = samples[len(samples) // 2][1], max(rss for _, rss in samples[-10:])
+    assert minute > 0 and end - minute < 8 * 2**20, (minute, end)

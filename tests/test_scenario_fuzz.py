@@ -120,7 +120,7 @@ values = st.recursive(
     scalars,
     lambda inner: st.one_of(st.lists(inner, max_size=4),
                             st.dictionaries(keys, inner, max_size=6)),
-    max_leaves=25)
+    max_leaves=12)
 
 
 def sometimes(strategy: st.SearchStrategy) -> st.SearchStrategy:
