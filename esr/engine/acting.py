@@ -8,12 +8,14 @@ import os
 import time
 from pathlib import Path
 
+import gevent
+
 from esr.engine import locust_compat as compat
 from esr.engine.arrivals import Arrivals, Share
 from esr.engine.probes import Probes, bucket_width, response_facts
 from esr.engine.run import Run
 from esr.histograms import duration_bounds_ms
-from esr.population.citizens import CitizenFactory, identity_pool
+from esr.population.citizens import CitizenFactory, CitizenStream, identity_pool
 
 # Citizen blocks are dealt to processes in strides of this many, so any worker index
 # below it makes citizens no other process makes, and worker 0 makes what one process would.
@@ -32,12 +34,14 @@ class Acting(Run):
         log_dir = self.options.request_log
         self.request_log = open(  # noqa: SIM115 (open for the process's life)
             Path(log_dir) / f"requests-{os.getpid()}.csv", "a") if log_dir else None
-        self._streams: dict[int, object] = {}
+        self._streams: dict[int, CitizenStream] = {}
+        self._preparing: dict[int, int] = {}  # the block each group's stream has made next
         self.arrival_share = Share(0, 1)  # the open model's: all of them (a worker: its share)
         # When the open model's schedule begins (a worker: the master's start); None: when
         # this process's citizens are ready.
         self.schedule_origin: float | None = None
         environment.events.request.add_listener(self._on_request)
+        environment.events.test_stopping.add_listener(self._end_arrivals)
         # Spawned citizens live until the stop: out of the collector's way meanwhile (a
         # full pass over 25,000 of them took seconds, stalling every heartbeat).
         environment.events.spawning_complete.add_listener(lambda **_: gc.freeze())
@@ -50,7 +54,19 @@ class Acting(Run):
                 raise RuntimeError(f"worker index {share} beyond ESR's {MAX_WORKERS} workers")
             factory = CitizenFactory(self.scenario, group_index)
             stream = self._streams[group_index] = factory.stream(share, MAX_WORKERS)
-        return next(stream)
+        citizen = next(stream)
+        upcoming = stream.upcoming()
+        if upcoming is not None and self._preparing.get(group_index) != upcoming:
+            self._preparing[group_index] = upcoming
+            gevent.spawn(self._prepare, stream.factory, upcoming)
+        return citizen
+
+    @staticmethod
+    def _prepare(factory: CitizenFactory, block: int) -> None:
+        """Make the next block of citizens when the event loop has nothing else to do: made
+        when first needed, its milliseconds would make every arrival due meanwhile late."""
+        gevent.idle()
+        factory.prepare(block)
 
     def _on_request(self, request_type, name, response_time, response, exception, context,
                     start_time=None, **_):
@@ -88,6 +104,10 @@ class Acting(Run):
 
     def _new_probes(self) -> Probes:
         return Probes(bucket_width(self.duration_s), duration_bounds_ms(self.scenario.slo.checks))
+
+    def _end_arrivals(self, **_) -> None:
+        if self.arrivals:
+            self.arrivals.end()
 
     def on_test_stop(self, environment, **kwargs) -> None:
         super().on_test_stop(environment, **kwargs)

@@ -179,19 +179,51 @@ class CitizenFactory:
 
     def citizen(self, number: int) -> dict:
         block, offset = divmod(number, BLOCK)
-        return self.block(block)[offset]
+        return dict(zip(CITIZEN_FIELDS, self._rows(block)[offset], strict=True))
+
+    def block(self, block: int) -> list[dict]:
+        return [dict(zip(CITIZEN_FIELDS, row, strict=True)) for row in self._rows(block)]
+
+    def stream(self, share: int = 0, shares: int = 1) -> CitizenStream:
+        """The citizens of one share of many: whole blocks, dealt round-robin, without end."""
+        return CitizenStream(self, share, shares)
+
+    def prepare(self, block: int) -> None:
+        """Make a block now, so that taking its citizens later costs no more than each one's."""
+        self._rows(block)
 
     @lru_cache(maxsize=8)  # noqa: B019 - a few recent blocks per factory; factories are few
-    def block(self, block: int) -> tuple[dict, ...]:
+    def _rows(self, block: int) -> tuple[tuple, ...]:
+        """A block's citizens, each a row of values in CITIZEN_FIELDS' order."""
         rng = np.random.default_rng([self.seed, self.group_index, block])
-        return tuple(_make_block(self.group, rng, block * BLOCK, self._anchor, self.pool))
+        return _make_block(self.group, rng, block * BLOCK, self._anchor, self.pool)
 
-    def stream(self, share: int = 0, shares: int = 1) -> Iterator[dict]:
-        """The citizens of one share of many: whole blocks, dealt round-robin, without end."""
-        block = share
-        while True:
-            yield from self.block(block)
-            block += shares
+
+class CitizenStream:
+    """The citizens of one share of many: whole blocks, dealt round-robin, without end.
+
+    Each citizen's dict is made as it is taken. Making a block takes milliseconds at once,
+    which a load process's event loop would spend late for every arrival due meanwhile: once
+    most of a block is taken, `upcoming` names the next, for the caller to have it made at a
+    moment that suits it (CitizenFactory.prepare)."""
+
+    def __init__(self, factory: CitizenFactory, share: int, shares: int):
+        self.factory, self.shares = factory, shares
+        self.block, self.taken = share, 0
+
+    def __iter__(self) -> CitizenStream:
+        return self
+
+    def __next__(self) -> dict:
+        if self.taken == BLOCK:
+            self.block, self.taken = self.block + self.shares, 0
+        row = self.factory._rows(self.block)[self.taken]
+        self.taken += 1
+        return dict(zip(CITIZEN_FIELDS, row, strict=True))
+
+    def upcoming(self) -> int | None:
+        """The block this stream takes next, once three quarters of the current one are taken."""
+        return self.block + self.shares if self.taken >= BLOCK * 3 // 4 else None
 
 
 def _years_before(day: dt.date, years: int) -> dt.date:
@@ -202,9 +234,9 @@ def _years_before(day: dt.date, years: int) -> dt.date:
 
 
 def _make_block(group: CitizenGroup, rng: np.random.Generator, first: int,
-                anchor: np.ndarray, pool: IdentityPool) -> list[dict]:
-    """BLOCK citizens, column by column: numpy does the per-citizen work, Python builds
-    one dict per citizen (the draws' order is the citizens' identity: keep it)."""
+                anchor: np.ndarray, pool: IdentityPool) -> tuple[tuple, ...]:
+    """BLOCK citizens, column by column: numpy does the per-citizen work, Python makes
+    one row per citizen (the draws' order is the citizens' identity: keep it)."""
     n = BLOCK
     t = group.traits
     ages = np.clip(t.age.draw(rng, n), 0, 120).astype(np.int64)
@@ -250,7 +282,7 @@ def _make_block(group: CitizenGroup, rng: np.random.Generator, first: int,
         _BANDS[ages].tolist(),
         _COHORTS[ages, veteran.astype(np.int64)].tolist(),
     )
-    return [dict(zip(CITIZEN_FIELDS, row, strict=True)) for row in zip(*columns, strict=True)]
+    return tuple(zip(*columns, strict=True))
 
 
 def preview(scenario: Scenario, count: int) -> Iterator[dict]:
