@@ -753,6 +753,22 @@ def test_histograms_of_another_word_size_add_in_encoded_or_decoded():
     add_encoded(total, part.encode())
     add_encoded(total, part.encode().decode("ascii"))
     assert total.get_total_count() == 8 and total.get_count_at_value(2000) == 4
+    # The same histogram as HDR's own decode_and_add makes, totals and percentiles included.
+    rng = np.random.default_rng(6)
+    other = new_histogram()
+    record_values(other, rng.integers(50, 10**7, 5000))
+    by_hdr = new_histogram(word_size=8)
+    for encoded in (part.encode(), other.encode()):
+        by_hdr.decode_and_add(encoded)
+    ours = new_histogram()
+    add_encoded(ours, new_histogram().encode())  # an empty one changes nothing
+    for encoded in (part.encode(), other.encode()):
+        add_encoded(ours, encoded)
+    assert list(ours.counts) == list(by_hdr.counts)
+    assert (ours.total_count, ours.get_min_value(), ours.get_max_value()) == \
+        (by_hdr.total_count, by_hdr.get_min_value(), by_hdr.get_max_value())
+    assert [ours.get_value_at_percentile(q) for q in (1, 50, 99, 100)] == \
+        [by_hdr.get_value_at_percentile(q) for q in (1, 50, 99, 100)]
     wide = decoded(part.encode().decode("ascii"))
     assert wide.counts_len == part.counts_len  # merged() adds counts index by index
     assert merged([wide, part]).get_count_at_value(2000) == 4
@@ -766,6 +782,20 @@ def test_options_hidden_from_the_web_form_are_not_rendered():
     compat.hide_from_web_form(parser, "esr_")
     shown = set(parser.args_included_in_web_ui)
     assert "other" in shown and "esr_reports_dir" not in shown
+
+
+def test_a_runner_s_stop_names_its_caller_with_inspect_whose_first_use_is_paid_ahead():
+    import inspect as inspect_module
+
+    from locust.runners import LocalRunner, Runner, WorkerRunner
+
+    assert "inspect.getframeinfo(inspect.stack()[1][0])" in inspect_module.getsource(Runner.stop)
+    assert WorkerRunner.stop is Runner.stop and "super().stop()" in inspect_module.getsource(
+        LocalRunner.stop)
+    compat.warm_up_stop()
+    # What warm_up_stop paid for stays paid: inspect's map of the loaded modules' files.
+    assert inspect_module.getmodule(compat.warm_up_stop) is compat
+    assert inspect_module.modulesbyfile, "inspect keeps no module-by-file map any more"
 
 
 def test_users_get_time_to_stop_and_a_longer_timeout_stays():

@@ -82,6 +82,7 @@ class Arrivals:
         self.queue: gevent.queue.Queue = gevent.queue.Queue()
         self.idle = 0  # citizens waiting in next()
         self.lagging = False  # the event loop runs late: short of CPU, grow no more
+        self.ended_at: float | None = None  # when the process began to stop its citizens
         self._instants = (at for k, at in enumerate(schedule(rate, duration_s, spacing, seed))
                           if k % share.count == share.index)
         self.greenlet = gevent.spawn(self._offer)
@@ -182,17 +183,25 @@ class Arrivals:
     def _drop(self) -> None:
         self.run.probes.arrivals["missed"] += 1
 
+    def end(self) -> None:
+        """As the process begins to stop its citizens: no more arrivals are offered. The
+        schedule ends here, not at its planned end, when the stop comes first (the run's
+        clock started before this process's citizens were ready): what would fall due while
+        the citizens stop is not part of the run."""
+        if self.ended_at is None:
+            self.ended_at = time.time()
+            self.greenlet.kill(block=True)
+            self._lag_watch.kill(block=False)
+
     def stop(self) -> None:
         """At the run's end: the arrivals due and not started, offered or not, are dropped, so
-        started + dropped is exactly the count scheduled up to the stop."""
-        self.greenlet.kill(block=True)
-        self._lag_watch.kill(block=False)
+        started + dropped is exactly the count scheduled up to the end."""
+        self.end()
         while not self.queue.empty():
             self.queue.get_nowait()
             self._drop()
-        now = time.time()
         for at in self._instants:
-            if self.start + at > now:
+            if self.start + at > self.ended_at:
                 break
             self.run.probes.arrivals["scheduled"] += 1
             self._drop()

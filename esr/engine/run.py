@@ -102,6 +102,7 @@ class Run:
         events.test_start.add_listener(self.on_test_start)
         events.test_stop.add_listener(self.on_test_stop)
         events.quitting.add_listener(self.on_quitting)
+        compat.warm_up_stop()
 
     def set_run(self, run_id: str, time_scale: float, user_scale: float) -> None:
         """Name the run and scale it: what each request carries, and the stage table."""
