@@ -6,8 +6,9 @@ its instant an arrival is offered to the idle citizens; when none is idle, the p
 starts more (up to its cap), and an arrival that cannot start within DROP_AFTER_S of its
 instant is dropped and counted (k6's dropped_iterations), never queued for later: lateness
 stays bounded, and a generator that cannot keep up shows as drops, not as the target's
-latency. A citizen left idle while enough others are idle retires: the pool follows the
-concurrency the target asks for, never the number of arrivals or the run's length.
+latency. The citizen idle last takes the next arrival (a stack, not a queue), so those idle
+longest stay idle, and retire once enough others are idle: the pool follows the concurrency
+the target asks for, never the number of arrivals or the run's length.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import os
 import random
 import resource
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import takewhile
 from typing import NamedTuple
 
 import gevent
-import gevent.queue
+from gevent.hub import Waiter
 
 from esr.engine import locust_compat as compat
 from esr.engine.connections import KEEPALIVE_IDLE_S
@@ -33,6 +36,7 @@ WORKERS_READY_S = 0.5
 # An idle citizen hangs up after this long (before servers close idle connections, see
 # connections.py), and retires if enough others are idle.
 RETIRE_AFTER_S = 0.8 * KEEPALIVE_IDLE_S
+RETIRE_CHECK_S = 0.25  # how often idle citizens are looked at
 LAG_CHECK_S = 0.05  # how often the process checks that its event loop keeps time
 LAGGING_S = 0.02  # a loop this late: the process is short of CPU, and grows no more citizens
 SPARE_S = 0.05  # the idle citizens kept: this many seconds' worth of arrivals (at least 2)
@@ -73,20 +77,33 @@ def default_cap(processes: int) -> int:
     return max(1, min(files - FILES_KEPT, available // 2 // processes // CITIZEN_BYTES))
 
 
+class Idle:
+    """A citizen waiting for an arrival: woken with False to take one, True to retire."""
+
+    __slots__ = ("waiter", "since", "hang_up", "hung_up", "woken")
+
+    def __init__(self, hang_up: Callable[[], None]):
+        self.waiter = Waiter()
+        self.since = time.monotonic()
+        self.hang_up = hang_up
+        self.hung_up = self.woken = False
+
+
 class Arrivals:
     def __init__(self, run, rate: float, duration_s: float, spacing: str, seed: int,
                  share: Share, cap: int, origin: float | None = None):
         self.run, self.rate, self.share, self.cap, self.origin = run, rate, share, cap, origin
         self.spare = max(2, math.ceil(rate / share.count * SPARE_S))
         self.start = time.time()
-        self.queue: gevent.queue.Queue = gevent.queue.Queue()
-        self.idle = 0  # citizens waiting in next()
+        self.offered: deque[float] = deque()  # instants offered, not taken yet, oldest first
+        self.idle: deque[Idle] = deque()  # citizens waiting in next(), the latest idle last
         self.lagging = False  # the event loop runs late: short of CPU, grow no more
         self.ended_at: float | None = None  # when the process began to stop its citizens
+        self._hub = gevent.get_hub()
         self._instants = (at for k, at in enumerate(schedule(rate, duration_s, spacing, seed))
                           if k % share.count == share.index)
         self.greenlet = gevent.spawn(self._offer)
-        self._lag_watch = gevent.spawn(self._watch_lag)
+        self._watches = [gevent.spawn(self._watch_lag), gevent.spawn(self._retire_idle)]
 
     @classmethod
     def for_run(cls, run) -> Arrivals:
@@ -102,22 +119,22 @@ class Arrivals:
 
     def next(self, hang_up: Callable[[], None]) -> float | None:
         """The instant of the next arrival this citizen takes, once due; None when it should
-        retire (idle for long, with enough others idle). Idle for long, it hangs up first."""
-        self.idle += 1
-        try:
-            while True:
-                try:
-                    due = self.queue.get(timeout=RETIRE_AFTER_S)
-                except gevent.queue.Empty:
-                    hang_up()
-                    if self.idle > self.spare:
-                        return None
-                    continue
+        retire (idle for long, with enough others idle)."""
+        while True:
+            while self.offered:
+                due = self.offered.popleft()
                 if time.time() - due <= DROP_AFTER_S:
                     return due
                 self._drop()
-        finally:
-            self.idle -= 1
+            idle = Idle(hang_up)
+            self.idle.append(idle)
+            try:
+                retire = idle.waiter.get()
+            finally:
+                if not idle.woken:  # stopped while idle
+                    self.idle.remove(idle)
+            if retire:
+                return None
 
     def begin(self, due: float) -> bool:
         """Whether the citizen that took the arrival due then may start it now: not when the
@@ -154,15 +171,22 @@ class Arrivals:
                 gevent.sleep(0)  # behind schedule: let the citizens take what is offered
             self._drop_stale()
             self.run.probes.arrivals["scheduled"] += 1
-            self.queue.put(due)
-            waiting = self.queue.qsize() - self.idle
-            if waiting > 0:
-                self._grow(waiting)
+            self.offered.append(due)
+            if self.idle:
+                # The citizen idle last: its connection and its memory are the warmest, and
+                # those idle longest stay so, to retire when the load needs fewer.
+                self._wake(self.idle.pop(), retire=False)
+            else:
+                self._grow(1)
+
+    def _wake(self, idle: Idle, retire: bool) -> None:
+        idle.woken = True
+        self._hub.loop.run_callback(idle.waiter.switch, retire)
 
     def _drop_stale(self) -> None:
         now = time.time()
-        while not self.queue.empty() and now - self.queue.peek_nowait() > DROP_AFTER_S:
-            self.queue.get_nowait()
+        while self.offered and now - self.offered[0] > DROP_AFTER_S:
+            self.offered.popleft()
             self._drop()
 
     def _grow(self, wanted: int) -> None:
@@ -180,6 +204,22 @@ class Arrivals:
             gevent.sleep(LAG_CHECK_S)
             self.lagging = time.monotonic() - slept - LAG_CHECK_S > LAGGING_S
 
+    def _retire_idle(self) -> None:
+        """Citizens idle for long hang up (before the target closes their connections), and
+        those beyond the spare ones retire, the longest idle first."""
+        while True:
+            gevent.sleep(RETIRE_CHECK_S)
+            since = time.monotonic() - RETIRE_AFTER_S
+            while len(self.idle) > self.spare and self.idle[0].since < since:
+                idle = self.idle.popleft()
+                idle.hang_up()
+                self._wake(idle, retire=True)
+            long_idle = list(takewhile(lambda idle, before=since: idle.since < before, self.idle))
+            for idle in long_idle:
+                if not idle.hung_up:
+                    idle.hang_up()
+                    idle.hung_up = True
+
     def _drop(self) -> None:
         self.run.probes.arrivals["missed"] += 1
 
@@ -191,14 +231,14 @@ class Arrivals:
         if self.ended_at is None:
             self.ended_at = time.time()
             self.greenlet.kill(block=True)
-            self._lag_watch.kill(block=False)
+            gevent.killall(self._watches, block=False)
 
     def stop(self) -> None:
         """At the run's end: the arrivals due and not started, offered or not, are dropped, so
         started + dropped is exactly the count scheduled up to the end."""
         self.end()
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        while self.offered:
+            self.offered.popleft()
             self._drop()
         for at in self._instants:
             if self.start + at > self.ended_at:
