@@ -257,24 +257,14 @@ def _run_and_report(settings, args: argparse.Namespace | None = None) -> int:
 
 
 def _follow_and_report(launch) -> int:
-    import importlib
-    import threading
-
     from esr.alerts import LiveAlerts
     from esr.launcher import ProgressLine
 
-    progress = ProgressLine(alerts=LiveAlerts.for_scenario(launch.scenario))
-    # The report card's modules (pandas, scipy: 2 s of CPU here) load while the run goes on,
-    # from its first live figures: not before it, nor while Locust's processes start.
-    preload = threading.Thread(target=importlib.import_module, args=("esr.report.render",),
-                               daemon=True)
-
-    def on_progress(live: dict) -> None:
-        if preload.ident is None:
-            preload.start()
-        progress(live)
-
-    result = launch.wait(on_progress)
+    result = launch.wait(ProgressLine(alerts=LiveAlerts.for_scenario(launch.scenario)))
+    # The report card's modules (pandas, scipy: 2 s of CPU) load once the run is over, never
+    # beside it: loaded in a thread while it went on, even at the lowest priority, they made
+    # a load process sharing their core drop hundreds of open-model arrivals a run (none
+    # without them; benchmarks/open_model.py pins both to one core).
     from esr.report.render import write_report_card
 
     _print_summary(result.summary)
