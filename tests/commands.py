@@ -17,9 +17,11 @@ def esr_locust(*args: str) -> list[str]:
 
 def as_at_a_terminal() -> None:
     """For Popen's preexec_fn: the child takes SIGINT as a program started at a terminal does.
-    A process inherits an ignored SIGINT, and Python then keeps ignoring it: in full runs of
-    the suite a pytest worker had come to ignore it (which test leaves it so is not found
-    yet), and a Ctrl-C sent to esr-locust went unheard, its run lasting to its end."""
+    A process inherits an ignored SIGINT, and Python then keeps ignoring it. A background job
+    of a shell without job control starts with SIGINT ignored (POSIX: `bash -c 'cmd &'`, as
+    CI runners and nohup scripts start suites), and so does every process of the suite then:
+    a Ctrl-C sent to esr-locust went unheard, its run lasting to its end. (No test sets it: a
+    plugin read SigIgn in /proc before and after each test of a full run.)"""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
