@@ -161,6 +161,22 @@ def test_same_seed_same_citizens_whatever_the_split(tmp_path):
             assert {k: seen[k] for k in reference} == reference, (group, workers)
 
 
+def test_many_groups_streamed_together_make_each_block_once(tmp_path, monkeypatch):
+    """A load process takes citizens of every group in turn; the factories' shared cache of
+    blocks is small, so each stream holds the block it is taking."""
+    made = []
+    make = citizens._make_block
+    monkeypatch.setattr(citizens, "_make_block",
+                        lambda group, rng, first, *rest: made.append(first)
+                        or make(group, rng, first, *rest))
+    scenario = load_scenario(scenario_for(tmp_path, "students", seed=3))
+    # More streams than the cache holds blocks, each taking its first block and 10 of its second.
+    streams = [CitizenFactory(scenario, 0).stream() for _ in range(12)]
+    taken = [[next(stream) for stream in streams] for _ in range(BLOCK + 10)]
+    assert sorted(made) == [0] * len(streams) + [BLOCK] * len(streams)
+    assert [row[0]["number"] for row in taken] == list(range(BLOCK + 10))
+
+
 def test_another_seed_gives_other_citizens(tmp_path):
     first = sample(scenario_for(tmp_path, "students", seed=1), 50)
     second = sample(scenario_for(tmp_path, "students", seed=2), 50)

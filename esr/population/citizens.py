@@ -210,14 +210,19 @@ class CitizenStream:
     def __init__(self, factory: CitizenFactory, share: int, shares: int):
         self.factory, self.shares = factory, shares
         self.block, self.taken = share, 0
+        # The block being taken, held here: the factories' cache is shared and small, and
+        # many groups' streams would push it out, to be made again for every citizen.
+        self._rows: tuple[tuple, ...] | None = None
 
     def __iter__(self) -> CitizenStream:
         return self
 
     def __next__(self) -> dict:
         if self.taken == BLOCK:
-            self.block, self.taken = self.block + self.shares, 0
-        row = self.factory._rows(self.block)[self.taken]
+            self.block, self.taken, self._rows = self.block + self.shares, 0, None
+        if self._rows is None:
+            self._rows = self.factory._rows(self.block)
+        row = self._rows[self.taken]
         self.taken += 1
         return dict(zip(CITIZEN_FIELDS, row, strict=True))
 
