@@ -419,9 +419,12 @@ def _serve_web_ui(settings, args: argparse.Namespace) -> int:
 
 
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenario", metavar="SCENARIO",
-                        help="the same scenario file as the master's (checked by its hash)")
-    parser.add_argument("--master", type=host_port, required=True, metavar="HOST:PORT")
+    parser.add_argument("scenario", metavar="SCENARIO", nargs="?",
+                        help="the same scenario file as the master's (checked by its hash); "
+                             "without it, a standing worker: it takes each run's scenario "
+                             "from the master, one run after another")
+    parser.add_argument("--master", type=host_port, required=True, metavar="HOST:PORT",
+                        help="the master's worker port (a service's --pool address)")
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -429,9 +432,26 @@ def worker(args: argparse.Namespace) -> int:
 
     from esr.launcher import worker_command
 
+    if args.scenario is None:
+        return _standing_worker(args.master)
     command, env = worker_command(Path(args.scenario), args.master)
     os.execve(command[0], command, env)  # signals (docker stop) reach Locust directly
     return EXIT_OK  # not reached
+
+
+def _standing_worker(master: tuple[str, int]) -> int:
+    from esr.launcher import worker_command
+    from esr.pool import StandingWorker
+
+    standing = StandingWorker(master, lambda scenario: worker_command(scenario, master))
+    signal.signal(signal.SIGTERM, standing.stop)  # docker stop, kubectl delete: end gracefully
+    print(f"esr-locust worker: a standing worker of the pool at {master[0]}:{master[1]} "
+          "(Ctrl-C ends)", file=sys.stderr)
+    try:
+        return standing.serve()
+    except KeyboardInterrupt:
+        standing.stop()
+        return EXIT_OK
 
 
 

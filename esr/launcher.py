@@ -7,6 +7,7 @@ builds the summary afterwards, so heavy work never stalls the load.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -68,6 +69,7 @@ class RunSettings:
     allow_chaos_signals: bool = False  # signals to the processes named by pid files
     allow_chaos_containers: bool = False  # docker compose
     bind: tuple[str, int] | None = None  # a master for workers on other hosts: where it listens
+    workers_wait_s: float = WORKERS_CONNECT_TIMEOUT_S  # ... and how long it waits for them
     web: tuple[str, int] | None = None  # Locust's web UI here instead of one headless run
     web_login: bool = False  # the web UI asks for ESR_WEB_USER / ESR_WEB_PASSWORD
     reports_dir: Path = Path("reports")  # web UI: each run started there gets a directory here
@@ -145,7 +147,7 @@ class Launch:
             return
         host, port = s.bind or ("127.0.0.1", _free_port())
         expect = [] if s.web else ["--expect-workers", str(s.workers),
-                                   "--expect-workers-max-wait", str(WORKERS_CONNECT_TIMEOUT_S)]
+                                   "--expect-workers-max-wait", str(math.ceil(s.workers_wait_s))]
         self._spawn("master", [*common, "--master", "--master-bind-host", host,
                                "--master-bind-port", str(port), *expect])
         if s.bind is not None:
@@ -207,7 +209,7 @@ class Launch:
 
     def wait(self, on_progress: Callable[[dict], None] | None = None) -> RunResult:
         deadline = time.monotonic() + self.planned_s + OVERRUN_S + (
-            WORKERS_CONNECT_TIMEOUT_S if self.settings.workers else 0)
+            self.settings.workers_wait_s if self.settings.workers else 0)
         stopping_since = None
         try:
             for live in self._watch():
@@ -263,13 +265,22 @@ class Launch:
             log = (self.run_dir / f"{'master' if self.settings.workers else 'locust'}.log")
             tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.is_file() \
                 else []
-            reason = "workers never connected" if self.settings.workers and any(
+            reason = self._workers_missing() if self.settings.workers and any(
                 "Gave up waiting" in line for line in tail) else "the load process failed"
             raise RunError(f"run {self.run_id}: {reason}; see {log}"
                            + ("".join(f"\n  {line}" for line in tail) if tail else ""))
         summary = build_summary(self.run_dir)
         write_json(self.run_dir / SUMMARY, summary)
         return RunResult(self.run_id, self.run_dir, summary, exit_code_of(summary))
+
+
+    def _workers_missing(self) -> str:
+        s = self.settings
+        if s.bind is None:
+            return "workers never connected"
+        return (f"fewer than {s.workers} worker{'s' if s.workers > 1 else ''} joined at "
+                f"{s.bind[0]}:{s.bind[1]} within {s.workers_wait_s:g} s (start them with "
+                f"`esr-locust worker --master HOST:{s.bind[1]}`)")
 
 
 def end_process(process: subprocess.Popen, grace_s: float = 5.0) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from esr.arguments import (
     bind_address,
+    host_port,
     local_workers,
     metrics_arguments,
     positive_float,
@@ -22,6 +23,19 @@ from esr.errors import EXIT_OK, BadInput
 from esr.units import parse_duration
 
 DEFAULT_DATA = Path("esr-data")
+
+
+def _pool(args: argparse.Namespace):
+    from esr.pool import PoolSettings
+
+    if args.pool is None:
+        if args.min_workers != 1:
+            raise BadInput("--min-workers needs --pool HOST:PORT (where standing workers join)")
+        return None
+    if args.workers:
+        raise BadInput("--workers starts local workers; with --pool the standing workers "
+                       "run each run's citizens: give one or the other")
+    return PoolSettings(args.pool, args.min_workers, args.pool_wait)
 
 
 # ---- on the service's machine ------------------------------------------------------------------
@@ -48,6 +62,15 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-url", default=None, metavar="URL",
                         help="the address people reach the service at, behind a proxy: report "
                         "links start with it (default: the address each request was sent to)")
+    pool = parser.add_argument_group("a pool of standing workers (instead of local workers)")
+    pool.add_argument("--pool", type=host_port, default=None, metavar="HOST:PORT",
+                      help="each run's master listens here for standing workers "
+                      "(`esr-locust worker --master HOST:PORT` on other hosts); one run at a "
+                      "time")
+    pool.add_argument("--min-workers", type=positive_int, default=1, metavar="N",
+                      help="a run starts once N standing workers have joined it (default 1)")
+    pool.add_argument("--pool-wait", type=_duration, default=60.0, metavar="DURATION",
+                      help="a run waiting longer for them is an error (default 60s)")
     metrics_arguments(parser, after_run=False)
 
 
@@ -57,7 +80,8 @@ def serve(args: argparse.Namespace) -> int:
 
     serve_api(ServeSettings(data=args.data, bind=args.bind, workers=local_workers(args),
                             max_running=args.max_running, link_ttl_s=args.link_ttl,
-                            public_url=args.public_url, metrics_bind=args.metrics_bind),
+                            public_url=args.public_url, metrics_bind=args.metrics_bind,
+                            pool=_pool(args)),
               announce=lambda line: print(line, file=sys.stderr, flush=True))
     return EXIT_OK
 

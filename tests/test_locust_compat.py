@@ -39,6 +39,7 @@ from locust.html import DEFAULT_BUILD_PATH
 from locust.rpc import Message
 from locust.runners import STATE_INIT, STATE_RUNNING, MasterRunner, WorkerRunner
 
+from esr import pool
 from esr.engine import locust_compat as compat
 from esr.errors import EXIT_RUN_ERROR, UntestedLibrary
 from esr.histograms import (
@@ -204,6 +205,42 @@ def test_runners_tell_their_index_and_the_users_asked_of_them():
         assert compat.workers_ever_connected(master) == 1
         start_users(master, worker, 2)
         assert compat.users_asked_of(worker) == 2
+        wait_until(lambda: compat.users_on_worker(master, worker.client_id) == 2)
+        assert compat.users_on_worker(master, "gone") == 0
+
+
+# ---- the pool: standing workers speak Locust's framing outside Locust (esr/pool.py) ------------
+
+
+def test_the_pool_frames_messages_as_locust_does():
+    message = Message("esr_scenario", {"source": "é", "n": [1, 2.5]}, "host_pool_1")
+    assert pool.frame(message.type, message.data, message.node_id) == message.serialize()
+    back = Message.unserialize(pool.frame("esr_no_run", {}, "lobby"))
+    assert pool.unframe(message.serialize()) == (message.type, message.data, message.node_id)
+    assert (back.type, back.data, back.node_id) == ("esr_no_run", {}, "lobby")
+
+
+def test_a_master_answers_a_custom_message_from_a_stranger_by_its_identity():
+    """A standing worker asks a run's master for its scenario before it is any worker: Locust
+    hands custom messages from unknown node ids to their listener, replies reach that id,
+    and the asker is indexed (results_of_workers leaves it out)."""
+    import zmq.green as zmq
+
+    with master_and_worker() as (master, _):
+        master.register_message("esr_test_ask", lambda environment, msg, **_: master.send_message(
+            "esr_test_answer", {"to": msg.data["n"]}, client_id=msg.node_id))
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, b"stranger_pool_1")
+        sock.connect(f"tcp://127.0.0.1:{master.server.port}")
+        try:
+            sock.send(pool.frame("esr_test_ask", {"n": 7}, "stranger_pool_1"))
+            assert sock.poll(int(WAIT_S * 1000))
+            assert pool.unframe(sock.recv()) == ("esr_test_answer", {"to": 7}, "stranger_pool_1")
+        finally:
+            sock.close(linger=0)
+        assert "stranger_pool_1" not in master.clients  # a worker only once it says ready
+        assert compat.workers_ever_connected(master) == 2
+        assert compat.workers_ever_connected(master, besides={"stranger_pool_1"}) == 1
 
 
 class Often(Idle):

@@ -83,6 +83,9 @@ class Conducting(Run):
     def workers_now(self) -> int:
         return 0
 
+    def pool_now(self) -> list[dict]:
+        return []  # a single process has no workers
+
     def results_of_workers(self) -> dict:
         return {"workers": 0, "lost_workers": []}
 
@@ -239,5 +242,6 @@ class Conducting(Run):
             "p95_ms": stats.get_current_response_time_percentile(0.95),
             "chaos": self.chaos.in_force() if self.chaos is not None else [],
             "outcomes": dict(self.tally.outcomes()), "workers": self.workers_now(),
+            "pool": self.pool_now(),
             "duration_le_ms": list(duration_bounds_ms(self.scenario.slo.checks)),
             **self.tally.live(LIVE_ENDPOINTS_MAX)})

@@ -129,10 +129,18 @@ def worker_index(runner) -> int:
     return getattr(runner, "worker_index", 0) if runner is not None else 0
 
 
-def workers_ever_connected(runner) -> int:
-    """How many workers a master has given an index to (those since gone included)."""
+def workers_ever_connected(runner, besides: set[str] = frozenset()) -> int:
+    """How many workers a master has given an index to (those since gone included), but
+    `besides` (senders of other messages, which Locust indexes too)."""
     # RELIES ON: MasterRunner.worker_indexes, {worker id: index}, kept for every worker seen.
-    return len(runner.worker_indexes)
+    return len(set(runner.worker_indexes) - set(besides))
+
+
+def users_on_worker(runner, worker: str) -> int:
+    """The users a master's worker reported running."""
+    # RELIES ON: MasterRunner.clients[id].user_count, from the worker's last report.
+    node = runner.clients.get(worker)
+    return node.user_count if node is not None else 0
 
 
 def users_asked_of(runner) -> int:

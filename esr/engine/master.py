@@ -14,6 +14,7 @@ from esr.engine import messages
 from esr.engine.chaos import Fault
 from esr.engine.conducting import Conducting
 from esr.engine.lost_workers import WorkerLedger
+from esr.pool import offer_of
 from esr.run_directory import append_event
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ class MasterRun(Conducting):
         self._finals: set[str] = set()  # workers whose final report has come
         self._welcomed: set[str] = set()  # workers whose scenario and version were checked
         self._refused: set[str] = set()
+        self._joined: dict[str, dict] = {}  # welcomed workers: their host, version, capacity
+        self._askers: set[str] = set()  # standing workers that asked for the scenario
+        self._offer = offer_of(scenario)  # what a standing worker asking for it gets
         self._cpu_since = (time.process_time(), time.monotonic())  # the master's own CPU
         # The workers sharing the open model's arrivals: those connected at the start (one
         # joining later takes none, or the split would no longer be exact).
@@ -38,6 +42,7 @@ class MasterRun(Conducting):
         runner = environment.runner
         environment.events.worker_report.add_listener(self._on_worker_report)
         runner.register_message(messages.HELLO, self._on_hello)
+        runner.register_message(messages.SCENARIO_WANTED, self._on_scenario_wanted)
         # A worker gone missing hands its citizens to the others (Locust's rebalancing).
         compat.enable_rebalancing(environment)
 
@@ -61,16 +66,39 @@ class MasterRun(Conducting):
         return self.environment.runner.worker_count
 
     def results_of_workers(self) -> dict:
-        return {"workers": compat.workers_ever_connected(self.environment.runner),
-                "lost_workers": list(self.ledger.lost.values())}
+        # Locust indexes whoever sends it a message, standing workers asking included.
+        ever = compat.workers_ever_connected(self.environment.runner, besides=self._askers)
+        return {"workers": ever, "lost_workers": list(self.ledger.lost.values())}
+
+    def pool_now(self) -> list[dict]:
+        """The workers in this run, as the service shows its pool (live.json)."""
+        runner, pool = self.environment.runner, []
+        for worker in sorted(compat.connected_workers(runner) & set(self._joined)):
+            record = self.ledger.records.get(worker)
+            pool.append({**self._joined[worker], "id": worker,
+                         "citizens": compat.users_on_worker(runner, worker),
+                         "last_heard": record.last_heard if record else None})
+        return pool
 
     # ---- workers joining and reporting ---------------------------------------------------------
+
+    def _on_scenario_wanted(self, environment, msg, **_) -> None:
+        """A standing worker asks for the scenario: offered until a headless run ends (in
+        the web UI, any time). Not by Locust's state: a master with no worker yet turns
+        STATE_STOPPED after any message it handles (check_stopped's all() of no workers)."""
+        self._askers.add(msg.node_id)
+        taking = self.web_runs is not None or not (self.finishing or self.ended_at)
+        environment.runner.send_message(messages.SCENARIO if taking else messages.NO_RUN,
+                                        self._offer if taking else {}, client_id=msg.node_id)
 
     def _on_hello(self, environment, msg, **_) -> None:
         theirs = msg.data
         if (theirs["sha256"], theirs["version"]) == (self.scenario.sha256, __version__):
             self.ledger.hello(msg.node_id, time.time())
             self._welcomed.add(msg.node_id)
+            self._joined[msg.node_id] = {
+                "host": str(theirs.get("host", ""))[:200], "version": theirs["version"],
+                "capacity": theirs.get("capacity") or {}}
             environment.runner.send_message(messages.WELCOME, self.run_settings(),
                                             client_id=msg.node_id)
             return

@@ -10,7 +10,8 @@ from __future__ import annotations
 # ---- custom messages -------------------------------------------------------------------------
 
 HELLO = "esr_hello"
-"""Worker -> master, once connected: {"sha256", "version", "file"} of the scenario it runs.
+"""Worker -> master, once connected: {"sha256", "version", "file"} of the scenario it runs,
+and {"host", "capacity": {"open_files", "memory_bytes"}} of the machine it runs on.
 The master refuses (tells to quit) a worker whose scenario or ESR version differs."""
 
 WELCOME = "esr_welcome"
@@ -24,6 +25,18 @@ open model's arrivals (those connected at the start), "started_s" the run's star
 seconds), where its schedule begins. The per-run values a worker takes from its master:
 never from Locust's parsed options, which the web UI's form can write. Anything else (files,
 permissions) a worker takes from its own command line only."""
+
+SCENARIO_WANTED = "esr_scenario_wanted"
+"""Standing worker (esr/pool.py, not a Locust process) -> whoever holds the pool address:
+{"version", "host", "capacity", "running"}. A run's master answers SCENARIO while its run
+can take workers, else NO_RUN; the service's lobby answers NO_RUN between runs."""
+
+SCENARIO = "esr_scenario"
+"""Master -> standing worker: the offer (pool.offer_of): {"file", "source", "templates",
+"sha256", "version"}. Data, never code: the worker reads it as any scenario file."""
+
+NO_RUN = "esr_no_run"
+"""Master or lobby -> standing worker: no run to join now; ask again later. {}"""
 
 FAULT = "esr_fault"
 """Master -> workers: a client-side chaos fault to apply (chaos.Fault.wire())."""

@@ -5,6 +5,7 @@ accepted its scenario, and stopping its citizens if the master falls silent."""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 import gevent
@@ -19,6 +20,7 @@ from esr.engine.arrivals import WORKERS_READY_S, Share
 from esr.engine.chaos import Fault
 from esr.engine.lost_workers import MASTER_SILENCE_S, WATCH_INTERVAL_S
 from esr.engine.probes import requests_in
+from esr.pool import capacity
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ class WorkerRun(Acting):
         environment.events.report_to_master.add_listener(self._on_report_to_master)
         # Tell the master which scenario this worker runs: it refuses a different one.
         runner.send_message(messages.HELLO, {
-            "sha256": scenario.sha256, "version": __version__, "file": scenario.file})
+            "sha256": scenario.sha256, "version": __version__, "file": scenario.file,
+            "host": socket.gethostname(), "capacity": capacity()})
         gevent.spawn(self._stop_citizens_when_the_master_is_silent)
         self._hold_citizens_until_welcomed()
 

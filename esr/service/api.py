@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from esr import __version__
+from esr.pool import ServicePool
 from esr.run_directory import REPORT_CARD, new_run_id
 from esr.scenario.stages import plan_stages
 from esr.service.agencies import Caller, Forbidden, Unauthorized, authenticate
@@ -143,6 +144,24 @@ class Health(BaseModel):
     version: str
 
 
+class PoolWorker(BaseModel):
+    id: str = Field(description="the worker's id at its master, or its standing worker's")
+    host: str | None = None
+    version: str | None = Field(None, description="its ESR version")
+    capacity: dict[str, int] = Field(default_factory=dict,
+                                     description="open_files limit and memory_bytes it has")
+    citizens: int | None = Field(None, description="citizens it runs now")
+    last_heard: float | None = Field(None, description="epoch seconds of its last word")
+
+
+class PoolOut(BaseModel):
+    enabled: bool = Field(description="false: each run's workers are local to the service")
+    address: str | None = None
+    min_workers: int | None = None
+    busy: bool = Field(False, description="a run holds the pool now (whose is not said)")
+    workers: list[PoolWorker] = Field(default_factory=list)
+
+
 # Every refusal has the same body, a request that does not match the API (422) included.
 ERRORS = {status: {"model": ErrorOut} for status in (401, 403, 404, 422)}
 ERRORS[401]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"},
@@ -180,6 +199,7 @@ class Service:
     link_key: bytes
     link_ttl_s: float = LINK_TTL_S
     public_url: str | None = None  # what links start with behind a proxy; else as asked
+    pool: ServicePool | None = None  # standing workers, with serve --pool
 
 
 class RunEvents:
@@ -237,6 +257,11 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
     @app.get("/healthz", response_model=Health, tags=["service"])
     def healthz() -> Health:
         return Health(status="ok", version=__version__)
+
+    @app.get("/v1/pool", response_model=PoolOut, tags=["service"], responses=ERRORS)
+    def pool(who: Annotated[Caller, Depends(reader)]) -> PoolOut:
+        """The standing workers that run this service's runs (serve --pool)."""
+        return pool_out(service.pool)
 
     @app.post("/v1/runs", status_code=202, response_model=RunAccepted, tags=["runs"],
               openapi_extra=SUBMIT_BODY,
@@ -353,6 +378,16 @@ def create_app(service: Service, events: RunEvents) -> FastAPI:
 
 
 # ---- submitting ------------------------------------------------------------------------------
+
+
+def pool_out(pool: ServicePool | None) -> PoolOut:
+    if pool is None:
+        return PoolOut(enabled=False)
+    view = pool.view()
+    workers = [PoolWorker(**{k: v for k, v in worker.items() if v is not None})
+               for worker in view["workers"] if worker.get("id")]
+    return PoolOut(enabled=True, address=view["address"], min_workers=view["min_workers"],
+                   busy=view["busy"], workers=workers)
 
 
 def _body_kind(request: Request) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from esr.alerts import LiveAlerts, p95_slo_ms
 from esr.errors import EXIT_OK, EXIT_SLO_FAILED, EsrError
 from esr.launcher import Launch, RunSettings, exit_code_of, read_live
+from esr.pool import ServicePool
 from esr.report.summary import build_summary
 from esr.run_directory import COUNTERS, SUMMARY, write_json
 from esr.service.agencies import Policy
@@ -52,8 +53,10 @@ ORPHAN_READY_S = 30.0
 
 class Dispatcher:
     def __init__(self, store: Store, *, workers: int = 0, max_running: int = 1,
+                 pool: ServicePool | None = None,
                  notify: Callable[[str], None] = lambda run_id: None):
         self.store, self.workers, self.max_running = store, workers, max_running
+        self.pool = pool  # standing workers on other hosts, instead of local ones
         self.notify = notify  # told the run id whenever a run has a new event
         self._threads: dict[str, threading.Thread] = {}
         self._wake = threading.Event()
@@ -123,9 +126,11 @@ class Dispatcher:
         try:
             launch = Launch.prepare(RunSettings(
                 scenario=run.run_dir / SCENARIO_FILE, host=run.settings.get("host"),
-                workers=self.workers, time_scale=run.settings.get("time_scale", 1.0),
+                time_scale=run.settings.get("time_scale", 1.0),
                 user_scale=run.settings.get("user_scale", 1.0), run_id=run.id,
-                run_dir=run.run_dir))
+                run_dir=run.run_dir, **self._where()))
+            if self.pool is not None:
+                self.pool.lend(run.run_dir)
             launch.start()
             self.store.set_pids(run.id, [process.pid for process in launch.processes])
             self._status(run.id, RUNNING, only_from=(STARTING,))
@@ -138,7 +143,17 @@ class Dispatcher:
         except Exception as error:  # a bug must still end the run, never leave it hanging
             self._end(run.id, ERROR, reason=f"internal error: {type(error).__name__}: {error}")
         finally:
+            if self.pool is not None:
+                self.pool.take_back()
             self._wake.set()
+
+    def _where(self) -> dict:
+        """Where a run's citizens act: local workers, or the pool's standing workers."""
+        if self.pool is None:
+            return {"workers": self.workers}
+        pool = self.pool.settings
+        return {"workers": pool.min_workers, "bind": pool.address,
+                "workers_wait_s": pool.wait_s}
 
     def _report(self, run_id: str, summary: dict, exit_code: int, cut_short: bool) -> None:
         """The run's end: cancelled or interrupted if it was stopped before its end (by its

@@ -7,6 +7,7 @@ a revoked token ends its sessions at the next request.
 
 
 import secrets
+import time
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -26,6 +27,7 @@ PAGE_RUNS = 100
 _TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                          autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
                          lstrip_blocks=True)
+_TEMPLATES.filters["heard_ago"] = lambda epoch: f"{max(0.0, time.time() - epoch):.0f} s ago"
 
 
 def add_page(app: FastAPI, service) -> None:
@@ -55,6 +57,18 @@ def add_page(app: FastAPI, service) -> None:
             return Response("sign in again", status_code=401)
         return HTMLResponse(_TEMPLATES.get_template("rows.html.j2").render(runs=rows(who)),
                             headers=_HEADERS)
+
+    @app.get("/pool/rows", include_in_schema=False)
+    def page_pool(request: Request) -> Response:
+        if signed_in(request) is None:
+            return Response("sign in again", status_code=401)
+        return HTMLResponse(_TEMPLATES.get_template("pool.html.j2").render(pool=_pool()),
+                            headers=_HEADERS)
+
+    def _pool():
+        from esr.service.api import pool_out  # the API's view, as GET /v1/pool gives it
+
+        return pool_out(service.pool)
 
     @app.post("/session", include_in_schema=False)
     async def sign_in(request: Request) -> Response:
@@ -100,7 +114,8 @@ def add_page(app: FastAPI, service) -> None:
                 status: int = 200) -> Response:
         nonce = secrets.token_urlsafe(16)
         html = _TEMPLATES.get_template("page.html.j2").render(
-            agency=agency, runs=runs, error=error, version=__version__, nonce=nonce,
+            agency=agency, runs=runs, pool=_pool(), error=error, version=__version__,
+            nonce=nonce,
             refresh_s=REFRESH_S, link_hours=round(service.link_ttl_s / 3600))
         return HTMLResponse(html, status_code=status, headers={
             **_HEADERS, "Content-Security-Policy": "default-src 'none'; style-src "

@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from esr.errors import BadInput
+from esr.pool import PoolSettings, ServicePool
 from esr.service import DEFAULT_BIND
 from esr.service.api import LINK_TTL_S, RunEvents, Service, create_app
 from esr.service.dispatcher import Dispatcher
@@ -27,6 +28,7 @@ class ServeSettings:
     link_ttl_s: float = LINK_TTL_S
     public_url: str | None = None  # the service's address as people reach it (a proxy's)
     metrics_bind: tuple[str, int] | None = None  # Prometheus's endpoint, when asked for
+    pool: PoolSettings | None = None  # standing workers on other hosts run each run's citizens
 
 
 def open_store(data: Path) -> Store:
@@ -42,20 +44,35 @@ def open_store(data: Path) -> Store:
 
 def build_app(settings: ServeSettings, store: Store) -> FastAPI:
     events = RunEvents()
+    pool = _open_pool(settings)
     dispatcher = Dispatcher(store, workers=settings.workers, max_running=settings.max_running,
-                            notify=events.notify)
+                            pool=pool, notify=events.notify)
     service = Service(store, dispatcher, store.secret("link_key"), settings.link_ttl_s,
-                      settings.public_url)
+                      settings.public_url, pool)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher.start()
         yield
         dispatcher.close()  # runs in progress stop gracefully and keep their report cards
+        if pool is not None:
+            pool.close()
 
     app = create_app(service, events)
     app.router.lifespan_context = lifespan
     return app
+
+
+def _open_pool(settings: ServeSettings) -> ServicePool | None:
+    """The pool's lobby takes its address now: a taken address is said before serving."""
+    if settings.pool is None:
+        return None
+    if settings.max_running > 1:
+        raise BadInput("--pool runs one run at a time (each run's master holds the pool "
+                       "address): leave out --max-running, or give it 1")
+    pool = ServicePool(settings.pool)
+    pool.open()
+    return pool
 
 
 def serve(settings: ServeSettings, announce: Callable[[str], object] = print) -> None:

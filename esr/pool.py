@@ -1,0 +1,441 @@
+"""The pool: standing workers that serve one run's master after another, and the lobby where
+they wait between runs.
+
+A standing worker (`esr-locust worker --master HOST:PORT`, no scenario) asks whoever listens
+at the pool address for a scenario. A run's master answers with its offer: the scenario's
+text, the template files it names in its own folder, its SHA-256 and the ESR version. The
+worker checks all three, writes the files to a private folder and runs a Locust worker of
+that scenario, which joins the master as any worker does (HELLO, WELCOME: the master checks
+again). When that run ends, it asks again. Between runs the service's lobby answers instead
+("no run now") and notes who asked, so the service can show its pool.
+
+The offer is data, not code: the worker reads it as any scenario (a scenario may make HTTP
+requests and nothing else), with the permissions of its own command line.
+
+This module never imports Locust or gevent: it speaks Locust's framing (msgpack of
+(type, data, node id) over a ZeroMQ DEALER/ROUTER pair, checked against Locust's own in
+tests/test_locust_compat.py) itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import zmq
+
+from esr import __version__
+from esr.engine.messages import NO_RUN, SCENARIO, SCENARIO_WANTED
+from esr.errors import BadInput, EsrError
+from esr.permissions import file_inside
+from esr.population.demographics import DEMOGRAPHICS_DIR, template_file
+from esr.run_directory import LIVE
+from esr.scenario.model import Scenario
+
+# How long an ask waits for an answer, and how long a worker waits between asks while
+# nobody answers (doubling from ASK_AGAIN_S up to ASK_AGAIN_MAX_S).
+ANSWER_WAIT_S = 1.0
+ASK_AGAIN_S = 0.5
+ASK_AGAIN_MAX_S = 5.0
+# A worker refused an offer (another ESR version, a bad scenario) asks again this much later:
+# the same master would make the same offer.
+REFUSED_WAIT_S = 10.0
+# While its Locust worker runs, the standing worker asks the master this often whether the
+# run goes on; a master silent this long is gone (killed, or cut off): the Locust worker is
+# stopped, and the standing worker goes back to asking (it rejoins the run if it goes on).
+MASTER_CHECK_S = 5.0
+MASTER_GONE_S = 30.0
+# An offer is a scenario and a few templates of at most 1 MiB each (yaml_source.py).
+OFFER_MAX_BYTES = 16 * 1024 * 1024
+# How long the lobby tries to take the address a run's master has just left.
+BIND_WAIT_S = 3.0
+# The lobby lists a worker that asked within this long, and at most this many.
+LOBBY_FORGETS_S = 10.0
+LOBBY_MAX_WORKERS = 10_000
+
+
+class OfferRefused(EsrError):
+    """A master's offer this worker will not run (another version, hash or bad file)."""
+
+
+# ---- Locust's framing ------------------------------------------------------------------------
+
+
+def frame(kind: str, data: object, node_id: str) -> bytes:
+    """One message as Locust's rpc.protocol.Message serializes it."""
+    return msgpack.dumps((kind, data, node_id))
+
+
+def unframe(raw: bytes) -> tuple[str, object, str]:
+    kind, data, node_id = msgpack.loads(raw, raw=False, strict_map_key=False)
+    return str(kind), data, str(node_id)
+
+
+# ---- the offer -------------------------------------------------------------------------------
+
+
+def offer_of(scenario: Scenario) -> dict:
+    """What a master offers a standing worker: its scenario, as data (SCENARIO)."""
+    folder = Path(scenario.file).parent
+    templates = {}
+    for group in scenario.citizens:
+        path = template_file(group.template, folder)
+        if path is not None and path.parent != DEMOGRAPHICS_DIR:  # a file next to the scenario
+            templates[group.template] = path.read_text()
+    return {"file": Path(scenario.file).name, "source": scenario.source,
+            "templates": templates, "sha256": scenario.sha256, "version": __version__}
+
+
+def unpack_offer(offer: dict, folder: Path) -> Path:
+    """Check an offer (its scenario's hash, the ESR version) and write its files into
+    `folder`; the scenario file's path. Raises OfferRefused."""
+    try:
+        name, source = str(offer["file"]), str(offer["source"])
+        sha256, version = str(offer["sha256"]), str(offer["version"])
+        templates = {str(k): str(v) for k, v in dict(offer.get("templates") or {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise OfferRefused("the master's offer is not an ESR scenario offer") from None
+    if version != __version__:
+        raise OfferRefused(f"the master runs ESR {version[:40]!r}, this worker ESR "
+                           f"{__version__}: run the same version on both")
+    if hashlib.sha256(source.encode()).hexdigest() != sha256:
+        raise OfferRefused("the scenario the master sent does not match its SHA-256")
+    files = {Path(name).name or "scenario.yml": source, **templates}
+    for relative, text in files.items():
+        path = file_inside(folder, relative)
+        if path is None:  # a template names a file outside the scenario's folder
+            raise OfferRefused(f"the offer names a file outside its folder: {relative[:80]!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder / (Path(name).name or "scenario.yml")
+
+
+def capacity() -> dict:
+    """What this machine can hold, as a worker says when it joins: its open-files limit (each
+    citizen's connection is a file) and the memory available to it."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return {"open_files": soft, "memory_bytes": _memory_available()}
+
+
+def _memory_available() -> int:
+    try:  # a container's limit, where there is one (cgroup v2)
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            return int(limit)
+    except (OSError, ValueError):
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+# ---- asking ----------------------------------------------------------------------------------
+
+
+class Asker:
+    """Asks the pool address one question at a time, each on a fresh connection: whoever
+    listens there (a run's master, the lobby, nobody) changes between asks."""
+
+    def __init__(self, master: tuple[str, int], identity: str):
+        self.address = f"tcp://{_bracketed(master[0])}:{master[1]}"
+        self.identity = identity
+        self.context = zmq.Context.instance()
+
+    def ask(self, data: dict) -> tuple[str, dict] | None:
+        """The answer to SCENARIO_WANTED (its kind and data), or None if nobody answered."""
+        sock = self.context.socket(zmq.DEALER)
+        try:
+            sock.setsockopt(zmq.IDENTITY, self.identity.encode())
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, OFFER_MAX_BYTES)
+            sock.setsockopt(zmq.IPV6, 1)
+            sock.connect(self.address)
+            sock.send(frame(SCENARIO_WANTED, data, self.identity))
+            if not sock.poll(int(ANSWER_WAIT_S * 1000)):
+                return None
+            kind, answer, _ = unframe(sock.recv())
+            return kind, answer if isinstance(answer, dict) else {}
+        except (zmq.ZMQError, ValueError, msgpack.UnpackException):
+            return None
+        finally:
+            sock.close(linger=0)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# ---- the standing worker ---------------------------------------------------------------------
+
+
+class StandingWorker:
+    """`esr-locust worker --master HOST:PORT` without a scenario: serves one run after another.
+
+    `worker_command(scenario_path)` is the Locust worker to start for a scenario (the
+    launcher's); `runs` bounds how many runs it serves (None: until stopped)."""
+
+    def __init__(self, master: tuple[str, int], worker_command, *, log=sys.stderr):
+        self.master = master
+        self.worker_command = worker_command
+        self.identity = f"{socket.gethostname()}_pool_{uuid.uuid4().hex[:12]}"
+        self.asker = Asker(master, self.identity)
+        self.log = log
+        self.child: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+        self._said = ""  # the last state line written, so waiting is said once
+
+    def serve(self, runs: int | None = None) -> int:
+        served, wait = 0, ASK_AGAIN_S
+        while not self.stopping.is_set() and (runs is None or served < runs):
+            answer = self.asker.ask(self._about_me())
+            if answer is None or answer[0] != SCENARIO:
+                self._say(f"waiting for a run at {self.master[0]}:{self.master[1]}"
+                          + ("" if answer else " (nobody answers yet)"))
+                wait = ASK_AGAIN_S if answer else min(wait * 2, ASK_AGAIN_MAX_S)
+                self.stopping.wait(wait)
+                continue
+            wait = ASK_AGAIN_S
+            with tempfile.TemporaryDirectory(prefix="esr-pool-") as folder:
+                try:
+                    scenario = unpack_offer(answer[1], Path(folder))
+                except OfferRefused as refusal:
+                    self._say(f"refusing the master's scenario: {refusal}")
+                    self.stopping.wait(REFUSED_WAIT_S)
+                    continue
+                self._say(f"running {scenario.name} (sha256 {answer[1]['sha256'][:16]}) "
+                          f"for the master at {self.master[0]}:{self.master[1]}")
+                self._run(scenario)
+                served += 1
+        return 0
+
+    def stop(self, *_) -> None:
+        """End serving; a Locust worker running is stopped gracefully (it reports first)."""
+        self.stopping.set()
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+
+    def _run(self, scenario: Path) -> None:
+        command, env = self.worker_command(scenario)
+        self.child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        heard = time.monotonic()
+        try:
+            while self.child.poll() is None:
+                try:
+                    self.child.wait(timeout=MASTER_CHECK_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if self.asker.ask(self._about_me()) is not None:
+                    heard = time.monotonic()
+                elif time.monotonic() - heard > MASTER_GONE_S:
+                    self._say(f"the master has not answered for {MASTER_GONE_S:.0f} s: "
+                              "stopping this run's worker")
+                    _end(self.child)
+        finally:
+            _end(self.child)
+            self._said = ""
+
+    def _about_me(self) -> dict:
+        return {"version": __version__, "host": socket.gethostname(), "capacity": capacity(),
+                "running": self.child is not None and self.child.poll() is None}
+
+    def _say(self, line: str) -> None:
+        if line != self._said:
+            self._said = line
+            print(f"esr-locust worker: {line}", file=self.log, flush=True)
+
+
+def _end(process: subprocess.Popen, grace_s: float = 40.0) -> None:
+    """Stop a Locust worker gracefully (SIGTERM: it reports what it has first), then for sure."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# ---- the lobby -------------------------------------------------------------------------------
+
+
+class Lobby:
+    """The pool address while no run's master holds it: answers standing workers "no run now"
+    and remembers who asked (the service's view of its pool between runs)."""
+
+    def __init__(self, address: tuple[str, int]):
+        self.address = f"tcp://{_bracketed(address[0])}:{address[1]}"
+        self.seen: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bound = threading.Event()
+        self.error: str | None = None
+
+    def open(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._closing.clear()
+        self._bound.clear()
+        self.error = None
+        self._thread = threading.Thread(target=self._answer, name="esr-pool-lobby", daemon=True)
+        self._thread.start()
+        self._bound.wait(BIND_WAIT_S + 1)
+
+    def close(self) -> None:
+        """Free the address (a run's master binds it next)."""
+        if self._thread is None:
+            return
+        self._closing.set()
+        self._thread.join()
+        self._thread = None
+
+    def workers(self) -> list[dict]:
+        """The standing workers that asked lately, newest first."""
+        now = time.time()
+        with self._lock:
+            return sorted((dict(w) for w in self.seen.values()
+                           if now - w["last_heard"] <= LOBBY_FORGETS_S),
+                          key=lambda w: -w["last_heard"])
+
+    def _answer(self) -> None:
+        sock = zmq.Context.instance().socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # asks are small
+        sock.setsockopt(zmq.IPV6, 1)
+        deadline = time.monotonic() + BIND_WAIT_S
+        while True:
+            try:
+                sock.bind(self.address)
+                break
+            except zmq.ZMQError as error:  # a master that just left may still hold it
+                if error.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    self.error = f"cannot listen on {self.address}: {error}"
+                    sock.close(linger=0)
+                    self._bound.set()
+                    return
+                time.sleep(0.1)
+        self._bound.set()
+        try:
+            while not self._closing.is_set():
+                if not sock.poll(200):
+                    continue
+                frames = sock.recv_multipart()
+                if len(frames) != 2:
+                    continue
+                try:
+                    kind, data, _ = unframe(frames[1])
+                except (ValueError, msgpack.UnpackException):
+                    continue
+                if kind == SCENARIO_WANTED and isinstance(data, dict):
+                    self._note(frames[0].decode(errors="replace")[:200], data)
+                    sock.send_multipart([frames[0], frame(NO_RUN, {}, "lobby")])
+        finally:
+            sock.close(linger=0)
+
+    def _note(self, identity: str, data: dict) -> None:
+        about = {"id": identity, "host": str(data.get("host", ""))[:200],
+                 "version": str(data.get("version", ""))[:40],
+                 "capacity": _plain_capacity(data.get("capacity")),
+                 "citizens": 0, "last_heard": time.time()}
+        with self._lock:
+            if identity not in self.seen and len(self.seen) >= LOBBY_MAX_WORKERS:
+                return  # a flood of made-up workers: the real ones are listed already
+            self.seen[identity] = about
+            for stale in [k for k, w in self.seen.items()
+                          if time.time() - w["last_heard"] > LOBBY_FORGETS_S]:
+                del self.seen[stale]
+
+
+def _plain_capacity(value: object) -> dict:
+    if not isinstance(value, dict):
+        return {}
+    return {key: int(value[key]) for key in ("open_files", "memory_bytes")
+            if isinstance(value.get(key), int) and not isinstance(value.get(key), bool)}
+
+
+# ---- the service's pool ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """`esr-locust serve --pool HOST:PORT --min-workers N --pool-wait S`."""
+
+    address: tuple[str, int]
+    min_workers: int = 1  # a run starts once this many standing workers have joined it
+    wait_s: float = 60.0  # ... or is an error after waiting this long for them
+
+
+class ServicePool:
+    """A service's standing workers: between runs the lobby holds the pool address (and sees
+    who asks); during a run its master does, and lists who joined in live.json."""
+
+    def __init__(self, settings: PoolSettings):
+        self.settings = settings
+        self.lobby = Lobby(settings.address)
+        self._run_dir: Path | None = None
+
+    def open(self) -> None:
+        self.lobby.open()
+        if self.lobby.error:
+            raise BadInput(f"--pool {self.settings.address[0]}:{self.settings.address[1]}: "
+                           f"{self.lobby.error}; choose another address")
+
+    def lend(self, run_dir: Path) -> None:
+        """A run's master is about to bind the address."""
+        self.lobby.close()
+        self._run_dir = run_dir
+
+    def take_back(self) -> None:
+        self._run_dir = None
+        self.lobby.open()
+
+    def close(self) -> None:
+        self.lobby.close()
+
+    def view(self) -> dict:
+        """What GET /v1/pool shows: the address, and the workers with their host, ESR
+        version, capacity, citizens and when they were last heard (epoch seconds). Never
+        which run they serve: agencies never see each other's runs."""
+        host, port = self.settings.address
+        busy = self._run_dir is not None
+        workers = _workers_in(self._run_dir) if busy else self.lobby.workers()
+        return {"address": f"{host}:{port}", "min_workers": self.settings.min_workers,
+                "busy": busy, "workers": workers}
+
+
+def _workers_in(run_dir: Path) -> list[dict]:
+    try:
+        live = json.loads((run_dir / LIVE).read_text())
+    except (OSError, ValueError):
+        return []  # the master is starting, or waits for its workers
+    return [_plain_worker(worker) for worker in live.get("pool") or [] if isinstance(worker, dict)]
+
+
+def _plain_worker(worker: dict) -> dict:
+    """A worker as live.json lists it, with nothing in it longer or stranger than it should be
+    (its host and capacity come from the worker itself)."""
+    def number(value: object) -> float | None:
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    return {"id": str(worker.get("id", ""))[:200], "host": str(worker.get("host", ""))[:200],
+            "version": str(worker.get("version", ""))[:40],
+            "capacity": _plain_capacity(worker.get("capacity")),
+            "citizens": number(worker.get("citizens")),
+            "last_heard": number(worker.get("last_heard"))}

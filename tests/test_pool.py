@@ -1,0 +1,328 @@
+"""A pool of standing workers serving the service's runs, one after another (esr/pool.py).
+
+The offer a master makes and a worker checks, and the lobby, are tested here directly. The
+whole story runs on a virtual LAN of network namespaces (tests/hosts.py): the demo target, the
+service with `--pool`, three standing worker hosts, one more that joins mid-run, and a stranger
+of another ESR version; three runs of two scenarios without restarting any worker, counted
+against the target, the third with a worker host cut off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from commands import free_port
+from hosts import Lan, NamespacesUnavailable, virtual_lan
+from services import make_token, running_service, wait_for_status
+
+from esr import __version__, pool
+from esr.engine.messages import NO_RUN, SCENARIO_WANTED
+from esr.scenario.reader import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = """
+esr: 1
+scenario: "pool %(name)s"
+seed: %(seed)s
+citizens:
+  - {name: applicants, template: %(template)s, count: %(count)s,
+     behavior: {think_time: 100ms..300ms, patience: 10s}}
+load_profile: {ramp_up: 1s, sustain: %(sustain)s}
+report: {formats: [json]}
+"""
+
+
+def scenario(**values) -> str:
+    return SMALL % {"name": "a", "seed": 1, "template": "low_income", "count": 12,
+                    "sustain": "4s", **values}
+
+
+# ---- the offer ---------------------------------------------------------------------------------
+
+
+def test_an_offer_carries_the_scenario_and_the_templates_beside_it(tmp_path):
+    (tmp_path / "mine.yml").write_text((ROOT / "esr/population/templates/seniors.yml")
+                                       .read_text().replace("seniors", "mine", 1))
+    text = scenario().replace("template: low_income", "template: mine.yml") + \
+        "  # a second group from the built-in templates\n"
+    text = text.replace("load_profile", "  - {name: others, template: veterans, count: 3}\n"
+                        "load_profile")
+    (tmp_path / "s.yml").write_text(text)
+    offer = pool.offer_of(load_scenario(tmp_path / "s.yml"))
+    assert offer["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert offer["version"] == __version__ and offer["file"] == "s.yml"
+    assert set(offer["templates"]) == {"mine.yml"}  # built-in templates every worker has
+
+    unpacked = pool.unpack_offer(offer, tmp_path / "worker")
+    assert unpacked == tmp_path / "worker" / "s.yml"
+    assert load_scenario(unpacked).sha256 == offer["sha256"]
+
+
+@pytest.mark.parametrize("change, refusal", [
+    ({"version": "0.0.0-other"}, "the master runs ESR '0.0.0-other', this worker ESR"),
+    ({"sha256": "0" * 64}, "does not match its SHA-256"),
+    ({"templates": {"../outside.yml": "x"}}, "names a file outside its folder: '../outside.yml'"),
+    ({"templates": {"/etc/cron.d/x": "x"}}, "names a file outside its folder"),
+    ({"source": None}, "does not match"),
+    ({"file": {"not": "a name"}}, None),
+])
+def test_a_worker_refuses_an_offer_of_another_version_or_hash_or_place(tmp_path, change,
+                                                                       refusal):
+    (tmp_path / "s.yml").write_text(scenario())
+    offer = {**pool.offer_of(load_scenario(tmp_path / "s.yml")), **change}
+    if refusal is None:  # odd but harmless values are read as text
+        pool.unpack_offer(offer, tmp_path / "w")
+        return
+    with pytest.raises(pool.OfferRefused, match=refusal.replace("(", r"\(")):
+        pool.unpack_offer(offer, tmp_path / "w")
+    assert not (tmp_path / "outside.yml").exists()
+    with pytest.raises(pool.OfferRefused, match="not an ESR scenario offer"):
+        pool.unpack_offer({"file": "s.yml"}, tmp_path / "w")
+
+
+# ---- the lobby ---------------------------------------------------------------------------------
+
+
+def test_the_lobby_answers_no_run_lists_who_asked_and_frees_its_address(monkeypatch):
+    port = free_port()
+    lobby = pool.Lobby(("127.0.0.1", port))
+    lobby.open()
+    try:
+        asker = pool.Asker(("127.0.0.1", port), "w1_pool_test")
+        kind, _ = asker.ask({"version": "9.9", "host": "h" * 500,
+                             "capacity": {"open_files": 1024, "memory_bytes": True, "x": 1}})
+        assert kind == NO_RUN
+        (seen,) = lobby.workers()
+        assert seen["id"] == "w1_pool_test" and seen["host"] == "h" * 200
+        assert seen["version"] == "9.9" and seen["capacity"] == {"open_files": 1024}
+        monkeypatch.setattr(pool, "LOBBY_FORGETS_S", 0.0)
+        time.sleep(0.01)
+        assert lobby.workers() == []  # not heard lately
+    finally:
+        lobby.close()
+    assert pool.Asker(("127.0.0.1", port), "w2").ask({}) is None  # nobody answers now
+    import zmq  # the address is free again, for a run's master
+
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.bind(f"tcp://127.0.0.1:{port}")
+    sock.close(linger=0)
+    lobby.open()  # and the lobby takes it back after the run
+    try:
+        assert pool.Asker(("127.0.0.1", port), "w3").ask({})[0] == NO_RUN
+    finally:
+        lobby.close()
+
+
+def test_the_lobby_ignores_what_is_not_an_ask():
+    port = free_port()
+    lobby = pool.Lobby(("127.0.0.1", port))
+    lobby.open()
+    try:
+        import zmq
+
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        sock.send(b"\xc1 not msgpack")
+        sock.send(pool.frame("esr_other", {}, "x"))
+        sock.send(pool.frame(SCENARIO_WANTED, ["not", "a", "dict"], "x"))
+        assert not sock.poll(300)  # no answer to any of them
+        sock.close(linger=0)
+        assert pool.Asker(("127.0.0.1", port), "w").ask({})[0] == NO_RUN  # still answering
+        assert [w["id"] for w in lobby.workers()] == ["w"]
+    finally:
+        lobby.close()
+
+
+# ---- the service with a pool -------------------------------------------------------------------
+
+
+def test_a_pool_address_taken_or_misused_is_said_before_serving(tmp_path, esr_cli):
+    lobby = pool.Lobby(("127.0.0.1", port := free_port()))
+    lobby.open()
+    try:
+        taken = esr_cli("serve", "--data", str(tmp_path), "--bind", "127.0.0.1:0",
+                        "--pool", f"127.0.0.1:{port}")
+    finally:
+        lobby.close()
+    assert taken.returncode == 2 and f"--pool 127.0.0.1:{port}: cannot listen" in taken.stderr
+    for options, said in ((["--min-workers", "2"], "--min-workers needs --pool HOST:PORT"),
+                          (["--pool", f"127.0.0.1:{port}", "--max-running", "2"],
+                           "--pool runs one run at a time"),
+                          (["--pool", f"127.0.0.1:{port}", "--workers", "2"],
+                           "--workers starts local workers")):
+        result = esr_cli("serve", "--data", str(tmp_path), *options)
+        assert result.returncode == 2 and said in result.stderr, result
+
+
+def test_a_run_short_of_standing_workers_ends_in_error_saying_why(tmp_path, target):
+    demo_target = target
+    port = free_port()
+    with running_service(tmp_path / "data", "--pool", f"127.0.0.1:{port}", "--min-workers",
+                         "2", "--pool-wait", "2s") as service:
+        token = service.token("housing", "--allow-target", demo_target)
+        with service.client(token) as client:
+            assert client.get("/v1/pool").json() == {
+                "enabled": True, "address": f"127.0.0.1:{port}", "min_workers": 2,
+                "busy": False, "workers": []}
+            run_id = client.post("/v1/runs", json={"scenario": scenario(),
+                                                   "host": demo_target}).json()["id"]
+            run = wait_for_status(client, run_id, ("error",), timeout_s=60)
+            assert run["reason"].startswith(
+                f"run {run_id}: fewer than 2 workers joined at 127.0.0.1:{port} within 2 s")
+            # The lobby holds the address again for the next run.
+            assert pool.Asker(("127.0.0.1", port), "w").ask({})[0] == NO_RUN
+
+
+# ---- on a LAN of hosts -------------------------------------------------------------------------
+
+POOL_PORT, API_PORT, TARGET_PORT = 5557, 8088, 8080
+STANDING = ["pool-1", "pool-2", "pool-3"]
+HOSTS = ["target", "service", *STANDING, "late", "stranger"]
+OTHER_VERSION = "0.0.0-other"
+API = """
+import json, sys, urllib.request
+method, url, token, body = sys.argv[1:5]
+request = urllib.request.Request(url, method=method, data=body.encode() or None,
+    headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+with urllib.request.urlopen(request, timeout=10) as answer:
+    print(answer.read().decode())
+"""
+
+
+class Pool:
+    """The service, its target and its workers on the LAN, and the API as seen from it."""
+
+    def __init__(self, lan: Lan, tmp_path: Path):
+        self.lan, self.logs, self.data = lan, tmp_path / "logs", tmp_path / "data"
+        self.logs.mkdir()
+        self.data.mkdir()
+        self.target = f"http://target:{TARGET_PORT}"
+        self.token = ""
+
+    def start(self, host: str, *argv: str, python: list[str] | None = None) -> None:
+        command = python or [sys.executable, "-m", "esr.cli"]
+        self.lan[host].start([*command, *argv], cwd=self.logs, env=dict(os.environ),
+                             stdout=self.logs / f"{host}.out", stderr=self.logs / f"{host}.err")
+
+    def worker(self, host: str) -> None:
+        self.start(host, "worker", "--master", f"service:{POOL_PORT}")
+
+    def api(self, method: str, path: str, body: str = "") -> dict:
+        result = subprocess.run(self.lan["target"].command(
+            [sys.executable, "-c", API, method, f"http://service:{API_PORT}{path}", self.token,
+             body]), capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr[-800:]
+        return json.loads(result.stdout)
+
+    def served(self, run_id: str) -> dict:
+        return self.lan["service"].get_json(f"{self.target}/admin/stats?run={run_id}")
+
+    def log(self, host: str) -> str:
+        return (self.logs / f"{host}.err").read_text(errors="replace") + \
+            (self.logs / f"{host}.out").read_text(errors="replace")
+
+    def wait(self, condition: Callable[[], object], what: str, timeout_s: float = 60) -> object:
+        deadline = time.monotonic() + timeout_s
+        while not (value := condition()):
+            assert time.monotonic() < deadline, f"no {what} after {timeout_s} s" + "".join(
+                f"\n--- {host} ---\n{self.log(host)[-1500:]}" for host in ("service", "pool-1"))
+            time.sleep(0.3)
+        return value
+
+    def submit(self, text: str) -> str:
+        run = self.api("POST", "/v1/runs", json.dumps({"scenario": text, "host": self.target}))
+        self.wait(lambda: self.api("GET", f"/v1/runs/{run['id']}")["status"] == "running",
+                  f"run {run['id']} running")
+        return run["id"]
+
+    def finished(self, run_id: str, timeout_s: float = 120) -> dict:
+        run = self.wait(lambda: (r := self.api("GET", f"/v1/runs/{run_id}"))["status"] in (
+            "passed", "failed", "error") and r, f"run {run_id} ended", timeout_s)
+        assert run["status"] in ("passed", "failed"), f"{run}" + "".join(
+            f"\n--- {host} ---\n{self.log(host)[-1500:]}" for host in ("service", "pool-1"))
+        return self.api("GET", f"/v1/runs/{run_id}/summary")
+
+    def counters(self, run_id: str) -> dict:
+        (path,) = self.data.rglob(f"{run_id}/esr_counters.json")
+        return json.loads(path.read_text())
+
+    def pool_hosts(self) -> dict[str, dict]:
+        return {worker["host"]: worker for worker in self.api("GET", "/v1/pool")["workers"]}
+
+
+@pytest.fixture
+def lan() -> Lan:
+    try:
+        with virtual_lan(HOSTS) as lan:
+            yield lan
+    except NamespacesUnavailable as error:
+        pytest.skip(f"network namespaces are not available here: {error}")
+
+
+@pytest.mark.slow(reason="a LAN of seven hosts, three runs, and a worker host cut off that "
+                  "Locust must miss")
+def test_standing_workers_serve_run_after_run_join_mid_run_and_survive_a_cut(lan, tmp_path):
+    p = Pool(lan, tmp_path)
+    p.start("target", "target", "--host", "0.0.0.0", "--port", str(TARGET_PORT))
+    p.start("service", "serve", "--data", str(p.data), "--bind", f"0.0.0.0:{API_PORT}",
+            "--workers", "0", "--pool", f"0.0.0.0:{POOL_PORT}", "--min-workers", "3",
+            "--pool-wait", "60s")
+    p.token = make_token(p.data, "housing", "--allow-target", p.target)
+    p.wait(lambda: lan["service"].listening(API_PORT) and lan["target"].listening(TARGET_PORT),
+           "the service and the target listening")
+    for host in STANDING:
+        p.worker(host)
+    # A standing worker of another ESR version: refused by its own check of every offer.
+    p.start("stranger", "worker", "--master", f"service:{POOL_PORT}", python=[
+        sys.executable, "-c", f"import sys, esr; esr.__version__ = {OTHER_VERSION!r}; "
+        "from esr.cli import main; sys.exit(main(sys.argv[1:]))"])
+    p.wait(lambda: set(p.pool_hosts()) == {*STANDING, "stranger"}, "the lobby listing the pool")
+    assert p.pool_hosts()["stranger"]["version"] == OTHER_VERSION
+    assert p.pool_hosts()["pool-1"]["capacity"]["open_files"] > 0
+
+    # Two runs of two scenarios, nobody restarted: each counted exactly against the target.
+    first = p.submit(scenario(name="first"))
+    first_summary = p.finished(first)
+    second_text = scenario(name="second", seed=2, template="seniors", count=20, sustain="10s")
+    second = p.submit(second_text)
+    p.wait(lambda: (w := p.pool_hosts()) and all(w.get(h, {}).get("citizens") for h in STANDING),
+           "the run's workers with citizens in /v1/pool")
+    assert p.api("GET", "/v1/pool")["busy"] is True
+    p.worker("late")  # joins the run in progress and gets citizens
+    p.wait(lambda: p.pool_hosts().get("late", {}).get("citizens"), "the late worker's citizens")
+    second_summary = p.finished(second)
+    for run_id, summary in ((first, first_summary), (second, second_summary)):
+        served = p.served(run_id)
+        assert summary["requests"]["total"] == served["requests"]["total"] > 50, run_id
+        assert summary["lost"]["workers"] == [] and summary["requests"]["failures"] == 0
+    assert first_summary["scenario"]["name"] == "pool first"
+    assert second_summary["scenario"]["name"] == "pool second"
+    assert p.counters(first)["workers"] == 3 and p.counters(second)["workers"] == 4
+
+    # A third run, a worker host cut off in it: the bound holds, the others take its citizens.
+    third = p.submit(scenario(name="third", count=30, sustain="30s"))
+    p.wait(lambda: (w := p.pool_hosts()) and sum(x["citizens"] or 0 for x in w.values()) == 30,
+           "all 30 citizens running")
+    time.sleep(4)  # every worker has reported
+    lan.cut("pool-3")
+    summary = p.finished(third, timeout_s=150)
+    served = p.served(third)["requests"]["total"]
+    (lost,) = summary["lost"]["workers"]
+    assert lost["worker"].startswith("pool-3_")
+    assert 0 <= served - summary["requests"]["total"] <= summary["lost"]["requests_unreported_max"]
+    assert summary["requests"]["total"] > 0
+
+    # The stranger never ran a Locust worker, so never sent a request.
+    stranger = p.log("stranger")
+    assert f"the master runs ESR '{__version__}', this worker ESR {OTHER_VERSION}" in stranger
+    assert "Starting Locust" not in stranger
+    for host in (*STANDING, "late"):
+        assert p.log(host).count("Starting Locust") == (3 if host != "late" else 2), host
