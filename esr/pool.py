@@ -123,10 +123,51 @@ def unpack_offer(offer: dict, folder: Path) -> Path:
 
 
 def capacity() -> dict:
-    """What this machine can hold, as a worker says when it joins: its open-files limit (each
-    citizen's connection is a file) and the memory available to it."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return {"open_files": soft, "memory_bytes": _memory_available()}
+    """What this process can hold, as a worker says when it joins: the open files it may have
+    (each citizen's connection is a file; a Locust process raises its soft limit to the hard
+    one) and the memory available to it."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:  # Linux allows no more than fs.nr_open
+        hard = _number_in("/proc/sys/fs/nr_open", 1_048_576)
+    return {"open_files": hard, "memory_bytes": _memory_available()}
+
+
+def _number_in(path: str, default: int) -> int:
+    try:
+        return int(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
+# What holding citizens costs a Locust process (README's Figures, benchmarks/crowd.py: 33.4 KB a
+# citizen with its connection at 100,000 citizens; a worker's own RSS ~110 MB), and the files
+# it keeps for itself (its master's and the target's name lookups, logs, zmq, spare).
+CITIZEN_BYTES = 33_400
+PROCESS_BYTES = 110 * 1024 * 1024
+FILES_KEPT = 256
+
+
+def citizens_held_by(capacity: dict) -> int | None:
+    """How many citizens a process with this capacity can hold: one socket each at most, within
+    its open-files limit, and their memory within what it has. None if it did not say."""
+    limits = []
+    if capacity.get("open_files"):
+        limits.append(max(0, capacity["open_files"] - FILES_KEPT))
+    if capacity.get("memory_bytes"):
+        limits.append(max(0, (capacity["memory_bytes"] - PROCESS_BYTES) // CITIZEN_BYTES))
+    return min(limits) if limits else None
+
+
+def trimmed(counts: dict[str, int], most: int) -> dict[str, int]:
+    """Counts by class cut down to `most` in all, each in proportion (largest remainders)."""
+    total = sum(counts.values())
+    if total <= most:
+        return dict(counts)
+    shares = {name: n * most / total for name, n in counts.items()}
+    cut = {name: int(share) for name, share in shares.items()}
+    for name in sorted(shares, key=lambda n: cut[n] - shares[n])[:most - sum(cut.values())]:
+        cut[name] += 1
+    return cut
 
 
 def _memory_available() -> int:
@@ -352,7 +393,7 @@ class Lobby:
     def _note(self, identity: str, data: dict) -> None:
         about = {"id": identity, "host": str(data.get("host", ""))[:200],
                  "version": str(data.get("version", ""))[:40],
-                 "capacity": _plain_capacity(data.get("capacity")),
+                 "capacity": plain_capacity(data.get("capacity")),
                  "citizens": 0, "last_heard": time.time()}
         with self._lock:
             if identity not in self.seen and len(self.seen) >= LOBBY_MAX_WORKERS:
@@ -363,7 +404,8 @@ class Lobby:
                 del self.seen[stale]
 
 
-def _plain_capacity(value: object) -> dict:
+def plain_capacity(value: object) -> dict:
+    """A capacity as a worker said it, kept to its known whole numbers."""
     if not isinstance(value, dict):
         return {}
     return {key: int(value[key]) for key in ("open_files", "memory_bytes")
@@ -436,6 +478,6 @@ def _plain_worker(worker: dict) -> dict:
 
     return {"id": str(worker.get("id", ""))[:200], "host": str(worker.get("host", ""))[:200],
             "version": str(worker.get("version", ""))[:40],
-            "capacity": _plain_capacity(worker.get("capacity")),
+            "capacity": plain_capacity(worker.get("capacity")),
             "citizens": number(worker.get("citizens")),
             "last_heard": number(worker.get("last_heard"))}

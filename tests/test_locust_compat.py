@@ -308,22 +308,26 @@ def test_a_worker_told_to_quit_reports_once_more_and_quits():
         wait_until(lambda: any(data.get("esr") == "last" for data in received))
 
 
-def test_a_worker_starts_users_only_once_admitted():
+def test_a_worker_starts_only_the_users_admitted():
     with master_and_worker() as (master, worker):
-        answers = [False, True]
         asked = []
 
-        def admitted():
-            asked.append(True)
-            return answers[len(asked) - 1]
+        def admit(counts):
+            asked.append(dict(counts))
+            if len(asked) == 1:
+                return None  # refused: none start
+            return {name: min(n, 2) for name, n in counts.items()}  # at most 2
 
-        compat.admit_users_only_if(worker, admitted)
+        compat.admit_users(worker, admit)
         starting = gevent.spawn(master.start, 1, 100)
         wait_until(lambda: asked)
-        assert worker.user_count == 0  # refused: none started
+        assert worker.user_count == 0
         starting.kill()
         start_users(master, worker, 2)
-        assert len(asked) == 2
+        gevent.spawn(master.start, 5, 100)
+        wait_until(lambda: len(asked) == 3)
+        gevent.sleep(0.3)
+        assert asked[1:] == [{"Idle": 2}, {"Idle": 5}] and worker.user_count == 2
 
 
 def test_a_message_sent_at_the_masters_test_start_comes_before_the_users():

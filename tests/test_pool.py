@@ -9,6 +9,7 @@ against the target, the third with a worker host cut off.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from commands import free_port
+from commands import free_port, served
 from hosts import Lan, NamespacesUnavailable, virtual_lan
 from services import make_token, running_service, wait_for_status
 
@@ -326,3 +327,65 @@ def test_standing_workers_serve_run_after_run_join_mid_run_and_survive_a_cut(lan
     assert "Starting Locust" not in stranger
     for host in (*STANDING, "late"):
         assert p.log(host).count("Starting Locust") == (3 if host != "late" else 2), host
+
+
+# ---- workers that know their limits ------------------------------------------------------------
+
+
+def test_capacity_in_citizens_is_the_lesser_of_files_and_memory():
+    assert pool.citizens_held_by({}) is None
+    assert pool.citizens_held_by({"open_files": 20_000}) == 20_000 - pool.FILES_KEPT
+    assert pool.citizens_held_by({"open_files": 100}) == 0
+    gib = 1024 ** 3
+    by_memory = (gib - pool.PROCESS_BYTES) // pool.CITIZEN_BYTES
+    assert pool.citizens_held_by({"open_files": 1_000_000, "memory_bytes": gib}) == by_memory
+    assert pool.trimmed({"a": 10, "b": 5, "c": 1}, 7) == {"a": 4, "b": 2, "c": 1}
+    assert pool.trimmed({"a": 3}, 5) == {"a": 3}
+    assert sum(pool.trimmed({"a": 333, "b": 333, "c": 334}, 500).values()) == 500
+
+
+FILES = 400  # each worker's open-files limit: it holds FILES - FILES_KEPT citizens
+CROWD = """
+esr: 1
+scenario: "more than the workers hold"
+citizens:
+  - {name: applicants, template: low_income, count: 250, behavior: {think_time: 1s..2s}}
+  - {name: seniors, template: seniors, count: 150, behavior: {think_time: 1s..2s}}
+load_profile: {ramp_up: 1s, sustain: 5s}
+report: {formats: [json]}
+"""
+
+
+def test_workers_are_never_handed_more_citizens_than_they_hold(tmp_path, target):
+    """Two local workers whose open-files limit holds 144 citizens each, asked for 400: the run
+    holds 288, says how many could not start and why, and loses no request."""
+    import resource
+
+    (tmp_path / "crowd.yml").write_text(CROWD)
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (FILES, FILES))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "esr.cli", "run", str(tmp_path / "crowd.yml"), "--workers", "2",
+         "--host", target, "--run-dir", str(tmp_path / "run")], preexec_fn=few_files,
+        capture_output=True, text=True, timeout=120)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    held = 2 * (FILES - pool.FILES_KEPT)
+    assert f"{400 - held} citizens could not start: the pool's 2 workers hold {held} " \
+           "(open-files limits and memory) — add workers" in summary["load_generator"]["findings"]
+    assert summary["load_generator"]["limited"] and result.returncode in (0, 1), result.stderr
+    assert "could not start" in result.stderr
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").open()]
+    (held_back,) = [e for e in events if e["event"] == "citizens_held_back"]
+    assert (held_back["held"], held_back["workers"]) == (held, 2) and held_back["wanted"] > held
+    counters = json.loads((tmp_path / "run" / "esr_counters.json").read_text())
+    assert counters["citizens_held_back"] == {"citizens": 400 - held, "wanted": 400,
+                                              "held": held, "workers": 2}
+    assert summary["requests"]["total"] == served(target, summary["run_id"])["requests"][
+        "total"] > 0
+    assert summary["requests"]["failures"] == 0
+    with open(tmp_path / "run" / "locust_stats_history.csv") as history:
+        running = {int(row["User Count"]) for row in csv.DictReader(history)
+                   if row["Name"] == "Aggregated"}
+    assert max(running) == held

@@ -48,6 +48,7 @@ class Conducting(Run):
         self.chaos: Chaos | None = None
         self.aborted: dict | None = None
         self.started_at: str | None = None
+        self.held_back: dict = {}  # citizens the load processes could not hold, at the most
         self.started_s = 0.0  # time.time() at the run's start: live figures count from it
         self.runs_started = 0  # a run's number tells a loop of an earlier run to end
         self.ended_at: str | None = None
@@ -85,6 +86,26 @@ class Conducting(Run):
 
     def pool_now(self) -> list[dict]:
         return []  # a single process has no workers
+
+    def citizens_held(self) -> int | None:
+        """How many citizens the run's load processes can hold in all (None: no limit known)."""
+        return None
+
+    def citizens_allowed(self, wanted: int) -> int:
+        """The citizens the shape may ask for: what the load processes hold, at most. Those
+        held back are noted once (an event) and at their most (esr_counters.json)."""
+        holds = self.citizens_held()
+        if holds is None or wanted <= holds:
+            return wanted
+        if wanted - holds > self.held_back.get("citizens", 0):
+            if not self.held_back:
+                logger.warning("%d citizens cannot start: the load processes hold %d",
+                               wanted - holds, holds)
+                append_event(self.run_dir, "citizens_held_back", wanted=wanted, held=holds,
+                             workers=self.workers_now())
+            self.held_back = {"citizens": wanted - holds, "wanted": wanted, "held": holds,
+                              "workers": self.workers_now()}
+        return holds
 
     def results_of_workers(self) -> dict:
         return {"workers": 0, "lost_workers": []}
@@ -209,10 +230,11 @@ class Conducting(Run):
             "run_id": self.run_id, "started_at": self.started_at, "ended_at": self.ended_at,
             **self.results_of_workers(), "esr_version": __version__,
             "time_scale": self.time_scale, "user_scale": self.user_scale,
-            "aborted": self.aborted,
+            "aborted": self.aborted, "citizens_held_back": self.held_back or None,
             "load_processes": {name: process.figures()
                                for name, process in sorted(self.tally.load.items())}})
         self._write_live(final=True)
+        self.held_back = {}  # a shape's first tick comes before test_start: reset at the end
 
     # ---- live progress -----------------------------------------------------------------------
 

@@ -216,19 +216,20 @@ def tell_worker_to_quit(runner, worker_id: str) -> None:
     runner.server.send_to_client(Message("quit", None, worker_id))
 
 
-def admit_users_only_if(runner, admitted: Callable[[], bool]) -> None:
-    """A worker starts the users its master sends only if admitted() (which may wait for it)
-    answers True; otherwise it starts none."""
+def admit_users(runner, admit: Callable[[dict[str, int]], dict[str, int] | None]) -> None:
+    """Of the users its master sends ({class name: users} in all), a worker runs those
+    admit(counts) answers (which may wait first); None: it starts none."""
     # RELIES ON: a WorkerRunner runs each "spawn" message as self.start_worker(user_classes_count)
     # in a greenlet of its own (handle_message), looked up on the instance: a replacement there
-    # sees every start.
+    # sees every start; start_worker brings the running users to the counts it is given.
     start_worker = runner.start_worker
 
-    def start_if_admitted(user_classes_count, **kwargs):
-        if admitted():
-            start_worker(user_classes_count, **kwargs)
+    def start_admitted(user_classes_count, **kwargs):
+        admitted = admit(user_classes_count)
+        if admitted is not None:
+            start_worker(admitted, **kwargs)
 
-    runner.start_worker = start_if_admitted
+    runner.start_worker = start_admitted
 
 
 def before_quitting(runner, first: Callable[[], None]) -> None:

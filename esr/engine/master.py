@@ -14,7 +14,7 @@ from esr.engine import messages
 from esr.engine.chaos import Fault
 from esr.engine.conducting import Conducting
 from esr.engine.lost_workers import WorkerLedger
-from esr.pool import offer_of
+from esr.pool import citizens_held_by, offer_of, plain_capacity
 from esr.run_directory import append_event
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,15 @@ class MasterRun(Conducting):
         ever = compat.workers_ever_connected(self.environment.runner, besides=self._askers)
         return {"workers": ever, "lost_workers": list(self.ledger.lost.values())}
 
+    def citizens_held(self) -> int | None:
+        """Locust shares citizens out evenly: the workers hold as many times as the least of
+        them holds (None while one has not said)."""
+        workers = compat.connected_workers(self.environment.runner) & set(self._joined)
+        held = [citizens_held_by(self._joined[w]["capacity"]) for w in workers]
+        if not held or None in held:
+            return None
+        return len(held) * min(held)
+
     def pool_now(self) -> list[dict]:
         """The workers in this run, as the service shows its pool (live.json)."""
         runner, pool = self.environment.runner, []
@@ -98,7 +107,7 @@ class MasterRun(Conducting):
             self._welcomed.add(msg.node_id)
             self._joined[msg.node_id] = {
                 "host": str(theirs.get("host", ""))[:200], "version": theirs["version"],
-                "capacity": theirs.get("capacity") or {}}
+                "capacity": plain_capacity(theirs.get("capacity"))}
             environment.runner.send_message(messages.WELCOME, self.run_settings(),
                                             client_id=msg.node_id)
             return

@@ -23,6 +23,7 @@ class ScenarioShape(LoadTestShape):
             return self._last
         phase, citizens, rate = found
         run.phase_entered(phase)
+        citizens = run.citizens_allowed(citizens)
         left = run.duration_s - now
         if left < TICK_S:  # the next tick would come after the end: stop on time instead
             run.finish_in(left)

@@ -20,7 +20,7 @@ from esr.engine.arrivals import WORKERS_READY_S, Share
 from esr.engine.chaos import Fault
 from esr.engine.lost_workers import MASTER_SILENCE_S, WATCH_INTERVAL_S
 from esr.engine.probes import requests_in
-from esr.pool import capacity
+from esr.pool import capacity, citizens_held_by, trimmed
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class WorkerRun(Acting):
             "sha256": scenario.sha256, "version": __version__, "file": scenario.file,
             "host": socket.gethostname(), "capacity": capacity()})
         gevent.spawn(self._stop_citizens_when_the_master_is_silent)
-        self._hold_citizens_until_welcomed()
+        self._admit_citizens()
 
     def _on_welcome(self, msg, **_) -> None:
         self._take_run(msg.data)
@@ -98,16 +98,25 @@ class WorkerRun(Acting):
                              "citizens", time.time() - heard)
                 runner.stop()
 
-    def _hold_citizens_until_welcomed(self) -> None:
+    def _admit_citizens(self) -> None:
         """Locust may hand a worker citizens the moment it connects, before the master has
         checked its scenario: a worker starts none until the master has welcomed it. One
-        refused is told to quit instead, having sent nothing the report would miss."""
-        def welcomed() -> bool:
-            if self._welcomed.wait(WELCOME_TIMEOUT_S):
-                return True
-            logger.error("the master has not welcomed this worker in %.0f s (is it an ESR "
-                         "master of version %s?): running no citizens", WELCOME_TIMEOUT_S,
-                         __version__)
-            return False
+        refused is told to quit instead, having sent nothing the report would miss. Nor does
+        it start more than it can hold (its open files and memory: pool.citizens_held_by),
+        whatever it is handed (a master shares citizens out evenly, and hands a lost worker's
+        to the others at once)."""
+        most = citizens_held_by(capacity())
 
-        compat.admit_users_only_if(self.environment.runner, welcomed)
+        def admit(counts: dict[str, int]) -> dict[str, int] | None:
+            if not self._welcomed.wait(WELCOME_TIMEOUT_S):
+                logger.error("the master has not welcomed this worker in %.0f s (is it an ESR "
+                             "master of version %s?): running no citizens", WELCOME_TIMEOUT_S,
+                             __version__)
+                return None
+            if most is not None and sum(counts.values()) > most:
+                logger.warning("asked for %d citizens, this worker holds %d (open files and "
+                               "memory): running %d", sum(counts.values()), most, most)
+                return trimmed(counts, most)
+            return counts
+
+        compat.admit_users(self.environment.runner, admit)

@@ -143,6 +143,12 @@ def load_generator(counters: dict, duration_s: float) -> dict:
     if missed:
         findings.append(f"{missed} arrivals could not start: the target was offered less than "
                         "the planned load")
+    held_back = counters.get("citizens_held_back") or {}
+    if held_back:
+        workers = held_back.get("workers", 0)
+        who = f"the pool's {workers} workers hold" if workers else "the load process holds"
+        findings.append(f"{held_back['citizens']:,} citizens could not start: {who} "
+                        f"{held_back['held']:,} (open-files limits and memory) — add workers")
     return {"limited": bool(findings), "findings": findings,
             "advice": LIMITED_ADVICE if findings else None,
             "processes": [{"process": name, **figures}
