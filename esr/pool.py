@@ -47,6 +47,7 @@ from esr.scenario.model import Scenario
 # How long an ask waits for an answer, and how long a worker waits between asks while
 # nobody answers (doubling from ASK_AGAIN_S up to ASK_AGAIN_MAX_S).
 ANSWER_WAIT_S = 1.0
+POLL_S = 0.01  # how often a socket is looked at while waiting
 ASK_AGAIN_S = 0.5
 ASK_AGAIN_MAX_S = 5.0
 # A worker refused an offer (another ESR version, a bad scenario) asks again this much later:
@@ -208,7 +209,7 @@ class Asker:
             sock.setsockopt(zmq.IPV6, 1)
             sock.connect(self.address)
             sock.send(frame(SCENARIO_WANTED, data, self.identity))
-            if not sock.poll(int(ANSWER_WAIT_S * 1000)):
+            if not _readable(sock, ANSWER_WAIT_S):
                 return None
             kind, answer, _ = unframe(sock.recv())
             return kind, answer if isinstance(answer, dict) else {}
@@ -216,6 +217,18 @@ class Asker:
             return None
         finally:
             sock.close(linger=0)
+
+
+def _readable(sock, wait_s: float) -> bool:
+    """Whether a message came within wait_s. Polled without blocking, with sleeps between:
+    in a process gevent has patched (a test's), threads are greenlets, and a blocking poll
+    would stop them all."""
+    deadline = time.monotonic() + wait_s
+    while not sock.poll(0):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
 
 
 def _bracketed(host: str) -> str:
@@ -375,7 +388,7 @@ class Lobby:
         self._bound.set()
         try:
             while not self._closing.is_set():
-                if not sock.poll(200):
+                if not _readable(sock, 0.2):
                     continue
                 frames = sock.recv_multipart()
                 if len(frames) != 2:

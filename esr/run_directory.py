@@ -101,6 +101,8 @@ def write_tables(run_dir: Path, tally, counters: dict) -> None:
         **counters, "hitl": dict(tally.hitl), "arrivals": {
             **tally.arrivals, "late_ms_max": tally.arrival_late_max_ms},
         "requests_unaccounted": tally.unaccounted, "bucket_s": bucket_s,
+        "client_queue": {"requests": tally.queued[0], "total_ms": round(tally.queued[1], 1),
+                         "max_ms": round(tally.queued[2], 1)},
         "folded": {table: getattr(tally, table).folded() for table in FOLDED_TABLES}})
 
 

@@ -314,6 +314,9 @@ def test_standing_workers_serve_run_after_run_join_mid_run_and_survive_a_cut(lan
            "all 30 citizens running")
     time.sleep(4)  # every worker has reported
     lan.cut("pool-3")
+    # The master calls it lost after 8 missed heartbeats, and the others take its citizens.
+    p.wait(lambda: (w := p.pool_hosts()) and "pool-3" not in w and sum(
+        x["citizens"] or 0 for x in w.values()) == 30, "the others holding all 30 citizens", 25)
     summary = p.finished(third, timeout_s=150)
     served = p.served(third)["requests"]["total"]
     (lost,) = summary["lost"]["workers"]
@@ -389,3 +392,38 @@ def test_workers_are_never_handed_more_citizens_than_they_hold(tmp_path, target)
         running = {int(row["User Count"]) for row in csv.DictReader(history)
                    if row["Name"] == "Aggregated"}
     assert max(running) == held
+
+
+WAITING = """
+esr: 1
+scenario: "more connections than files"
+citizens:
+  - {name: applicants, template: low_income, count: 250, behavior: {think_time: 50ms..150ms}}
+load_profile: {ramp_up: 1s, sustain: 4s}
+report: {formats: [json]}
+"""
+
+
+def test_citizens_wait_for_a_free_file_rather_than_fail(tmp_path, target):
+    """One process under a 400-file limit (144 for citizens), 250 citizens who keep their
+    connections between short thoughts: none fails with EMFILE; those that waited for a file
+    are counted, their wait kept out of their latency; the target saw every request counted."""
+    import resource
+
+    (tmp_path / "many.yml").write_text(WAITING)
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (FILES, FILES))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "esr.cli", "run", str(tmp_path / "many.yml"), "--workers", "0",
+         "--host", target, "--run-dir", str(tmp_path / "run")], preexec_fn=few_files,
+        capture_output=True, text=True, timeout=120)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["requests"]["failures"] == 0, (summary["errors"], result.stderr[-2000:])
+    queued = summary["client_queue"]
+    assert queued["requests"] > 0 and 0 < queued["max_ms"] < 30_000
+    assert any("requests waited for their process to have a file free" in finding
+               for finding in summary["load_generator"]["findings"])
+    assert summary["requests"]["total"] == served(target, summary["run_id"])["requests"][
+        "total"] > 250

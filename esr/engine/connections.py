@@ -18,7 +18,11 @@ socket for every idle connection too. A citizen reading a page holds nothing:
   addresses of its own (127.1.<worker>.1, …), enough of them that its ephemeral ports
   outnumber the files it may open: it runs out of neither, and workers never compete
   for ports.
-- Each process raises its soft limit on open files to the hard limit.
+- Each process raises its soft limit on open files to the hard limit, and keeps FILES_KEPT
+  of them for itself: a citizen whose new socket would take one of those closes it and waits
+  for one to be free (FileBudget), rather than failing with EMFILE or starving Locust's own
+  connections; the wait is client-side queueing, taken out of the request's duration and
+  reported on its own (probes.waited_for_socket).
 
 A citizen that hangs up leaves its side of the connection in TIME_WAIT for 60 s.
 Linux reuses such ports for new connections after a second when
@@ -30,13 +34,18 @@ SOURCES_PER_WORKER addresses.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import resource
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
+
+import gevent
+import gevent.lock
 
 from esr.engine.locust_compat import (
     CONNECTION_POOLS,
@@ -48,6 +57,8 @@ from esr.engine.locust_compat import (
     swap_class,
     worker_index,
 )
+from esr.pool import FILES_KEPT
+from esr.wire import REQUEST_TIMEOUT_S
 
 # A citizen that will think longer than this closes its connection first (Apache httpd's
 # and Node.js's keep-alive timeout: 5 s).
@@ -59,6 +70,9 @@ FIRST_SOURCE = IPv4Address("127.1.0.1")  # worker k's source addresses: 127.1.k.
 # target are in TIME_WAIT (measured here, Linux 6.18): a worker's hang-ups spread over this many.
 SOURCES_PER_WORKER = 16
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
+# A citizen waiting for a file polls this often at first, then at most every MAX_POLL_S; it
+# gives up (the request fails with EMFILE) after as long as a request may take.
+FIRST_POLL_S, MAX_POLL_S = 0.005, 0.1
 
 
 def hang_up(session) -> None:
@@ -109,11 +123,89 @@ def bindable(addresses: tuple[str, ...]) -> bool:
     return True
 
 
+class FileBudget:
+    """The files a process's citizens may have open: all but FILES_KEPT of its limit. Linux
+    gives a new file the lowest free number, so a socket numbered at or above the budget means
+    at least that many are open: it is closed again, the idle keep-alive connections of every
+    citizen are closed (as a browser at its connection limit closes idle ones), and the
+    citizen waits for a file to be free."""
+
+    def __init__(self, open_files: int, kept: int = FILES_KEPT):
+        self.most = max(1, open_files - kept)
+        self._waited = weakref.WeakKeyDictionary()  # seconds, by the greenlet that waited
+        self._pools = weakref.WeakSet()  # the citizens' connection pools, to close idle ones
+        self._swept = 0.0  # when their idle connections were last closed
+        self._turn = gevent.lock.Semaphore()  # held by the one citizen waiting at the front
+        self._waiting = 0  # citizens waiting for a file (newcomers queue behind them)
+
+    def track(self, pool) -> None:
+        self._pools.add(pool)
+
+    def open(self, make: Callable[[], socket.socket]) -> socket.socket:
+        if not self._waiting:  # the usual case: nobody waits, and there is a file to spare
+            sock = self._within(make)
+            if sock is not None:
+                return sock
+        start = time.monotonic()
+        self._waiting += 1
+        try:
+            # First come, first served: else the files freed go to whoever asks next, and a
+            # citizen can wait out its request's whole timeout.
+            if not self._turn.acquire(timeout=REQUEST_TIMEOUT_S):
+                self._no_file()
+            try:
+                sock = self._wait_for_file(make, start)
+            finally:
+                self._turn.release()
+        finally:
+            self._waiting -= 1
+        current = gevent.getcurrent()
+        self._waited[current] = self._waited.get(current, 0.0) + time.monotonic() - start
+        return sock
+
+    def _within(self, make: Callable[[], socket.socket]) -> socket.socket | None:
+        """A new socket if one fits in the budget, else None."""
+        try:
+            sock = make()
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE):
+                return None
+            raise
+        if sock.fileno() < self.most:
+            return sock
+        sock.close()
+        return None
+
+    def _wait_for_file(self, make: Callable[[], socket.socket], start: float) -> socket.socket:
+        pause = FIRST_POLL_S
+        while (sock := self._within(make)) is None:
+            if time.monotonic() - self._swept > MAX_POLL_S:
+                self._swept = time.monotonic()
+                for pool in list(self._pools):
+                    pool.close_idle()
+            if time.monotonic() - start > REQUEST_TIMEOUT_S:
+                self._no_file()
+            gevent.sleep(pause)
+            pause = min(pause * 2, MAX_POLL_S)
+        return sock
+
+    def _no_file(self) -> None:
+        raise OSError(errno.EMFILE, f"no file free for a socket in {REQUEST_TIMEOUT_S:.0f} s "
+                      f"({self.most} for citizens)")
+
+    def waited_s(self) -> float:
+        """How long the calling citizen waited for files since it last asked (then 0)."""
+        if not self._waited:  # the usual case: no citizen waited
+            return 0.0
+        return self._waited.pop(gevent.getcurrent(), 0.0)
+
+
 class Dialer:
     """One Locust process's way of opening connections for its citizens."""
 
-    def __init__(self, sources: tuple[str, ...] = ()):
+    def __init__(self, sources: tuple[str, ...] = (), budget: FileBudget | None = None):
         self.sources = sources
+        self.files = budget or FileBudget(raise_open_files_limit())
         self._resolved: dict[tuple, tuple[float, list]] = {}
         self._turn = 0
         # The pool classes citizens use: geventhttpclient's, dialing through this process.
@@ -129,7 +221,8 @@ class Dialer:
             open_files = raise_open_files_limit()
             index = worker_index(environment.runner)
             sources = source_addresses(index, open_files, ephemeral_ports())
-            dialer = environment.esr_dialer = cls(sources if bindable(sources) else ())
+            dialer = environment.esr_dialer = cls(sources if bindable(sources) else (),
+                                                  FileBudget(open_files))
         return dialer
 
     def adopt(self, session) -> None:
@@ -161,6 +254,9 @@ class _Dialing(ConnectionPoolHooks):
     def resolve(self, target: tuple, lookup: Callable[[], list]) -> list:
         return self.dialer.resolve(target, lookup)
 
+    def open_socket(self, make: Callable[[], socket.socket]) -> socket.socket:
+        return self.dialer.files.open(make)
+
     def before_connect(self, sock, address) -> None:
         source = self.dialer.source_for(sock.family, address)
         if source is not None:
@@ -177,6 +273,7 @@ class _CitizenClientPool(ClientPoolHooks):
     def client_made(self, client) -> None:
         pool = connection_pool_of(client)
         swap_class(pool, self.dialer.pools.get(type(pool), type(pool)))
+        self.dialer.files.track(pool)
 
     def hang_up(self) -> None:
         """Close the idle connections, keeping the clients: dialing again needs no new one."""

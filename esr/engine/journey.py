@@ -307,6 +307,10 @@ class CitizenUser(StopNotice, FastHttpUser):
             meta = request_meta(response)
             failure = failure_of(status, meta["exception"], step.expect) or injected
             meta["response_time"] += jitter_ms
+            queued_ms = Dialer.of(self.environment).files.waited_s() * 1000
+            if queued_ms:  # a wait for a free file: ESR's own queue, not the target's latency
+                meta["response_time"] = max(0.0, meta["response_time"] - queued_ms)
+                self.run.probes.waited_for_socket(queued_ms)
             # Read the wire conventions once; the probes' request listener gets them too.
             facts = meta["context"]["facts"] = response_facts(response, status)
             if failure:

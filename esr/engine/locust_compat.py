@@ -420,6 +420,17 @@ class ConnectionPoolHooks:
     def before_connect(self, sock, address) -> None:
         """A new socket about to connect to address: bind it, set options."""
 
+    def open_socket(self, make: Callable[[], object]):
+        """A new socket, from make(): may wait first, or make it again."""
+        return make()
+
+    # RELIES ON: ConnectionPool._create_tcp_socket(family, socktype, protocol) makes each new
+    # socket (before _connect_socket; an OSError from it tries the next address, then fails
+    # the request).
+    def _create_tcp_socket(self, family, socktype, protocol):
+        parent = super()
+        return self.open_socket(lambda: parent._create_tcp_socket(family, socktype, protocol))
+
     # RELIES ON: ConnectionPool._resolve(), called without arguments for each new socket and
     # returning getaddrinfo()'s list, for the pool's _connection_host, _connection_port and
     # disable_ipv6.

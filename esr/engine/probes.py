@@ -36,8 +36,9 @@ from esr.histograms import (
 from esr.wire import HITL_HEADER, ROUTE_HEADER, VERDICT_HEADER
 
 # 2: routes, legal blocks and errors as capped counts; 3: journeys started; 4: answers by
-# status class, request-duration bucket counts and the process's CPU; 5: error traces
-WIRE_VERSION = 5
+# status class, request-duration bucket counts and the process's CPU; 5: error traces;
+# 6: requests that waited for a socket
+WIRE_VERSION = 6
 # A load process using more than this share of a core is the run's limit, not the target:
 # its citizens queue for the CPU and their latency includes the wait (Locust warns at 90%).
 BUSY_CPU_SHARE = 0.9
@@ -61,6 +62,7 @@ class Drained(TypedDict):
     arrivals: dict  # open model: scheduled, on_time, late, missed, late_ms_total, the counts
     # by lateness (LATE_MS_BOUNDS: late_ms_le_N, late_ms_over), and late_ms_max
     unaccounted: int  # requests cut off in flight by a forced stop
+    queued: list  # [requests, total ms, longest ms] that waited for a free socket (connections.py)
     answers: list[list]  # [endpoint, method, status class, requests]
     durations: list[list]  # [endpoint, [requests in each duration bucket, the last +Inf]]
     load: list[float]  # [CPU seconds, wall seconds] the process used since the last drain
@@ -181,6 +183,7 @@ class Probes:
         self.arrivals: Counter = Counter()  # see Drained.arrivals
         self.arrival_late_max_ms = 0.0
         self.unaccounted = 0  # requests cut off mid-flight: sent, but their fate unknown
+        self.queued = [0, 0.0, 0.0]  # see Drained.queued
         self.answers: Counter = Counter()  # (endpoint, method, status class)
         self._cpu_since = (time.process_time(), time.monotonic())
 
@@ -219,6 +222,13 @@ class Probes:
         for trait, value in traits:
             self.traits[(trait, value, outcome)] += 1
 
+    def waited_for_socket(self, ms: float) -> None:
+        """A request that waited `ms` for its process to have a file to spare (client-side
+        queueing: not the target's latency, and not counted in it)."""
+        self.queued[0] += 1
+        self.queued[1] += ms
+        self.queued[2] = max(self.queued[2], ms)
+
     def arrival(self, late_s: float) -> None:
         """An open-model arrival that started `late_s` after its scheduled time."""
         late_ms = max(late_s, 0.0) * 1000
@@ -246,6 +256,7 @@ class Probes:
             "traits": [[*key, n] for key, n in self.traits.items()],
             "arrivals": {**self.arrivals, "late_ms_max": self.arrival_late_max_ms},
             "unaccounted": self.unaccounted,
+            "queued": [self.queued[0], round(self.queued[1], 3), round(self.queued[2], 3)],
             "answers": [[*key, n] for key, n in self.answers.items()],
             "durations": [[name, counts.tolist()] for name, counts in durations.items()],
             "load": [round(cpu - cpu_then, 4), round(wall - wall_then, 4)],
@@ -278,6 +289,7 @@ class Tally:
         self.arrivals: Counter = Counter()
         self.arrival_late_max_ms = 0.0
         self.unaccounted = 0
+        self.queued = [0, 0.0, 0.0]  # requests that waited for a socket, ms in all, longest ms
         self.bucket_s = 0.0
         self.reports = 0
         # Each endpoint over the whole run so far, kept as data comes in, so live figures
@@ -317,6 +329,9 @@ class Tally:
         self.arrival_late_max_ms = max(self.arrival_late_max_ms, arrivals.pop("late_ms_max", 0))
         self.arrivals.update(arrivals)
         self.unaccounted += data["unaccounted"]
+        requests, total_ms, longest_ms = data["queued"]
+        self.queued = [self.queued[0] + requests, self.queued[1] + total_ms,
+                       max(self.queued[2], longest_ms)]
         for *key, n in data["answers"]:
             self.answers[tuple(key)] += n
         for name, counts in data["durations"]:

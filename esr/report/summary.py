@@ -81,6 +81,10 @@ def build_summary(run_dir) -> dict:
         "lost": {"workers": lost_workers,
                  "requests_unreported_max": sum(w.get("unreported_max", 0) for w in lost_workers),
                  "requests_unaccounted": counters.get("requests_unaccounted", 0)},
+        # Requests that waited for a free socket (connections.FileBudget): their wait is not in
+        # their latency.
+        "client_queue": counters.get("client_queue") or {"requests": 0, "total_ms": 0.0,
+                                                          "max_ms": 0.0},
         "complete": bool(counters),
         "settings": {k: settings[k] for k in ("host", "time_scale", "user_scale")},
         "events": len(read_events(run_dir)),
@@ -143,6 +147,12 @@ def load_generator(counters: dict, duration_s: float) -> dict:
     if missed:
         findings.append(f"{missed} arrivals could not start: the target was offered less than "
                         "the planned load")
+    queued = counters.get("client_queue") or {}
+    if queued.get("requests"):
+        findings.append(f"{queued['requests']:,} requests waited for their process to have a "
+                        f"file free for a socket (up to {queued['max_ms']:,.0f} ms, "
+                        "{:,.0f} ms on average; taken out of their latency)".format(
+                            queued["total_ms"] / queued["requests"]))
     held_back = counters.get("citizens_held_back") or {}
     if held_back:
         workers = held_back.get("workers", 0)
