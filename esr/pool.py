@@ -268,13 +268,14 @@ class StandingWorker:
             with tempfile.TemporaryDirectory(prefix="esr-pool-") as folder:
                 try:
                     scenario = unpack_offer(answer[1], Path(folder))
-                except OfferRefused as refusal:
-                    self._say(f"refusing the master's scenario: {refusal}")
+                    command, env = self.worker_command(scenario)  # reads it as any scenario
+                except EsrError as refusal:
+                    self._say("refusing the master's scenario: " + " ".join(refusal.lines()))
                     self.stopping.wait(REFUSED_WAIT_S)
                     continue
                 self._say(f"running {scenario.name} (sha256 {answer[1]['sha256'][:16]}) "
                           f"for the master at {self.master[0]}:{self.master[1]}")
-                self._run(scenario)
+                self._run(command, env)
                 served += 1
         return 0
 
@@ -284,8 +285,7 @@ class StandingWorker:
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGTERM)
 
-    def _run(self, scenario: Path) -> None:
-        command, env = self.worker_command(scenario)
+    def _run(self, command: list[str], env: dict) -> None:
         self.child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         heard = time.monotonic()
         try:

@@ -142,6 +142,67 @@ def test_the_lobby_ignores_what_is_not_an_ask():
         lobby.close()
 
 
+def offering(offer: dict):
+    """A stand-in master on 127.0.0.1 that answers every ask with `offer`: (port, stop)."""
+    import threading
+
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    done = threading.Event()
+
+    def answer() -> None:
+        while not done.is_set():
+            if sock.poll(0):
+                who, raw = sock.recv_multipart()
+                sock.send_multipart([who, pool.frame("esr_scenario", offer, "master")])
+            time.sleep(0.01)
+        sock.close(linger=0)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join()
+
+    return port, stop
+
+
+def test_a_standing_worker_refuses_a_scenario_it_cannot_read_and_starts_nothing(tmp_path):
+    import io
+    import threading
+
+    from esr.launcher import worker_command
+
+    source = "esr: 1\nscenario: broken\ncitizens: [{template: no_such_template, count: 1}]\n"
+    port, stop = offering({"file": "s.yml", "source": source, "templates": {},
+                           "sha256": hashlib.sha256(source.encode()).hexdigest(),
+                           "version": __version__})
+    log, started = io.StringIO(), []
+
+    def command(scenario):
+        started.append(scenario)
+        return worker_command(scenario, ("127.0.0.1", port))
+
+    standing = pool.StandingWorker(("127.0.0.1", port), command, log=log)
+    serving = threading.Thread(target=standing.serve, daemon=True)
+    serving.start()
+    try:
+        deadline = time.monotonic() + 20
+        while "refusing" not in log.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        standing.stop()
+        serving.join(timeout=20)
+        stop()
+    said = log.getvalue()
+    assert "refusing the master's scenario: " in said and "no_such_template" in said, said
+    assert standing.child is None and not serving.is_alive()  # no Locust worker was started
+    assert len(started) == 1
+
+
 # ---- the service with a pool -------------------------------------------------------------------
 
 
