@@ -848,3 +848,41 @@ def test_users_get_time_to_stop_and_a_longer_timeout_stays():
     environment.stop_timeout = 90
     compat.give_users_time_to_stop(environment, 30)
     assert environment.stop_timeout == 90
+
+
+def test_a_worker_identifies_itself_before_it_is_ready_and_only_the_identified_are_taken_in(
+        monkeypatch):
+    """messages.IDENTIFY: a worker's first word comes before Locust's client_ready on its
+    connection, and a master takes in (clients, users) only the workers identified."""
+    monkeypatch.setattr(locust.runners.WorkerRunner, "connect_to_master",
+                        locust.runners.WorkerRunner.connect_to_master)  # undone after
+    compat.identify_before_ready("esr_test_identify", {"who": "me"})
+    compat.identify_before_ready("esr_test_identify", {"who": "twice"})  # patched once only
+    heard, turned_away = [], []
+    with mock.patch.object(locust.runners, "HEARTBEAT_INTERVAL", 0.1):
+        master = Environment(user_classes=[Idle], parsed_options=locust_options()) \
+            .create_master_runner("127.0.0.1", 0)
+        master.register_message("esr_test_identify",
+                                lambda environment, msg, **_: heard.append(msg.data))
+        compat.admit_workers_only_if(master, lambda worker: heard == [{"who": "me"}],
+                                     turned_away.append)
+        worker = Environment(user_classes=[Idle]).create_worker_runner("127.0.0.1",
+                                                                      master.server.port)
+        stranger = None
+        try:
+            wait_until(lambda: worker.client_id in master.clients)
+            assert heard == [{"who": "me"}] and turned_away == []
+            heard.append({"who": "someone else"})  # the next worker is not identified
+            stranger = Environment(user_classes=[Idle]).create_worker_runner(
+                "127.0.0.1", master.server.port)  # finishes starting: it was answered
+            wait_until(lambda: turned_away == [stranger.client_id])
+            start_users(master, worker, 2)
+            assert stranger.client_id not in master.clients and stranger.user_count == 0
+        finally:
+            workers = [runner for runner in (worker, stranger) if runner is not None]
+            for runner in (*workers, master):
+                runner.user_greenlets.kill(block=True)
+                runner.greenlet.kill(block=True)
+            for runner in workers:
+                runner.client.close(linger=0)
+            master.server.close(linger=0)

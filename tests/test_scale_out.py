@@ -66,6 +66,9 @@ def test_the_master_refuses_a_worker_with_another_scenario(tmp_path, target):
     assert summary["requests"]["total"] > 10 and out.strip().endswith("report.html")
     # The refused worker started no citizens: the target saw only what the report counts.
     assert served(target, summary["run_id"])["requests"]["total"] == summary["requests"]["total"]
+    # It was never one of the run's workers (it identified itself first: messages.IDENTIFY;
+    # tests/test_locust_compat.py shows such a worker is handed no user).
+    assert json.loads((run_dir / "esr_counters.json").read_text())["workers"] == 1
 
 
 WORKER_REPORT_S = 3.0  # locust.runners.WORKER_REPORT_INTERVAL (importing Locust here would

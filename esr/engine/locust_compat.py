@@ -216,6 +216,45 @@ def tell_worker_to_quit(runner, worker_id: str) -> None:
     runner.server.send_to_client(Message("quit", None, worker_id))
 
 
+def identify_before_ready(kind: str, data: dict) -> None:
+    """Every worker of this process sends `kind` with `data` to its master just before
+    Locust's client_ready, on the same connection: its master reads it first."""
+    # RELIES ON: WorkerRunner.connect_to_master() sends "client_ready" when the runner is made
+    # (again on each retry, and after a "reconnect"), self.client (rpc.Client, whose send
+    # keeps order) and self.client_id being set before it is first called.
+    connect = locust.runners.WorkerRunner.connect_to_master
+    if getattr(connect, "esr_identifies", False):
+        return
+
+    def identify_then_connect(runner) -> None:
+        runner.client.send(Message(kind, data, runner.client_id))
+        connect(runner)
+
+    identify_then_connect.esr_identifies = True
+    locust.runners.WorkerRunner.connect_to_master = identify_then_connect
+
+
+def admit_workers_only_if(runner, identified: Callable[[str], bool],
+                          turned_away: Callable[[str], None]) -> None:
+    """A master takes a worker in (its list of workers, a share of the users) only if
+    identified(worker id). Any other's client_ready is answered (so that it finishes
+    starting, and can be told why it is refused), then turned_away(worker id) is called:
+    it never gets a user."""
+    # RELIES ON: MasterRunner.handle_message(client_id, msg), looked up on the instance by
+    # client_listener; its "client_ready" case adds the worker to clients and to the users'
+    # dispatch and answers "ack" {"index"}, without which the worker never finishes starting.
+    handle = runner.handle_message
+
+    def screened(client_id, msg) -> None:
+        if msg.type == "client_ready" and not identified(msg.node_id):
+            runner.server.send_to_client(Message("ack", {"index": -1}, msg.node_id))
+            turned_away(msg.node_id)
+            return
+        handle(client_id, msg)
+
+    runner.handle_message = screened
+
+
 def admit_users(runner, admit: Callable[[dict[str, int]], dict[str, int] | None]) -> None:
     """Of the users its master sends ({class name: users} in all), a worker runs those
     admit(counts) answers (which may wait first); None: it starts none."""

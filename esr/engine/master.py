@@ -30,6 +30,7 @@ class MasterRun(Conducting):
         super().__init__(environment, scenario)
         self.ledger = WorkerLedger()  # workers heard from, and those lost
         self._finals: set[str] = set()  # workers whose final report has come
+        self._identified: set[str] = set()  # workers whose identity was checked: taken in
         self._welcomed: set[str] = set()  # workers whose scenario and version were checked
         self._refused: set[str] = set()
         self._joined: dict[str, dict] = {}  # welcomed workers: their host, version, capacity
@@ -41,7 +42,10 @@ class MasterRun(Conducting):
         self._sharing: list[str] = []
         runner = environment.runner
         environment.events.worker_report.add_listener(self._on_worker_report)
+        runner.register_message(messages.IDENTIFY, self._on_identify)
         runner.register_message(messages.HELLO, self._on_hello)
+        compat.admit_workers_only_if(runner, lambda worker: worker in self._identified,
+                                     self._turn_away)
         runner.register_message(messages.SCENARIO_WANTED, self._on_scenario_wanted)
         # A worker gone missing hands its citizens to the others (Locust's rebalancing).
         compat.enable_rebalancing(environment)
@@ -66,8 +70,9 @@ class MasterRun(Conducting):
         return self.environment.runner.worker_count
 
     def results_of_workers(self) -> dict:
-        # Locust indexes whoever sends it a message, standing workers asking included.
-        ever = compat.workers_ever_connected(self.environment.runner, besides=self._askers)
+        # Locust indexes whoever sends it a message: standing workers asking, the refused.
+        ever = compat.workers_ever_connected(self.environment.runner,
+                                             besides=self._askers | self._refused)
         return {"workers": ever, "lost_workers": list(self.ledger.lost.values())}
 
     def citizens_held(self) -> int | None:
@@ -100,24 +105,51 @@ class MasterRun(Conducting):
         environment.runner.send_message(messages.SCENARIO if taking else messages.NO_RUN,
                                         self._offer if taking else {}, client_id=msg.node_id)
 
+    def _on_identify(self, environment, msg, **_) -> None:
+        """A worker about to be one says who it is (before Locust hears it is ready)."""
+        reason = self._refusal(msg.node_id, msg.data)
+        if reason is None:
+            self._identified.add(msg.node_id)
+        else:
+            self._refuse(msg.node_id, reason, quit_now=False)  # told why once it says hello
+
     def _on_hello(self, environment, msg, **_) -> None:
         theirs = msg.data
-        if (theirs["sha256"], theirs["version"]) == (self.scenario.sha256, __version__):
-            self.ledger.hello(msg.node_id, time.time())
-            self._welcomed.add(msg.node_id)
-            self._joined[msg.node_id] = {
-                "host": str(theirs.get("host", ""))[:200], "version": theirs["version"],
-                "capacity": plain_capacity(theirs.get("capacity"))}
-            environment.runner.send_message(messages.WELCOME, self.run_settings(),
-                                            client_id=msg.node_id)
+        reason = self._refusal(msg.node_id, theirs)
+        if reason is not None:
+            self._refuse(msg.node_id, reason)
             return
-        reason = (f"worker {msg.node_id} runs {theirs['file']} (sha256 {theirs['sha256'][:16]}, "
-                  f"ESR {theirs['version']}) but this master runs {self.scenario.file} "
-                  f"(sha256 {self.scenario.sha256[:16]}, ESR {__version__})")
-        logger.error("refusing a worker: %s", reason)
-        self._refused.add(msg.node_id)
-        append_event(self.run_dir, "worker_refused", worker=msg.node_id, reason=reason)
-        compat.tell_worker_to_quit(environment.runner, msg.node_id)
+        self.ledger.hello(msg.node_id, time.time())
+        self._welcomed.add(msg.node_id)
+        self._joined[msg.node_id] = {
+            "host": str(theirs.get("host", ""))[:200], "version": theirs["version"],
+            "capacity": plain_capacity(theirs.get("capacity"))}
+        environment.runner.send_message(messages.WELCOME, self.run_settings(),
+                                        client_id=msg.node_id)
+
+    def _turn_away(self, worker: str) -> None:
+        """A worker refused when it said who it is hears why when it says hello; one that
+        never said is told now."""
+        if worker not in self._refused:
+            self._refuse(worker, f"worker {worker} did not say which scenario it runs before it "
+                         "was ready: not an ESR worker of this version")
+
+    def _refusal(self, worker: str, theirs: dict) -> str | None:
+        """Why a worker is refused (its scenario or ESR version differs), or None."""
+        if (theirs.get("sha256"), theirs.get("version")) == (self.scenario.sha256, __version__):
+            return None
+        return (f"worker {worker} runs {theirs.get('file')} (sha256 "
+                f"{str(theirs.get('sha256'))[:16]}, ESR {theirs.get('version')}) but this master "
+                f"runs {self.scenario.file} (sha256 {self.scenario.sha256[:16]}, ESR "
+                f"{__version__})")
+
+    def _refuse(self, worker: str, reason: str, quit_now: bool = True) -> None:
+        if worker not in self._refused:
+            logger.error("refusing a worker: %s", reason)
+            self._refused.add(worker)
+            append_event(self.run_dir, "worker_refused", worker=worker, reason=reason)
+        if quit_now:
+            compat.tell_worker_to_quit(self.environment.runner, worker)
 
     def _on_worker_report(self, client_id, data, **_) -> None:
         if client_id not in self._welcomed:  # refused, or never said which scenario it runs:

@@ -14,6 +14,11 @@ HELLO = "esr_hello"
 and {"host", "capacity": {"open_files", "memory_bytes"}} of the machine it runs on.
 The master refuses (tells to quit) a worker whose scenario or ESR version differs."""
 
+IDENTIFY = "esr_identify"
+"""Worker -> master, just before Locust's client_ready on the same connection: HELLO's data.
+The master takes a worker in (Locust's workers, a share of the citizens) only if it
+identified itself first with this master's scenario and ESR version; no answer."""
+
 WELCOME = "esr_welcome"
 """Master -> worker, the hello accepted: the run's settings (as RUN). A worker starts no
 citizens before it, so a refused worker never sends a request nobody counts."""

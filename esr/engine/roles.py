@@ -12,8 +12,9 @@ from esr.engine.acting import Acting
 from esr.engine.conducting import Conducting
 from esr.engine.lost_workers import MISSING_AFTER_HEARTBEATS
 from esr.engine.master import MasterRun
+from esr.engine.messages import IDENTIFY
 from esr.engine.run import Run, add_options
-from esr.engine.worker import WorkerRun
+from esr.engine.worker import WorkerRun, identity
 from esr.errors import EXIT_BAD_INPUT, EsrError
 from esr.permissions import check
 from esr.scenario.model import Scenario
@@ -48,6 +49,8 @@ def install(events, scenario: Scenario) -> None:
     events.init_command_line_parser.add_listener(add_options)
     events.init.add_listener(on_init)
     compat.miss_workers_after(MISSING_AFTER_HEARTBEATS)
+    # A worker says who it is before it is one: its master never hands an impostor a citizen.
+    compat.identify_before_ready(IDENTIFY, identity(scenario))
     compat.write_csv_files_on_demand()  # at quit, with the final figures (Conducting)
 
 

@@ -28,6 +28,12 @@ logger = logging.getLogger(__name__)
 WELCOME_TIMEOUT_S = 10.0
 
 
+def identity(scenario) -> dict:
+    """What a worker tells its master of itself (messages.IDENTIFY, messages.HELLO)."""
+    return {"sha256": scenario.sha256, "version": __version__, "file": scenario.file,
+            "host": socket.gethostname(), "capacity": capacity()}
+
+
 class WorkerRun(Acting):
     def __init__(self, environment, scenario):
         super().__init__(environment, scenario)
@@ -40,9 +46,7 @@ class WorkerRun(Acting):
                                 lambda msg, **_: self.faults.append(Fault(**msg.data)))
         environment.events.report_to_master.add_listener(self._on_report_to_master)
         # Tell the master which scenario this worker runs: it refuses a different one.
-        runner.send_message(messages.HELLO, {
-            "sha256": scenario.sha256, "version": __version__, "file": scenario.file,
-            "host": socket.gethostname(), "capacity": capacity()})
+        runner.send_message(messages.HELLO, identity(scenario))
         gevent.spawn(self._stop_citizens_when_the_master_is_silent)
         self._admit_citizens()
 
