@@ -10,7 +10,8 @@ this one; a module that defines none gets this one by asking for `target`.
 
 `esr_cli`: `esr.cli.main(argv)` called in this process, as pipx's tests call `run_pipx_cli`:
 for the commands whose process boundary is not what is tested (validate, templates,
-citizens, schema, compile, report, bad arguments). A real process costs a Python start and
+citizens, schema, compile, report, bad arguments); `esr_cli_run` also lets `run` start its
+Locust processes. A real process costs a Python start and
 ESR's imports each time; the few tests that check the boundary itself (the exit status of
 `python -m esr.cli`, no traceback on stderr) still start one.
 
@@ -153,8 +154,6 @@ class CliResult:
 @pytest.fixture
 def esr_cli(capsys, monkeypatch) -> Callable[..., CliResult]:
     """Run `esr-locust ARGS` in this process (working directory: the repository)."""
-    monkeypatch.chdir(ROOT)
-
     # Commands that would start Locust fail the test instead: `worker` execs Locust in place
     # of this process, `run`, `master`, `ui` and `demo` start its processes.
     def refuse_exec(path, *_):
@@ -165,6 +164,20 @@ def esr_cli(capsys, monkeypatch) -> Callable[..., CliResult]:
 
     monkeypatch.setattr(os, "execve", refuse_exec)
     monkeypatch.setattr(Launch, "start", refuse_start)
+    return cli_in_this_process(capsys, monkeypatch)
+
+
+@pytest.fixture
+def esr_cli_run(capsys, monkeypatch) -> Callable[..., CliResult]:
+    """`esr_cli` for `run`, which goes ahead: its Locust processes are children of this one
+    (os.execve left alone: gevent's subprocess calls it in the forked child), and its report
+    card is built here, where the report modules are loaded already (a process of its own
+    paid 2 s of CPU importing them)."""
+    return cli_in_this_process(capsys, monkeypatch)
+
+
+def cli_in_this_process(capsys, monkeypatch) -> Callable[..., CliResult]:
+    monkeypatch.chdir(ROOT)
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()  # only this command's output

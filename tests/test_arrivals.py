@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -21,7 +22,7 @@ from esr.engine.arrivals import Share, schedule
 from esr.engine.probes import LATE_MS_BOUNDS, lateness_key
 from esr.launcher import RunSettings, run
 from esr.report.summary import arrival_figures
-from esr.run_directory import SUMMARY, read_json
+from esr.run_directory import EVENTS, SUMMARY, read_json
 from esr.wire import STOP_TIMEOUT_S
 
 
@@ -115,21 +116,36 @@ def test_a_generator_starved_of_cpu_drops_arrivals_and_names_itself(tmp_path, ta
     """ESR's one load process shares its core with a busy loop and is asked for 4,000
     arrivals a second (more than a whole core serves here): arrivals it cannot start in time
     are dropped and counted, not queued; the run ends on time; the target saw exactly the
-    started ones; the verdict says the generator, not the target, was the limit."""
+    started ones; the verdict says the generator, not the target, was the limit. The busy
+    loop spins from the load's start to its end (the run's test_start and test_end events),
+    not through the processes' start-up and the report card: there it only burnt a core."""
     core = {max(os.sched_getaffinity(0))}
     on_the_core = lambda: os.sched_setaffinity(0, core)  # noqa: E731
-    hog = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 60\n"
-                            "while time.time() < end: pass"], preexec_fn=on_the_core)
-    try:
-        done = subprocess.run(esr_locust(
+    run_dir = tmp_path / "run"
+    with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:
+        process = subprocess.Popen(esr_locust(
             "run", str(open_scenario(tmp_path, "{arrival_rate: 4000/s, sustain: 3s}")),
-            "--host", target, "--workers", "0", "--run-dir", str(tmp_path / "run")),
-            preexec_fn=on_the_core, capture_output=True, text=True, timeout=120)
+            "--host", target, "--workers", "0", "--run-dir", str(run_dir)),
+            preexec_fn=on_the_core, stdout=out, stderr=err)
+    try:
+        until_event(run_dir, "test_start", process)
+        hog = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 60\n"
+                                "while time.time() < end: pass"], preexec_fn=on_the_core)
+        try:
+            until_event(run_dir, "test_end", process)
+        finally:
+            hog.kill()
+            hog.wait()
+        process.wait(timeout=120)
     finally:
-        hog.kill()
-        hog.wait()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    done = subprocess.CompletedProcess(process.args, process.returncode,
+                                       (tmp_path / "stdout").read_text(),
+                                       (tmp_path / "stderr").read_text())
     assert done.returncode in (0, 1), done.stderr  # 1: the scenario's SLOs may fail
-    summary = read_json(tmp_path / "run" / SUMMARY)
+    summary = read_json(run_dir / SUMMARY)
     arrivals = summary["arrivals"]
     assert arrivals["started"] + arrivals["dropped"] == arrivals["scheduled"] > 10_000
     assert arrivals["dropped"] > 0 and arrivals["late_ms_max"] < 150, arrivals
@@ -139,6 +155,16 @@ def test_a_generator_starved_of_cpu_drops_arrivals_and_names_itself(tmp_path, ta
     assert generator["limited"] and any("arrivals could not start" in finding
                                         for finding in generator["findings"]), generator
     assert "load generator" in done.stdout + done.stderr
+
+
+def until_event(run_dir, kind: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Until the run directory's events name `kind` (or the process has ended)."""
+    events, deadline = run_dir / EVENTS, time.monotonic() + timeout_s
+    while not (events.is_file() and f'"event": "{kind}"' in events.read_text()):
+        if process.poll() is not None:
+            return
+        assert time.monotonic() < deadline, f"no {kind} event in {timeout_s} s"
+        time.sleep(0.05)
 
 
 @pytest.mark.slow(reason="a pool that stays bounded shows over minutes (the issue: 20/s, 2 min)")

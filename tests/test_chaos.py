@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -92,12 +91,11 @@ def test_client_side_latency_counts_in_the_window(tmp_path, target):
     assert result.summary["lost"]["requests_unaccounted"] == 0
 
 
-def test_commands_need_the_flag(tmp_path, target):
+def test_commands_need_the_flag(tmp_path, target, esr_cli_run):
     path = scenario(tmp_path, "  - {action: command, command: 'echo chaos-was-here', after: 1s}",
                     sustain="2s")
-    refused = subprocess.run([sys.executable, "-m", "esr.cli", "run", str(path), "--host", target,
-                              "--workers", "0", "--run-dir", str(tmp_path / "refused")],
-                             capture_output=True, text=True, timeout=60)
+    refused = esr_cli_run("run", str(path), "--host", target, "--workers", "0", "--run-dir",
+                          str(tmp_path / "refused"))
     assert refused.returncode == 2 and "--allow-chaos-commands" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "refused").exists()
     result = run(RunSettings(scenario=path, host=target, workers=0, run_dir=tmp_path / "run",
@@ -119,16 +117,14 @@ def test_a_bad_minute_cannot_hide_in_a_good_run(tmp_path, target):
     assert result.exit_code == 1
 
 
-def test_abort_on_fail_stops_a_failing_run_early(tmp_path, target):
+def test_abort_on_fail_stops_a_failing_run_early(tmp_path, target, esr_cli_run):
     urllib.request.urlopen(urllib.request.Request(
         f"{target}/admin/services/svc-fee/kill", method="POST", data=b""), timeout=10).close()
     try:
         path = scenario(tmp_path, "  - restore_service svc-fee after 50s", sustain="60s",
                         slo="slo: {error_rate: 0.05, window: 2s, abort_on_fail: true}")
-        result = subprocess.run(
-            [sys.executable, "-m", "esr.cli", "run", str(path), "--host", target,
-             "--workers", "0", "--run-dir", str(tmp_path / "run")],
-            capture_output=True, text=True, timeout=120)
+        result = esr_cli_run("run", str(path), "--host", target, "--workers", "0",
+                             "--run-dir", str(tmp_path / "run"))
     finally:
         urllib.request.urlopen(urllib.request.Request(
             f"{target}/admin/services/svc-fee/restore", method="POST", data=b""),

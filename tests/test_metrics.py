@@ -195,16 +195,14 @@ def test_every_family_is_declared_with_its_labels():
         assert name.endswith("_total") == (metric.kind == "counter"), name
 
 
-def test_a_metrics_port_in_use_is_bad_input_before_anything_starts(tmp_path, target):
+def test_a_metrics_port_in_use_is_bad_input_before_anything_starts(tmp_path, target, esr_cli):
     (tmp_path / "scenario.yml").write_text(SHORT)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(esr_locust(
-            "run", str(tmp_path / "scenario.yml"), "--host", target, "--workers", "0",
-            "--run-dir", str(tmp_path / "run"), "--metrics-bind", f"127.0.0.1:{port}"),
-            capture_output=True, text=True, timeout=60)
+        done = esr_cli("run", str(tmp_path / "scenario.yml"), "--host", target, "--workers", "0",
+                       "--run-dir", str(tmp_path / "run"), "--metrics-bind", f"127.0.0.1:{port}")
     assert done.returncode == EXIT_BAD_INPUT
     assert f"--metrics-bind 127.0.0.1:{port}: cannot listen there" in done.stderr
     assert "Traceback" not in done.stderr

@@ -73,11 +73,15 @@ def installed(wheel, tmp_path_factory) -> Path:
 
     Its dependencies come from this test run's own environment through a .pth line (the
     same pinned versions, without downloading them again); that line does not run the
-    .pth files there, so the editable checkout of ESR stays invisible to it."""
+    .pth files there, so the editable checkout of ESR stays invisible to it. The virtualenv
+    has no pip of its own: this environment's pip installs into it (`--python`), as the
+    image's pip does (ensurepip cost 5 s of CPU, 20 s on a busy machine)."""
     venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
     python = venv / "bin" / "python"
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+                    "--disable-pip-version-check", "--no-deps", str(wheel)],
                    check=True, timeout=300)
     venv_site = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
                                capture_output=True, text=True, check=True).stdout.strip()

@@ -259,17 +259,15 @@ def test_ctrl_c_stops_gracefully_and_loses_nothing(tmp_path, target):
     assert out.strip().endswith("report.html")
 
 
-def test_unreachable_target_is_a_run_error(tmp_path):
+def test_unreachable_target_is_a_run_error(tmp_path, esr_cli_run):
     path = write_scenario(tmp_path, """
 scenario: nobody home
 citizens: {template: students, count: 2, behavior: {think_time: 100ms, retries: 0}}
 load_profile: {sustain: 2s}
 report: {formats: [json]}
 """)
-    result = subprocess.run(
-        [sys.executable, "-m", "esr.cli", "run", str(path), "--host", "http://127.0.0.1:9",
-         "--workers", "0", "--run-dir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=120)
+    result = esr_cli_run("run", str(path), "--host", "http://127.0.0.1:9", "--workers", "0",
+                         "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 3, result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["requests"]["total"] == summary["requests"]["failures"] > 0
