@@ -247,10 +247,10 @@ class Launch:
     def _end_workers(self) -> None:
         """Workers have delivered their final reports before the master quits, but a worker
         still sleeps out Locust's stop timeout before it reads the quit: end it after a moment."""
-        grace = 2 if self.lead.returncode == 0 else 0
-        for process in self.processes[1:]:
+        deadline = time.monotonic() + (2 if self.lead.returncode == 0 else 0)
+        for process in self.processes[1:]:  # the moment of grace is one for all of them
             try:
-                process.wait(timeout=grace)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 end_process(process)
 
