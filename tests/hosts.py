@@ -131,8 +131,9 @@ class Host:
 class Lan:
     """Hosts joined by one bridge; `lan[name]` is a host, `lan.cut(name)` pulls its cable."""
 
-    def __init__(self, names: list[str]):
+    def __init__(self, names: list[str], aliases: dict[str, str] | None = None):
         prefix = f"esr-{os.getpid()}-{next(_serial)}"
+        self.aliases = aliases or {}  # other names of a host, {alias: host name}, as Compose's
         self.bridge_namespace = f"{prefix}-lan"
         self.hosts = {name: Host(name, f"{prefix}-{name}", f"{SUBNET}.{i}",
                                  f"p{i}-{name}"[:15])
@@ -169,7 +170,10 @@ class Lan:
     def _write_etc_hosts(self, host: Host) -> None:
         folder = NETNS_ETC / host.namespace
         folder.mkdir(parents=True, exist_ok=True)
-        names = "".join(f"{h.address}\t{h.name}\n" for h in self.hosts.values())
+        names = "".join(
+            f"{h.address}\t" + " ".join([h.name, *(a for a, n in self.aliases.items()
+                                                 if n == h.name)]) + "\n"
+            for h in self.hosts.values())
         (folder / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{names}")
 
     def cut(self, name: str) -> None:
@@ -202,9 +206,10 @@ class Lan:
 
 
 @contextlib.contextmanager
-def virtual_lan(names: list[str]) -> Iterator[Lan]:
-    """A LAN with one host per name (also its hostname); gone again on leaving the `with`."""
-    lan = Lan(names)
+def virtual_lan(names: list[str], aliases: dict[str, str] | None = None) -> Iterator[Lan]:
+    """A LAN with one host per name (also its hostname), and other names for some of them
+    ({alias: host name}); gone again on leaving the `with`."""
+    lan = Lan(names, aliases)
     try:
         lan.build()
         yield lan

@@ -18,6 +18,7 @@ import csv
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 CONTAINER_WORKDIR = Path("/esr")  # the image's WORKDIR (Dockerfile)
 SCENARIO = "examples/multihost.yml"  # relative to the working directory, as in the container
 WORKERS = 3
-SCALE = {"worker": WORKERS}  # docker compose up --scale worker=3
+SCALE = {"worker": WORKERS}  # docker compose --profile master up --scale worker=3
+PROFILE = "master"
 CITIZENS = 30  # 18 seniors and 12 veterans, below
 SCENARIO_TEXT = """
 scenario: multi-host
@@ -75,20 +77,21 @@ def services() -> dict:
         pytest.skip("docker-compose is not installed (scripts/test installs it)")
     env = {**os.environ, "SCENARIO": SCENARIO, "WORKERS": str(WORKERS),
            "MASTER_MODE": "headless"}
-    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "--profile", PROFILE,
+                             "config"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    # Services in a profile (the ESR service) start only when it is named, as in Compose v2.
+    # What `docker compose --profile master up` starts: the services in no profile or that one.
     services = {name: service for name, service in
-                yaml.safe_load(result.stdout)["services"].items() if not service.get("profiles")}
+                yaml.safe_load(result.stdout)["services"].items()
+                if PROFILE in service.get("profiles", [PROFILE])}
     return services
 
 
 @pytest.fixture
 def lan(services) -> Iterator[Lan]:
     try:
-        with virtual_lan([host for name in start_order(services)
-                          for host in hosts_of(name)]) as lan:
+        with virtual_lan([host for name in start_order(services) for host in hosts_of(name)],
+                         aliases_of(services)) as lan:
             yield lan
     except NamespacesUnavailable as error:
         pytest.skip(f"cannot create network namespaces here: {error}")
@@ -110,6 +113,12 @@ def hosts_of(service: str) -> list[str]:
     if service not in SCALE:
         return [service]
     return [f"{service}-{i}" for i in range(1, SCALE[service] + 1)]
+
+
+def aliases_of(services: dict) -> dict[str, str]:
+    """Other names of services on the compose network ({alias: host}), as Compose's DNS."""
+    return {alias: hosts_of(name)[0] for name, service in services.items()
+            for alias in (service.get("networks") or {}).get("default", {}).get("aliases", ())}
 
 
 def container_folders(services: dict) -> set[Path]:
@@ -178,12 +187,19 @@ class Deployment:
         return self.master.returncode
 
     def wait_for_workers(self, hosts: list[str], timeout_s: float = 20) -> dict[str, int]:
-        """Exit codes of workers told to quit by the master (None: still running)."""
+        """Exit codes of the Locust workers the standing workers ran, once the master told
+        them to quit (None: still running); the standing workers themselves stay, asking for
+        the next run."""
+        def ended(host: str) -> int | None:
+            log = (self.logs / f"{host}.err").read_text(errors="replace")
+            found = re.findall(r"Shutting down \(exit code (\d+)\)", log)
+            return int(found[-1]) if found else None
+
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and any(self.processes[h].poll() is None
-                                                  for h in hosts):
+        while time.monotonic() < deadline and any(ended(h) is None for h in hosts):
             time.sleep(0.2)
-        return {host: self.processes[host].poll() for host in hosts}
+        assert all(self.processes[h].poll() is None for h in hosts), "a standing worker left"
+        return {host: ended(host) for host in hosts}
 
 
 class Timeline:

@@ -171,20 +171,29 @@ def test_the_compose_file_is_valid_for_a_real_compose_implementation():
 
 
 def test_the_compose_layout_scales_workers_and_runs_esr_commands(esr_cli):
-    # What `docker compose up` starts: the ESR service is in a profile of its own.
-    services = {name: service for name, service in
-                yaml.safe_load(COMPOSE.read_text())["services"].items()
-                if not service.get("profiles")}
-    assert set(services) == {"target", "master", "worker"}
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    # The target and the standing workers always; the master or the service by profile.
+    assert {name for name, service in services.items() if not service.get("profiles")} == \
+        {"target", "worker"}
+    assert services["master"]["profiles"] == ["master"]
+    assert services["service"]["profiles"] == ["service"]
     worker = services["worker"]
     # `docker compose up --scale worker=8` needs no fixed name and no published port.
     assert "container_name" not in worker and "ports" not in worker
-    assert worker["command"][:1] == ["worker"] and "master:5557" in worker["command"]
+    # A standing worker (no scenario), serving run after run, of whichever answers as `pool`.
+    assert worker["command"] == ["worker", "--master", "pool:5557"]
+    assert esr_cli(*worker["command"][:1], "--help").returncode == 0
+    assert worker["restart"] == "unless-stopped" and "depends_on" not in worker
+    for name in ("master", "service"):
+        assert services[name]["networks"] == {"default": {"aliases": ["pool"]}}
+        assert "5557" in services[name]["expose"]
     assert "--expect-workers" in services["master"]["command"]
-    for service in services.values():
-        assert any(v.endswith(":/esr/examples:ro") for v in service["volumes"])
-        assert any(v.endswith(":/esr/reports") for v in service["volumes"])
-        assert esr_cli(service["command"][0], "--help").returncode == 0
+    serve = services["service"]["command"]
+    assert serve[serve.index("--pool") + 1] == "0.0.0.0:5557" and "--min-workers" in serve
+    for name in ("target", "master", "worker"):
+        assert any(v.endswith(":/esr/examples:ro") for v in services[name]["volumes"])
+        assert any(v.endswith(":/esr/reports") for v in services[name]["volumes"])
+        assert esr_cli(services[name]["command"][0], "--help").returncode == 0
 
 
 @pytest.mark.parametrize("mode, expected", [(None, "--web"), ("headless", "--headless")])

@@ -255,6 +255,25 @@ def admit_workers_only_if(runner, identified: Callable[[str], bool],
     runner.handle_message = screened
 
 
+def hear_strangers(runner, kind: str, listener: Callable[[object], None]) -> None:
+    """A master hands messages of `kind` to listener(msg) itself, from anyone, before Locust
+    sees them: Locust gives every sender of a custom message a worker index (the next worker
+    then gets a higher one), and calls itself stopped after any message while it has no
+    worker."""
+    # RELIES ON: MasterRunner.handle_message(client_id, msg), looked up on the instance by
+    # client_listener; a custom message's case calls get_worker_index(msg.node_id) (which
+    # hands out the next index), then check_stopped().
+    handle = runner.handle_message
+
+    def heard(client_id, msg) -> None:
+        if msg.type == kind:
+            listener(msg)
+            return
+        handle(client_id, msg)
+
+    runner.handle_message = heard
+
+
 def admit_users(runner, admit: Callable[[dict[str, int]], dict[str, int] | None]) -> None:
     """Of the users its master sends ({class name: users} in all), a worker runs those
     admit(counts) answers (which may wait first); None: it starts none."""

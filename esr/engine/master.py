@@ -34,7 +34,6 @@ class MasterRun(Conducting):
         self._welcomed: set[str] = set()  # workers whose scenario and version were checked
         self._refused: set[str] = set()
         self._joined: dict[str, dict] = {}  # welcomed workers: their host, version, capacity
-        self._askers: set[str] = set()  # standing workers that asked for the scenario
         self._offer = offer_of(scenario)  # what a standing worker asking for it gets
         self._cpu_since = (time.process_time(), time.monotonic())  # the master's own CPU
         # The workers sharing the open model's arrivals: those connected at the start (one
@@ -46,7 +45,7 @@ class MasterRun(Conducting):
         runner.register_message(messages.HELLO, self._on_hello)
         compat.admit_workers_only_if(runner, lambda worker: worker in self._identified,
                                      self._turn_away)
-        runner.register_message(messages.SCENARIO_WANTED, self._on_scenario_wanted)
+        compat.hear_strangers(runner, messages.SCENARIO_WANTED, self._on_scenario_wanted)
         # A worker gone missing hands its citizens to the others (Locust's rebalancing).
         compat.enable_rebalancing(environment)
 
@@ -70,9 +69,8 @@ class MasterRun(Conducting):
         return self.environment.runner.worker_count
 
     def results_of_workers(self) -> dict:
-        # Locust indexes whoever sends it a message: standing workers asking, the refused.
-        ever = compat.workers_ever_connected(self.environment.runner,
-                                             besides=self._askers | self._refused)
+        # Locust indexes whoever sends it a message, the refused included.
+        ever = compat.workers_ever_connected(self.environment.runner, besides=self._refused)
         return {"workers": ever, "lost_workers": list(self.ledger.lost.values())}
 
     def citizens_held(self) -> int | None:
@@ -96,13 +94,11 @@ class MasterRun(Conducting):
 
     # ---- workers joining and reporting ---------------------------------------------------------
 
-    def _on_scenario_wanted(self, environment, msg, **_) -> None:
+    def _on_scenario_wanted(self, msg) -> None:
         """A standing worker asks for the scenario: offered until a headless run ends (in
-        the web UI, any time). Not by Locust's state: a master with no worker yet turns
-        STATE_STOPPED after any message it handles (check_stopped's all() of no workers)."""
-        self._askers.add(msg.node_id)
+        the web UI, any time)."""
         taking = self.web_runs is not None or not (self.finishing or self.ended_at)
-        environment.runner.send_message(messages.SCENARIO if taking else messages.NO_RUN,
+        self.environment.runner.send_message(messages.SCENARIO if taking else messages.NO_RUN,
                                         self._offer if taking else {}, client_id=msg.node_id)
 
     def _on_identify(self, environment, msg, **_) -> None:
