@@ -488,3 +488,23 @@ def test_citizens_wait_for_a_free_file_rather_than_fail(tmp_path, target):
                for finding in summary["load_generator"]["findings"])
     assert summary["requests"]["total"] == served(target, summary["run_id"])["requests"][
         "total"] > 250
+
+
+def test_the_page_s_pool_table_escapes_what_workers_say_of_themselves():
+    from esr.service.api import PoolOut, PoolWorker
+    from esr.service.page import _TEMPLATES
+
+    worker = PoolWorker(id="w<1>", host="<script>alert(1)</script>", version="0.1.0",
+                        capacity={"open_files": 20000, "memory_bytes": 2 * 1024 ** 3},
+                        citizens=12, last_heard=time.time() - 3)
+    html = _TEMPLATES.get_template("pool.html.j2").render(pool=PoolOut(
+        enabled=True, address="0.0.0.0:5557", min_workers=2, busy=True, workers=[worker]))
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "w&lt;1&gt;" in html and "2.0 GiB" in html and "20000" in html
+    assert "serving a run" in html and "a run starts with 2" in html
+    assert "s ago" in html
+    empty = _TEMPLATES.get_template("pool.html.j2").render(pool=PoolOut(
+        enabled=True, address="0.0.0.0:5557", min_workers=2))
+    assert "esr-locust worker --master 0.0.0.0:5557" in empty
+    assert _TEMPLATES.get_template("pool.html.j2").render(pool=PoolOut(enabled=False)).strip() \
+        == ""
