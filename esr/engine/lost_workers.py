@@ -34,9 +34,11 @@ from esr.run_directory import iso_at
 # alone can take 2 s): the master waits this many before moving its citizens.
 MISSING_AFTER_HEARTBEATS = 8
 # How late a report's acknowledgement may come, beyond the interval between reports, before
-# its worker stops its citizens: a master busy with a full garbage collection (~2 s) is
-# still well.
-ACK_GRACE_S = 2.5
+# its worker stops its citizens. A worker's own stalls (a full garbage collection of a big
+# one takes ~2 s) skip a verdict instead; the master freezes what it holds from the start of
+# a run (gc.freeze), and acknowledges within milliseconds here. Longer would loosen the bound
+# for a whole-host cut (lost_workers' docstring), shorter risk stopping a well worker.
+ACK_GRACE_S = 2.0
 # How often a worker checks that silence, and the master its workers' state.
 WATCH_INTERVAL_S = 0.25
 # A worker whose own loop was late skips one verdict (it may not have read the ack waiting
