@@ -211,31 +211,35 @@ def watch_worker_connections(runner, closed: Callable[[str, float], None],
     # RELIES ON: MasterRunner.server (rpc.Server) holds its zmq ROUTER as .socket, a
     # zmq.green socket, and receives every worker message through socket.recv_multipart(),
     # whose first frame is the worker's id; pyzmq's Frame.get(zmq.SRCFD) names the file
-    # descriptor a frame came over, the one the socket monitor's EVENT_ACCEPTED and
-    # EVENT_DISCONNECTED report; a zmq.Socket keeps per-instance attributes in __dict__
-    # (its __setattr__ would take other names for socket options). Locust's reset_connection
+    # descriptor a frame came over, the one the socket monitor's EVENT_DISCONNECTED reports;
+    # a zmq.Socket keeps per-instance attributes in __dict__ (its __setattr__ would take
+    # other names for socket options). Locust's reset_connection
     # makes a new Server: from then on nothing is watched (the bound falls back on silence).
     server = getattr(runner, "server", None)
     sock = getattr(server, "socket", None)
     if sock is None or not hasattr(zmq, "SRCFD"):
         return False
-    owner: dict[int, str] = {}  # file descriptor -> the worker last heard over it
-    current: dict[str, int] = {}  # worker -> the descriptor it was last heard over
+    # Each worker's descriptor, as its last message came over; a descriptor reused by a new
+    # connection is taken from whoever held it (that one's end goes undated: the monitor's
+    # events and the messages are read in no set order between them).
+    over: dict[str, int] = {}
     gone: set[str] = set()  # workers whose last connection closed
     receive = sock.recv_multipart
 
     def recv_multipart(flags=0, copy=True, track=False):
         frames = receive(flags, copy=False, track=track)
         fd, worker = frames[0].get(zmq.SRCFD), frames[0].bytes.decode(errors="replace")
-        if current.get(worker) != fd:
-            owner[fd], current[worker] = worker, fd
+        if over.get(worker) != fd:
+            for other in [other for other, its in over.items() if its == fd]:
+                del over[other]
+            over[worker] = fd
             if worker in gone:
                 gone.discard(worker)
                 reopened(worker)
         return [frame.bytes for frame in frames] if copy else frames
 
     sock.__dict__["recv_multipart"] = recv_multipart
-    monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+    monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
 
     def watch() -> None:
         while not monitor.closed:
@@ -243,12 +247,11 @@ def watch_worker_connections(runner, closed: Callable[[str, float], None],
                 event = recv_monitor_message(monitor)
             except zmq.ZMQError:  # the master's socket closed (it quits)
                 return
-            fd = event["value"]
-            worker = owner.pop(fd, None)  # a new connection, or the end of one
-            if event["event"] == zmq.EVENT_DISCONNECTED and worker is not None \
-                    and current.get(worker) == fd:
+            at = time.time()
+            for worker in [worker for worker, fd in over.items() if fd == event["value"]]:
+                del over[worker]
                 gone.add(worker)
-                closed(worker, time.time())
+                closed(worker, at)
 
     # RELIES ON: Runner.greenlet, the group of the runner's own greenlets, killed as it quits.
     runner.greenlet.spawn(watch)
