@@ -353,11 +353,14 @@ def lose(deployment: Deployment, how: str) -> None:
 LOSSES = tuple(PHASE_S)
 
 
-def lose_a_worker(lan: Lan, services: dict, tmp_path: Path, how: str, sustain: str = "24s",
+def lose_a_worker(lan: Lan, services: dict, tmp_path: Path, how: str, sustain: str = "30s",
                   phase_s: float | None = None,
                   meanwhile: Callable[[Deployment, float], None] | None = None) -> Loss:
     """A run on the LAN in which worker CUT is lost `how`, `phase_s` after one of its
-    reports; what it lost against the bound."""
+    reports; what it lost against the bound. The run lasts long enough for Locust to call
+    the worker missing before the stop: a worker still counted then is sent the stop, and
+    Locust's master waits for it up to the stop timeout + 60 s (a benchmark run with the
+    machine busy, its sustain 24 s, ran over 90 s so)."""
     deployment = deploy(lan, services, tmp_path, SCENARIO_TEXT % {"sustain": sustain})
     target_url = master_option(services, "--host")
     wait_until(lambda: (d := deployment.live()) and d["requests"] > 0 and d,
