@@ -90,11 +90,16 @@ class Host:
             raise RuntimeError(f"GET {url} from {self.name}: {result.stderr.strip()[-500:]}")
         return json.loads(result.stdout)
 
-    def bytes_sent_to(self, port: int) -> int:
-        """Bytes this host's established TCP connections to remote port `port` have sent."""
+    def sent_to(self, port: int) -> tuple[int, float]:
+        """Bytes this host's established TCP connections to remote port `port` have sent, and
+        the seconds since the latest of them sent anything (as the kernel read them: between
+        the call and its return)."""
         lines = self._sockets("-Htin", "state", "established", f"dport = :{port}")
-        return sum(int(field.split(":", 1)[1]) for line in lines for field in line.split()
-                   if field.startswith("bytes_sent:"))
+        fields = [field.split(":", 1) for line in lines for field in line.split()
+                  if field.startswith(("bytes_sent:", "lastsnd:"))]
+        return (sum(int(value) for name, value in fields if name == "bytes_sent"),
+                min((int(value) / 1000 for name, value in fields if name == "lastsnd"),
+                    default=float("inf")))
 
     def listening(self, port: int) -> bool:
         return bool(self._sockets("-Hltn", f"sport = :{port}"))
