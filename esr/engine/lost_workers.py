@@ -7,7 +7,8 @@ it and no report counted is at most the requests in flight when it drained its l
 (counted exactly, at that drain) plus those it started afterwards, until it stopped sending:
 
 - its process ended (killed, crashed): the master sees its connection close at once, and the
-  worker sent nothing after that;
+  worker sent nothing after that (taken on trust: a connection reset by something between
+  them, the worker living on and unable to reconnect, would be taken for its end too);
 - it was cut off: it stops its citizens once no report of its own has been acknowledged for
   silence_limit_s() (the master acknowledges each report it receives, messages.ACK), judged
   every WATCH_INTERVAL_S by its own clock — so at most sending_after_last_report_s() after the
