@@ -253,7 +253,7 @@ def failures(run_dir: Path) -> Counter:
 
 def silent_master_stops(run_dir: Path) -> int:
     """How many workers stopped their citizens for want of news from the master."""
-    return sum(log.read_text(errors="replace").count("no word from the master")
+    return sum(log.read_text(errors="replace").count("no report of this worker acknowledged")
                for log in run_dir.glob("worker-*.log"))
 
 
@@ -337,7 +337,7 @@ def main() -> None:
           + ", ".join(f"{sampler.busy(w.pid):.0%}" for w in workers) + f", target {target_cpu:.0%}")
     if silenced:
         print(f"note: {silenced} time(s) a worker stopped its citizens, not hearing from the "
-              "master (esr/engine/lost_workers.py MASTER_SILENCE_S)")
+              "master (its reports unacknowledged: esr/engine/lost_workers.py silence_limit_s)")
     live = read_json(run_dir / LIVE) if (run_dir / LIVE).is_file() else {}
     if live.get("workers") not in (None, args.workers):
         print(f"note: {live.get('workers')} workers at the end")

@@ -10,6 +10,7 @@ the subnet cannot clash with anything: traffic never leaves the LAN.
     with virtual_lan(["target", "master", "worker-1"]) as lan:
         lan["master"].start([...], cwd=..., env=..., stdout=..., stderr=...)
         lan.cut("worker-1")   # its cable pulled: the process runs on, nothing gets through
+        lan.cut_between("worker-1", "master")  # those two no longer reach each other
 
 Leaving the `with` ends every process in every host (by PID, including grandchildren that
 started sessions of their own) and deletes the namespaces, veths, bridge and /etc/netns files.
@@ -88,6 +89,17 @@ class Host:
         if result.returncode != 0:
             raise RuntimeError(f"GET {url} from {self.name}: {result.stderr.strip()[-500:]}")
         return json.loads(result.stdout)
+
+    def sent_to(self, port: int) -> tuple[int, float]:
+        """Bytes this host's established TCP connections to remote port `port` have sent, and
+        the seconds since the latest of them sent anything (as the kernel read them: between
+        the call and its return)."""
+        lines = self._sockets("-Htin", "state", "established", f"dport = :{port}")
+        fields = [field.split(":", 1) for line in lines for field in line.split()
+                  if field.startswith(("bytes_sent:", "lastsnd:"))]
+        return (sum(int(value) for name, value in fields if name == "bytes_sent"),
+                min((int(value) / 1000 for name, value in fields if name == "lastsnd"),
+                    default=float("inf")))
 
     def listening(self, port: int) -> bool:
         return bool(self._sockets("-Hltn", f"sport = :{port}"))
@@ -179,6 +191,18 @@ class Lan:
     def cut(self, name: str) -> None:
         """Pull a host's cable: its bridge port goes down; its processes run on, unreachable."""
         ip("-n", self.bridge_namespace, "link", "set", self.hosts[name].bridge_port, "down")
+
+    def cut_between(self, name: str, other: str) -> None:
+        """Drop every packet between two hosts, both ways, at the first one's end (a firewall
+        rule in its namespace): each still reaches every other host."""
+        host, address = self.hosts[name], self.hosts[other].address
+        rules = (f"add table inet esr_cut\n"
+                 f"add chain inet esr_cut in {{ type filter hook input priority 0; }}\n"
+                 f"add chain inet esr_cut out {{ type filter hook output priority 0; }}\n"
+                 f"add rule inet esr_cut in ip saddr {address} drop\n"
+                 f"add rule inet esr_cut out ip daddr {address} drop\n")
+        subprocess.run(["ip", "netns", "exec", host.namespace, "nft", "-f", "-"], input=rules,
+                       text=True, check=True, capture_output=True, timeout=COMMAND_TIMEOUT_S)
 
     def tear_down(self) -> None:
         """Everything goes, whatever state the build or the test left it in."""

@@ -285,6 +285,35 @@ def test_the_master_knows_its_workers_and_which_went_missing():
         assert compat.connected_workers(master) == set()
 
 
+def test_the_master_knows_how_many_users_it_dispatched_to_each_worker():
+    with master_and_worker() as (master, worker):
+        assert compat.users_dispatched(master) == {worker.client_id: 0}
+        start_users(master, worker, 3)
+        assert compat.users_dispatched(master) == {worker.client_id: 3}
+
+
+def test_the_master_sees_a_worker_s_connection_close_at_once():
+    """lost_workers.py dates a killed worker's end by its connection closing."""
+    closed, reopened = [], []
+    with master_and_worker() as (master, worker):
+        assert compat.watch_worker_connections(
+            master, lambda worker_id, at: closed.append((worker_id, at)), reopened.append)
+        received = []
+        master.environment.events.worker_report.add_listener(
+            lambda client_id, data: received.append(client_id))
+        received.clear()
+        compat.send_final_report_now(worker)  # Locust's messages still arrive, whole
+        wait_until(lambda: worker.client_id in received)
+        gevent.sleep(0.3)  # heartbeats over the same connection: nothing reopened
+        worker.greenlet.kill(block=True)
+        before = time.time()
+        worker.client.close(linger=0)  # as a killed process's kernel closes its socket
+        wait_until(lambda: closed)
+        ((worker_id, at),) = closed
+        assert worker_id == worker.client_id and before <= at < before + 1
+        assert reopened == []
+
+
 def test_a_final_report_goes_at_once():
     with master_and_worker() as (master, worker):
         received = []

@@ -1,104 +1,246 @@
 """The master's ledger of its workers (esr/engine/lost_workers.py): what it hears, and the bound
 on the requests a lost worker took with it.
 
-The same arithmetic a killed or cut-off worker exercises in test_scale_out.py and
-test_multihost.py, where it takes Locust 8 missed heartbeats to call a worker missing; here
-each rule is checked on its own, at moments chosen exactly.
+test_multihost.py checks the bound against what a target received from a worker killed, cut
+off, or cut from its master only; here each rule is checked on its own, at moments chosen
+exactly. Worker clocks (monotonic) and the master's (epoch) differ on purpose.
 """
 
 from __future__ import annotations
 
 import math
 
-from esr.engine.lost_workers import MASTER_SILENCE_S, WATCH_INTERVAL_S, WorkerLedger
+import pytest
+
+from esr.engine.lost_workers import (
+    ACK_GRACE_S,
+    EXCESS_SIGMAS,
+    RATE_MARGIN,
+    WATCH_INTERVAL_S,
+    WATCH_INTERVALS_PER_VERDICT,
+    Report,
+    WorkerLedger,
+    sending_after_last_report_s,
+    silence_limit_s,
+    starts_at_most,
+)
 from esr.run_directory import iso_at
 
-T0 = 1_800_000_000.0
-SILENCE = MASTER_SILENCE_S + WATCH_INTERVAL_S  # what a lost worker may still send for
+T0 = 1_800_000_000.0  # the master's clock
+W0 = 5_000.0  # the worker's
+REPORT_S = 3.0
+SENDING_S = sending_after_last_report_s(REPORT_S)  # a cut-off worker's, after its last report
+OFFSET = T0 - W0 + 0.002  # master's clock - worker's: reports take 2 ms to arrive
 
 
-def test_hello_then_reports_keep_the_busiest_rate_per_citizen():
-    ledger = WorkerLedger()
+def report(at: float, started: int, citizens: int = 10, in_flight: int = 0,
+           requests: int | None = None, acked: tuple | None = None) -> Report:
+    """A report drained at worker time W0 + at."""
+    return Report(sent_at=W0 + at, started=started, in_flight=in_flight,
+                  requests=started if requests is None else requests, citizens=citizens,
+                  acked=acked)
+
+
+def hear(ledger: WorkerLedger, worker: str, at: float, started: int, **kwargs) -> None:
+    """A report drained at W0 + at, received 2 ms later, its previous ack returned with it."""
+    ledger.heard(worker, T0 + at + 0.002, report(at, started, acked=(
+        T0 + at - REPORT_S + 0.003, W0 + at - REPORT_S + 0.004), **kwargs))
+
+
+def test_a_cut_off_worker_sends_for_its_silence_limit_and_a_few_watches_after_its_last_report():
+    assert silence_limit_s(REPORT_S) == REPORT_S + ACK_GRACE_S
+    assert SENDING_S == REPORT_S + ACK_GRACE_S + WATCH_INTERVALS_PER_VERDICT * WATCH_INTERVAL_S
+
+
+def test_reports_keep_the_busiest_rate_of_starts_per_citizen_by_the_worker_s_clock():
+    ledger = WorkerLedger(REPORT_S)
     ledger.hello("w1", T0)
-    ledger.heard("w1", T0 + 2, requests=40, citizens=10)  # 2 a second per citizen
+    ledger.heard("w1", T0 + 1, report(0, 0))
+    ledger.heard("w1", T0 + 9, report(2, 40))  # 2 s apart by the worker's clock: 2 a second
     assert ledger.records["w1"].peak_rate_per_citizen == 2.0
-    ledger.heard("w1", T0 + 4, requests=100, citizens=10)  # busier: 5
-    ledger.heard("w1", T0 + 6, requests=20, citizens=10)  # quieter: the peak stays
+    ledger.heard("w1", T0 + 9.5, report(4, 100))  # busier: 5 (the master's clock is not used)
+    ledger.heard("w1", T0 + 12, report(6, 20))  # quieter: the peak stays
     record = ledger.records["w1"]
-    assert (record.peak_rate_per_citizen, record.citizens, record.last_heard) == (5.0, 10, T0 + 6)
-    ledger.hello("w1", T0 + 7)  # a repeated hello forgets nothing
-    assert ledger.records["w1"] is record and record.last_heard == T0 + 6
+    assert (record.peak_rate_per_citizen, record.citizens, record.last_heard) == (5.0, 10, T0 + 12)
+    assert record.reported == 160
+    ledger.hello("w1", T0 + 13)  # a repeated hello forgets nothing
+    assert ledger.records["w1"] is record and record.last_heard == T0 + 12
 
 
 def test_a_rate_is_per_the_fewer_citizens_of_a_report_s_two_ends():
     """Citizens spawned during an interval sent little of it: dividing by the many would
     underestimate the rate of the few that ran throughout, and so the bound."""
-    ledger = WorkerLedger()
-    ledger.heard("w1", T0, requests=0, citizens=2)  # a report before the hello starts the record
-    ledger.heard("w1", T0 + 2, requests=40, citizens=20)
+    ledger = WorkerLedger(REPORT_S)
+    ledger.heard("w1", T0, report(0, 0, citizens=2))  # a report before the hello starts a record
+    ledger.heard("w1", T0 + 2, report(2, 40, citizens=20))
     assert ledger.records["w1"].peak_rate_per_citizen == 40 / 2 / 2
-    ledger.heard("w1", T0 + 4, requests=60, citizens=3)  # most stopped: the 3 that ran on
+    ledger.heard("w1", T0 + 4, report(4, 60, citizens=3))  # most stopped: the 3 that ran on
     assert ledger.records["w1"].peak_rate_per_citizen == 60 / 2 / 3
 
 
-def test_reports_with_no_requests_or_no_time_between_them_change_no_rate():
-    ledger = WorkerLedger()
-    ledger.hello("w1", T0)
-    ledger.heard("w1", T0 + 2, requests=0, citizens=10)
-    ledger.heard("w1", T0 + 2, requests=50, citizens=10)  # same instant: no rate to take
+def test_reports_with_no_starts_or_no_time_between_them_change_no_rate():
+    ledger = WorkerLedger(REPORT_S)
+    ledger.heard("w1", T0, report(0, 0))
+    ledger.heard("w1", T0 + 2, report(2, 0))
+    ledger.heard("w1", T0 + 2, report(2, 50))  # same instant: no rate to take
     assert ledger.records["w1"].peak_rate_per_citizen == 0.0
-    ledger.heard("w1", T0 + 3, requests=5, citizens=-1)  # never a negative count of citizens
-    assert ledger.records["w1"].citizens == 0
+    ledger.heard("w1", T0 + 3, Report(W0 + 3, 5, -1, 5, citizens=-1))
+    assert ledger.records["w1"].citizens == ledger.records["w1"].in_flight == 0
 
 
-def test_a_lost_worker_is_bounded_by_its_peak_rate_for_as_long_as_it_could_send():
-    ledger = WorkerLedger()
-    ledger.hello("w1", T0)
-    ledger.heard("w1", T0 + 3, requests=300, citizens=20)  # 5 a second per citizen
-    entry = ledger.lose("w1", T0 + 11, "missed heartbeats")
-    # Unheard for 8 s, then up to the worker's own silence limit and one watch more,
-    # at its peak rate, plus one request in flight per citizen.
-    unheard = 8 + SILENCE
-    assert entry == {"worker": "w1", "at": iso_at(T0 + 11), "reason": "missed heartbeats",
-                     "last_report_at": iso_at(T0 + 3), "citizens": 20,
-                     "unreported_max": math.ceil(5 * 20 * unheard) + 20}
-    assert ledger.lost == {"w1": entry} and ledger.unreported_max == entry["unreported_max"]
+def test_acks_returned_place_the_worker_s_clock_no_later_than_it_can_be():
+    """An ack sent at master time M and received at worker time R says offset >= M - R; the
+    latest bound is the greatest."""
+    ledger = WorkerLedger(REPORT_S)
+    ledger.heard("w1", T0, report(0, 0))
+    ledger.heard("w1", T0 + 3, report(3, 30, acked=(T0 + 0.01, W0 + 0.05)))  # a slow ack
+    assert ledger.records["w1"].clock_offset == pytest.approx(T0 - W0 - 0.04)
+    ledger.heard("w1", T0 + 6, report(6, 30, acked=(T0 + 3.01, W0 + 3.012)))  # a quick one
+    assert ledger.records["w1"].clock_offset == pytest.approx(T0 - W0 - 0.002)
+    ledger.heard("w1", T0 + 9, report(9, 30, acked=(T0 + 6.01, W0 + 6.5)))  # slower: kept
+    assert ledger.records["w1"].clock_offset == pytest.approx(T0 - W0 - 0.002)
 
 
-def test_the_bound_holds_for_a_worker_that_sends_at_its_peak_until_it_stops_itself():
-    """A worker reports every 3 s at a varying pace, then is cut off: it sends on, at most at
-    its busiest pace, until it has not heard the master for MASTER_SILENCE_S and stops its
-    citizens (checked every WATCH_INTERVAL_S). What it sent unreported is within the bound."""
-    ledger = WorkerLedger()
-    ledger.hello("w1", T0)
+def run_for(ledger: WorkerLedger, worker: str = "w1", citizens: int = 10,
+            pace: float = 8.0) -> float:
+    """Reports every REPORT_S s at `pace` starts per second per citizen; the last one's
+    worker-clock offset from W0."""
+    ledger.hello(worker, T0)
+    at = 0.0
+    hear(ledger, worker, at, 0, citizens=citizens)
+    for _ in range(4):
+        at += REPORT_S
+        hear(ledger, worker, at, round(pace * citizens * REPORT_S), citizens=citizens,
+             in_flight=2)
+    return at
+
+
+def test_a_worker_cut_off_is_bounded_by_its_peak_rate_until_it_stopped_itself():
+    ledger = WorkerLedger(REPORT_S)
+    last = run_for(ledger)  # 80 starts a second
+    # However late the master calls it missing, the worker stopped SENDING_S after its report.
+    for noticed in (8.5, 30.0):
+        ledger.lost.clear()
+        entry = ledger.lose("w1", T0 + last + noticed, "missed heartbeats")
+        expected = RATE_MARGIN * 80 * SENDING_S
+        assert entry == {
+            "worker": "w1", "at": iso_at(T0 + last + noticed), "reason": "missed heartbeats",
+            "last_report_at": iso_at(T0 + last + 0.002), "citizens": 10,
+            "unreported_max": 2 + math.ceil(expected) + 10,  # in flight, rate, one per citizen
+            "sending_window_s": round(SENDING_S, 3), "sending_ended_by": "silence",
+            "requests_reported": 4 * 240}
+
+
+def test_a_worker_whose_connection_closed_is_bounded_up_to_that_moment():
+    ledger = WorkerLedger(REPORT_S)
+    last = run_for(ledger)
+    ledger.disconnected("w1", T0 + last + 1.5)  # killed 1.5 s after its last report's drain
+    entry = ledger.lose("w1", T0 + last + 9.5, "missed heartbeats")
+    window = entry["sending_window_s"]
+    # The window reaches back to the report's drain through the worst clock offset seen
+    # (2 ms): never shorter than the real 1.5 s.
+    assert entry["sending_ended_by"] == "disconnected" and 1.5 <= window <= 1.51
+    expected = RATE_MARGIN * 80 * window
+    assert entry["unreported_max"] == 2 + math.ceil(expected) + 10  # 3 sigmas > 10 citizens
+    assert entry["unreported_max"] < 2 + expected + 3 * math.sqrt(expected)
+
+
+def test_a_connection_closed_later_than_the_silence_stop_changes_nothing():
+    ledger = WorkerLedger(REPORT_S)
+    last = run_for(ledger)
+    ledger.disconnected("w1", T0 + last + SENDING_S + 5)
+    entry = ledger.lose("w1", T0 + last + 20, "missed heartbeats")
+    assert entry["sending_ended_by"] == "silence" and entry["sending_window_s"] == round(
+        SENDING_S, 3)
+
+
+def test_a_closed_connection_is_forgotten_when_the_worker_speaks_again():
+    ledger = WorkerLedger(REPORT_S)
+    last = run_for(ledger)
+    ledger.disconnected("w1", T0 + last + 0.5)
+    ledger.reconnected("w1")
+    assert ledger.lose("w1", T0 + last + 9, "missed heartbeats")["sending_ended_by"] == "silence"
+    ledger = WorkerLedger(REPORT_S)
+    last = run_for(ledger)
+    ledger.disconnected("w1", T0 + last + 0.5)
+    hear(ledger, "w1", last + REPORT_S, 240)  # a report over a new connection
+    assert ledger.records["w1"].disconnected_at is None
+
+
+def test_without_an_ack_returned_a_closed_connection_cannot_be_placed():
+    ledger = WorkerLedger(REPORT_S)
+    ledger.heard("w1", T0, report(0, 0))
+    ledger.heard("w1", T0 + 3, report(3, 240))  # no ack came back yet
+    ledger.disconnected("w1", T0 + 3.5)
+    assert ledger.lose("w1", T0 + 12, "missed heartbeats")["sending_ended_by"] == "silence"
+
+
+def test_the_bound_holds_for_a_worker_that_sends_at_its_peak_until_it_stops():
+    """A worker reports every 3 s at a varying pace, then is cut off (or killed): it starts
+    requests at most at its busiest pace until it stops (or dies). What the target can have
+    counted unreported - those in flight at its last report and those started since - is
+    within the bound, whenever in the interval it happens."""
     paces = [1.0, 4.0, 2.5, 4.0, 3.0]  # requests a second per citizen, interval by interval
-    citizens, now = 12, T0
-    for pace in paces:
-        now += 3
-        ledger.heard("w1", now, requests=round(pace * citizens * 3), citizens=citizens)
-    last_report = now
-    noticed = last_report + 8.5  # Locust calls it missing some heartbeats later
-    sent_unreported = max(paces) * citizens * (noticed + SILENCE - last_report) + citizens
-    entry = ledger.lose("w1", noticed, "missed heartbeats")
-    assert sent_unreported <= entry["unreported_max"] < sent_unreported + 1
+    citizens, in_flight = 12, 5
+    for ended_after in (0.05, 1.0, 2.9, None):  # killed that long after its last report, or cut
+        ledger = WorkerLedger(REPORT_S)
+        ledger.hello("w1", T0)
+        hear(ledger, "w1", 0, 0, citizens=citizens)
+        at = 0.0
+        for pace in paces:
+            at += REPORT_S
+            hear(ledger, "w1", at, round(pace * citizens * REPORT_S), citizens=citizens,
+                 in_flight=in_flight)
+        window = SENDING_S if ended_after is None else ended_after
+        if ended_after is not None:  # the master sees the connection close a moment later
+            ledger.disconnected("w1", T0 + at + ended_after + 0.003)
+        # Its pace rises past the busiest seen, by as much as the margin allows.
+        sent_unreported = in_flight + RATE_MARGIN * max(paces) * citizens * window
+        entry = ledger.lose("w1", T0 + at + 9, "missed heartbeats")
+        assert sent_unreported <= entry["unreported_max"], ended_after
+
+
+def test_the_excess_over_a_rate_is_a_few_deviations_and_at_most_one_per_citizen():
+    assert starts_at_most(0, 10) == starts_at_most(-1, 10) == 0
+    assert starts_at_most(4.0, 100) == 4 + math.ceil(EXCESS_SIGMAS * 2)
+    assert starts_at_most(4.0, 3) == 4 + 3  # no citizen starts two requests more than its rate
+    assert starts_at_most(10_000.0, 1_000) == 10_000 + math.ceil(EXCESS_SIGMAS * 100)
+
+
+def test_a_worker_that_never_reported_takes_the_busiest_rate_of_its_peers_and_its_dispatch():
+    ledger = WorkerLedger(REPORT_S)
+    run_for(ledger, "w1", pace=8.0)
+    ledger.hello("w2", T0 + 1)
+    ledger.assigned("w2", 10)  # the master gave it 10 citizens; it was lost before reporting
+    entry = ledger.lose("w2", T0 + 11, "missed heartbeats")
+    window = 10 + SENDING_S  # from its hello, by the master's clock
+    assert entry["citizens"] == 10 and entry["sending_window_s"] == round(window, 3)
+    assert entry["unreported_max"] == 10 + starts_at_most(RATE_MARGIN * 8.0 * 10 * window, 10)
 
 
 def test_a_worker_is_lost_once_and_the_run_s_bound_is_the_sum():
-    ledger = WorkerLedger()
-    for worker, rate in (("w1", 40), ("w2", 80)):
-        ledger.hello(worker, T0)
-        ledger.heard(worker, T0 + 2, requests=rate, citizens=4)
-    first = ledger.lose("w1", T0 + 5, "missed heartbeats")
-    assert ledger.lose("w1", T0 + 9, "no final report") is None  # once, with its first reason
+    ledger = WorkerLedger(REPORT_S)
+    run_for(ledger, "w1", pace=4.0)
+    run_for(ledger, "w2", pace=8.0)
+    first = ledger.lose("w1", T0 + 20, "missed heartbeats")
+    assert ledger.lose("w1", T0 + 25, "no final report") is None  # once, with its first reason
     assert ledger.lost["w1"] is first and first["reason"] == "missed heartbeats"
-    second = ledger.lose("w2", T0 + 5, "no final report")
+    second = ledger.lose("w2", T0 + 20, "no final report")
     assert second["unreported_max"] > first["unreported_max"]
     assert ledger.unreported_max == first["unreported_max"] + second["unreported_max"]
 
 
+def test_reports_after_the_loss_count_in_what_it_reported():
+    ledger = WorkerLedger(REPORT_S)
+    last = run_for(ledger)
+    entry = ledger.lose("w1", T0 + last + 9, "no final report")
+    hear(ledger, "w1", last + 1, 33)  # its final report, late
+    assert ledger.entries() == [entry] and entry["requests_reported"] == 4 * 240 + 33
+
+
 def test_a_worker_never_heard_from_is_lost_with_nothing_to_bound():
-    ledger = WorkerLedger()
+    ledger = WorkerLedger(REPORT_S)
     entry = ledger.lose("ghost", T0, "no final report")
     assert entry["citizens"] == 0 and entry["unreported_max"] == 0
     assert entry["last_report_at"] == entry["at"] == iso_at(T0)
-    assert WorkerLedger().unreported_max == 0
+    assert WorkerLedger(REPORT_S).unreported_max == 0

@@ -376,6 +376,7 @@ def test_stats_count_exactly_what_was_served(url):
         "by_status": {"200": 42, "202": 5, "451": 2, "400": 3, "404": 5},
     }
     assert got["requests"]["by_status"] == dict(statuses)
+    assert got["clients"] == {"127.0.0.1": 57}  # by the address each request came from
     assert got["runs"] == {"run-a": {"requests": 32, "journeys": 16},
                            "run-b": {"requests": 15, "journeys": 13},
                            "": {"requests": 10, "journeys": 1}}
@@ -452,6 +453,7 @@ def test_reset_zeroes_every_counter(url):
                     "hitl_skip": 0, "traceparent": 0, "missing_traceparent": 0,
                     "invalid_traceparent": 0, "user_agents": {}},
         "traffic": {"synthetic": 0, "real": 0, "synthetic_by_run": {}},
+        "clients": {},
         "hitl": {"paused": 0, "skipped": 0},
         "legal_blocks": {"HIPAA": 0, "FERPA": 0, "PRIVACY_ACT": 0},
         "routes": {"fast_track": 0, "standard": 0, "manual_review": 0},

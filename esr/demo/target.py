@@ -81,6 +81,7 @@ MAX_APPLICANT_BYTES = 1_024
 # A test session runs far fewer runs than MAX_RUN_LABELS; /admin/reset forgets them all.
 MAX_RUN_LABELS = 1_000
 MAX_USER_AGENTS = 100
+MAX_CLIENTS = 100  # client addresses counted per run label (each host of a scaled-out run)
 MAX_LABEL_CHARS = 200  # an ESR run id is at most 61 characters
 OTHER = "(other)"
 # The trace headers of the first MAX_TRACED_PER_RUN requests of each run label are kept, of
@@ -313,12 +314,18 @@ class ServedCounts:
         self.counts: Counter[tuple] = Counter()
         self.run_label = Labels(MAX_RUN_LABELS)
         self.user_agents: dict[str, Labels] = {}  # run label -> its User-Agents
+        self.clients: dict[str, Labels] = {}  # run label -> the addresses it came from
         self.traces = TraceLog(MAX_TRACED_PER_RUN, MAX_TRACED)
 
     def user_agent(self, run: str, value: str) -> str:
         if run not in self.user_agents:
             self.user_agents[run] = Labels(MAX_USER_AGENTS)
         return self.user_agents[run](value)
+
+    def client(self, run: str, address: str) -> str:
+        if run not in self.clients:
+            self.clients[run] = Labels(MAX_CLIENTS)
+        return self.clients[run](address)
 
     def add(self, run: str, *key: object) -> None:
         self.counts[(run, *key)] += 1
@@ -327,6 +334,7 @@ class ServedCounts:
         self.counts.clear()
         self.run_label.clear()
         self.user_agents.clear()
+        self.clients.clear()
         self.traces.clear()
 
     def snapshot(self, run: str | None = None) -> dict:
@@ -339,6 +347,7 @@ class ServedCounts:
             ("synthetic", "missing_synthetic", "citizen", "missing_citizen", "hitl_skip",
              "traceparent", "missing_traceparent", "invalid_traceparent"), 0))
         user_agents: Counter[str] = Counter()
+        clients: Counter[str] = Counter()  # requests by the client address they came from
         traffic = Counter({"synthetic": 0, "real": 0})  # by baggage
         synthetic_runs: Counter[str] = Counter()  # synthetic requests by their baggage's esr.run
         hitl = Counter({"paused": 0, "skipped": 0})
@@ -361,6 +370,8 @@ class ServedCounts:
                 headers[key[0]] += n
             elif kind == "user_agent":
                 user_agents[key[0]] += n
+            elif kind == "client":
+                clients[key[0]] += n
             elif kind == "traffic":
                 traffic[key[0]] += n
             elif kind == "synthetic_run":
@@ -378,6 +389,7 @@ class ServedCounts:
                          for (band, veteran, outcome), n in rows],
             "headers": {**headers, "user_agents": dict(user_agents)},
             "traffic": {**traffic, "synthetic_by_run": dict(synthetic_runs)},
+            "clients": dict(clients),
             "hitl": dict(hitl), "legal_blocks": dict(legal), "routes": dict(routes),
         }
 
@@ -601,6 +613,8 @@ def record(tally: ServedCounts, scope: dict, status: int, journey: Journey) -> N
     if headers.get(HITL_SKIP, "").lower() == "true":
         tally.add(run, "header", "hitl_skip")
     tally.add(run, "user_agent", tally.user_agent(run, headers.get("User-Agent", "")))
+    client = scope.get("client")
+    tally.add(run, "client", tally.client(run, client[0] if client else ""))
     # Trace context, as a service traced with OpenTelemetry reads it: synthetic traffic is
     # what its baggage says is, counted apart, by the run its baggage names.
     traceparent = headers.get(TRACEPARENT)

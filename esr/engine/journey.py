@@ -301,25 +301,30 @@ class CitizenUser(StopNotice, FastHttpUser):
         if jitter_ms:
             gevent.sleep(jitter_ms / 1000)
         self.in_flight = True
-        with self.client.request(step.method, path, name=step.name, headers=headers,
-                                 catch_response=True, **payload) as response:
-            status = response.status_code or 0
-            meta = request_meta(response)
-            failure = failure_of(status, meta["exception"], step.expect) or injected
-            meta["response_time"] += jitter_ms
-            queued_ms = Dialer.of(self.environment).files.waited_s() * 1000
-            if queued_ms:  # a wait for a free file: ESR's own queue, not the target's latency
-                meta["response_time"] = max(0.0, meta["response_time"] - queued_ms)
-                self.run.probes.waited_for_socket(queued_ms)
-            # Read the wire conventions once; the probes' request listener gets them too.
-            facts = meta["context"]["facts"] = response_facts(response, status)
-            if failure:
-                response.failure(failure)
-                # The errors probe keeps one failing request's trace of each kind, for the
-                # report card: whichever traceparent it carried, ESR's or the step's own.
-                meta["context"]["trace_id"] = trace_id_in(headers.get(TRACEPARENT_HEADER))
-            else:
-                response.success()
+        self.run.requests_sent += 1
+        self.run.requests_in_flight += 1
+        try:
+            with self.client.request(step.method, path, name=step.name, headers=headers,
+                                     catch_response=True, **payload) as response:
+                status = response.status_code or 0
+                meta = request_meta(response)
+                failure = failure_of(status, meta["exception"], step.expect) or injected
+                meta["response_time"] += jitter_ms
+                queued_ms = Dialer.of(self.environment).files.waited_s() * 1000
+                if queued_ms:  # a wait for a free file: ESR's own queue, not the target's
+                    meta["response_time"] = max(0.0, meta["response_time"] - queued_ms)
+                    self.run.probes.waited_for_socket(queued_ms)
+                # Read the wire conventions once; the probes' request listener gets them too.
+                facts = meta["context"]["facts"] = response_facts(response, status)
+                if failure:
+                    response.failure(failure)
+                    # The errors probe keeps one failing request's trace of each kind, for the
+                    # report card: whichever traceparent it carried, ESR's or the step's own.
+                    meta["context"]["trace_id"] = trace_id_in(headers.get(TRACEPARENT_HEADER))
+                else:
+                    response.success()
+        finally:
+            self.run.requests_in_flight -= 1
         self.in_flight = False
         visit.requests += 1
         self._after(visit, step, response, status, failure, facts, meta["response_time"] / 1000)

@@ -89,12 +89,14 @@ check_tested_versions()  # before the imports below: an untested Locust may lack
 
 import locust.runners  # noqa: E402
 import locust.stats  # noqa: E402
+import zmq.green as zmq  # noqa: E402
 from geventhttpclient.client import HTTPClientPool  # noqa: E402
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool  # noqa: E402
 from geventhttpclient.url import URL  # noqa: E402
 from geventhttpclient.useragent import UnsupportedRedirectSchemeError  # noqa: E402
 from locust.rpc import Message  # noqa: E402
 from locust.runners import STATE_MISSING, STATE_RUNNING  # noqa: E402
+from zmq.utils.monitor import recv_monitor_message  # noqa: E402
 
 # ---- the run: runners, workers and what they tell each other (the roles) -------------------------
 
@@ -200,6 +202,68 @@ def missing_workers(runner) -> list[str]:
     """The ids of the workers a master has called missing (their heartbeats ran out)."""
     # RELIES ON: WorkerNodes.missing, the nodes in STATE_MISSING.
     return [node.id for node in runner.clients.missing]
+
+
+def users_dispatched(runner) -> dict[str, int]:
+    """{worker id: users} as a master last dispatched them (a missing worker's are gone)."""
+    # RELIES ON: WorkerNode.user_classes_count, {class name: users} the master set as it sent
+    # the node its share, emptied when the node goes missing.
+    return {node.id: sum(node.user_classes_count.values()) for node in runner.clients.all}
+
+
+def watch_worker_connections(runner, closed: Callable[[str, float], None],
+                             reopened: Callable[[str], None]) -> bool:
+    """On a master: closed(worker id, epoch seconds) as a worker's TCP connection closes (its
+    process ended, or its host closed the connection: no cut cable closes one), reopened(id)
+    when it speaks again over a new one. False if this master's socket cannot be watched."""
+    # RELIES ON: MasterRunner.server (rpc.Server) holds its zmq ROUTER as .socket, a
+    # zmq.green socket, and receives every worker message through socket.recv_multipart(),
+    # whose first frame is the worker's id; pyzmq's Frame.get(zmq.SRCFD) names the file
+    # descriptor a frame came over, the one the socket monitor's EVENT_DISCONNECTED reports;
+    # a zmq.Socket keeps per-instance attributes in __dict__ (its __setattr__ would take
+    # other names for socket options). Locust's reset_connection
+    # makes a new Server: from then on nothing is watched (the bound falls back on silence).
+    server = getattr(runner, "server", None)
+    sock = getattr(server, "socket", None)
+    if sock is None or not hasattr(zmq, "SRCFD"):
+        return False
+    # Each worker's descriptor, as its last message came over; a descriptor reused by a new
+    # connection is taken from whoever held it (that one's end goes undated: the monitor's
+    # events and the messages are read in no set order between them).
+    over: dict[str, int] = {}
+    gone: set[str] = set()  # workers whose last connection closed
+    receive = sock.recv_multipart
+
+    def recv_multipart(flags=0, copy=True, track=False):
+        frames = receive(flags, copy=False, track=track)
+        fd, worker = frames[0].get(zmq.SRCFD), frames[0].bytes.decode(errors="replace")
+        if over.get(worker) != fd:
+            for other in [other for other, its in over.items() if its == fd]:
+                del over[other]
+            over[worker] = fd
+            if worker in gone:
+                gone.discard(worker)
+                reopened(worker)
+        return [frame.bytes for frame in frames] if copy else frames
+
+    sock.__dict__["recv_multipart"] = recv_multipart
+    monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+
+    def watch() -> None:
+        while not monitor.closed:
+            try:
+                event = recv_monitor_message(monitor)
+            except zmq.ZMQError:  # the master's socket closed (it quits)
+                return
+            at = time.time()
+            for worker in [worker for worker, fd in over.items() if fd == event["value"]]:
+                del over[worker]
+                gone.add(worker)
+                closed(worker, at)
+
+    # RELIES ON: Runner.greenlet, the group of the runner's own greenlets, killed as it quits.
+    runner.greenlet.spawn(watch)
+    return True
 
 
 def send_final_report_now(runner) -> None:

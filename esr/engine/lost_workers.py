@@ -1,11 +1,26 @@
-"""The master's ledger of its workers: when each was last heard and how fast it sent.
+"""The master's ledger of its workers: what each reported, and the bound on what a lost one
+took with it.
 
-A worker lost mid-run (killed, its host cut off) took with it the requests it made
-after its last report. Nobody can count those, but they can be bounded: the worker
-stops its citizens once it has not heard the master for MASTER_SILENCE_S, so it sent
-for at most that long after the master last heard it (plus the time the master took
-to notice), at no more than its busiest rate so far, plus one request in flight per
-citizen. The ledger works that bound out; it never touches Locust.
+A worker lost mid-run (killed, its host cut off) took with it the requests it made after its
+last report. Nobody can count those, but they can be bounded. What the target received from
+it and no report counted is at most the requests in flight when it drained its last report
+(counted exactly, at that drain) plus those it started afterwards, until it stopped sending:
+
+- its process ended (killed, crashed): the master sees its connection close at once, and the
+  worker sent nothing after that (taken on trust: a connection reset by something between
+  them, the worker living on and unable to reconnect, would be taken for its end too);
+- it was cut off: it stops its citizens once no report of its own has been acknowledged for
+  silence_limit_s() (the master acknowledges each report it receives, messages.ACK), judged
+  every WATCH_INTERVAL_S by its own clock — so at most sending_after_last_report_s() after the
+  last report the master received, however long the master takes to call it missing. A
+  master cannot tell a host cut off from everything from one that still reaches the target:
+  the bound is the latter's.
+
+Requests started in that window are bounded by the worker's busiest rate so far (request
+starts per second per citizen, between two reports, by the worker's clock) with a margin
+(RATE_MARGIN), times its citizens and the window, plus the excess a rate allows over a short
+window: three standard deviations of a Poisson count, never more than one request per
+citizen. The ledger works the bound out; it never touches Locust.
 """
 
 from __future__ import annotations
@@ -19,55 +34,155 @@ from esr.run_directory import iso_at
 # busy with tens of thousands of citizens misses while well (a full garbage collection
 # alone can take 2 s): the master waits this many before moving its citizens.
 MISSING_AFTER_HEARTBEATS = 8
-# A worker that has not heard its master for this long stops its citizens: the master has
-# given them to other workers by then.
-MASTER_SILENCE_S = 10.0
-# How often the worker checks that silence, and the master its workers' state.
-WATCH_INTERVAL_S = 1.0
+# How late a report's acknowledgement may come, beyond the interval between reports, before
+# its worker stops its citizens. A worker's own stalls (a full garbage collection of a big
+# one takes ~2 s) skip a verdict instead; the master freezes what it holds from the start of
+# a run (gc.freeze), and acknowledges within milliseconds here. Longer would loosen the bound
+# for a whole-host cut (lost_workers' docstring), shorter risk stopping a well worker.
+ACK_GRACE_S = 2.0
+# How often a worker checks that silence, and the master its workers' state.
+WATCH_INTERVAL_S = 0.25
+# A worker whose own loop was late skips one verdict (it may not have read the ack waiting
+# for it), and judges the next one: between two verdicts, at most this many intervals.
+WATCH_INTERVALS_PER_VERDICT = 3
+# The most a count of request starts exceeds what its rate expects, in standard deviations.
+EXCESS_SIGMAS = 3.0
+# A worker's pace may rise past the busiest seen so far (the target answering faster): the
+# bound takes this much more. A worker killed 2.5 s after a report, on this 2-core machine
+# with other tests running, had started 9% more than its busiest pace allowed.
+RATE_MARGIN = 1.2
+
+
+def silence_limit_s(report_interval_s: float) -> float:
+    """A worker stops its citizens once no report of its own sent this long ago or later has
+    been acknowledged: the master has given its citizens to others, or soon will."""
+    return report_interval_s + ACK_GRACE_S
+
+
+def sending_after_last_report_s(report_interval_s: float) -> float:
+    """The longest a cut-off worker sends after the last report its master received."""
+    return silence_limit_s(report_interval_s) + WATCH_INTERVALS_PER_VERDICT * WATCH_INTERVAL_S
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the ledger reads from one worker report (messages.py names the keys)."""
+
+    sent_at: float  # the worker's clock (monotonic seconds) as it drained the report
+    started: int  # requests started since its previous report
+    in_flight: int  # requests started and not yet answered, at that drain
+    requests: int  # requests the report counts (answered)
+    citizens: int  # citizens it runs, or was asked to run if more
+    acked: tuple[float, float] | None = None  # its latest ack: (master's clock as sent,
+    # worker's clock as received)
 
 
 @dataclass
 class WorkerRecord:
-    last_heard: float  # epoch seconds of its last report (or hello)
-    citizens: int = 0  # at its last report: those it ran, or was asked to run if more
-    peak_rate_per_citizen: float = 0.0  # requests per second per citizen, busiest report
+    last_heard: float  # the master's clock (epoch seconds) at its last report, or hello
+    sent_at: float | None = None  # the worker's clock at that report's drain
+    citizens: int = 0  # at its last report (or the master's last dispatch, if more)
+    in_flight: int = 0  # at its last report
+    peak_rate_per_citizen: float = 0.0  # request starts per second per citizen, busiest
+    reported: int = 0  # requests its reports counted, all told
+    # A lower bound on (master's epoch clock - worker's clock): each ack was received after
+    # the master sent it. None before the first ack came back.
+    clock_offset: float | None = None
+    disconnected_at: float | None = None  # the master's clock as its connection closed
+    assigned: int = 0  # citizens the master last dispatched to it
 
 
 class WorkerLedger:
-    def __init__(self):
+    def __init__(self, report_interval_s: float):
+        self.sending_after_last_report_s = sending_after_last_report_s(report_interval_s)
         self.records: dict[str, WorkerRecord] = {}
         self.lost: dict[str, dict] = {}
 
     def hello(self, worker: str, now: float) -> None:
         self.records.setdefault(worker, WorkerRecord(last_heard=now))
 
-    def heard(self, worker: str, now: float, requests: int, citizens: int) -> None:
-        """A report from `worker`: `requests` completed since its previous one."""
-        record = self.records.get(worker)
-        if record is None:  # its hello has not arrived yet: this report starts the record
-            self.records[worker] = WorkerRecord(last_heard=now, citizens=citizens)
-            return
-        interval = now - record.last_heard
-        if interval > 0 and requests:
+    def heard(self, worker: str, now: float, report: Report) -> None:
+        """A report from `worker`, received at `now` (the master's clock)."""
+        record = self.records.setdefault(worker, WorkerRecord(last_heard=now))
+        if record.sent_at is not None and report.sent_at > record.sent_at and report.started:
             # Per citizen, over the fewer citizens of the two ends: never an underestimate.
-            running = max(1, min(record.citizens, citizens) or citizens)
-            record.peak_rate_per_citizen = max(record.peak_rate_per_citizen,
-                                               requests / interval / running)
-        record.last_heard, record.citizens = now, max(citizens, 0)
+            running = max(1, min(record.citizens, report.citizens) or report.citizens)
+            rate = report.started / (report.sent_at - record.sent_at) / running
+            record.peak_rate_per_citizen = max(record.peak_rate_per_citizen, rate)
+        if report.acked is not None:
+            master_sent, worker_received = report.acked
+            offset = master_sent - worker_received
+            record.clock_offset = offset if record.clock_offset is None \
+                else max(record.clock_offset, offset)
+        record.last_heard, record.sent_at = now, report.sent_at
+        record.citizens, record.in_flight = max(report.citizens, 0), max(report.in_flight, 0)
+        record.reported += report.requests
+        record.disconnected_at = None  # reporting: its connection is open again
+
+    def assigned(self, worker: str, citizens: int) -> None:
+        """The citizens the master's last dispatch gave `worker` (a worker that reported
+        fewer may have been given more since)."""
+        if worker in self.records:
+            self.records[worker].assigned = citizens
+
+    def disconnected(self, worker: str, at: float) -> None:
+        """`worker`'s connection to the master closed at `at`: its process ended."""
+        if worker in self.records:
+            self.records[worker].disconnected_at = at
+
+    def reconnected(self, worker: str) -> None:
+        if worker in self.records:
+            self.records[worker].disconnected_at = None
+
+    def sending_window(self, record: WorkerRecord, now: float) -> tuple[float, str]:
+        """How long after its last report's drain `record`'s worker may have sent, and what
+        ended it: "disconnected" (its process ended) or "silence" (it stopped itself)."""
+        if record.sent_at is None:  # never reported: from its hello, by the master's clock
+            return now - record.last_heard + self.sending_after_last_report_s, "silence"
+        window = self.sending_after_last_report_s
+        if record.disconnected_at is not None and record.clock_offset is not None:
+            # The report left no later than its drain, seen in the master's clock no earlier
+            # than sent_at + clock_offset; the process ended before the master saw it close.
+            until_closed = record.disconnected_at - (record.sent_at + record.clock_offset)
+            if until_closed < window:
+                return max(0.0, until_closed), "disconnected"
+        return window, "silence"
 
     def lose(self, worker: str, now: float, reason: str) -> dict | None:
         """Record `worker` as lost (once); what the report says about it."""
         if worker in self.lost:
             return None
         record = self.records.get(worker) or WorkerRecord(last_heard=now)
-        unheard_s = max(0.0, now - record.last_heard) + MASTER_SILENCE_S + WATCH_INTERVAL_S
-        unreported = math.ceil(record.peak_rate_per_citizen * record.citizens * unheard_s) \
-            + record.citizens
-        self.lost[worker] = {"worker": worker, "at": iso_at(now), "reason": reason,
-                             "last_report_at": iso_at(record.last_heard),
-                             "citizens": record.citizens, "unreported_max": unreported}
+        window, ended = self.sending_window(record, now)
+        citizens = max(record.citizens, record.assigned)
+        rate = RATE_MARGIN * (record.peak_rate_per_citizen or max(
+            (other.peak_rate_per_citizen for other in self.records.values()), default=0.0))
+        in_flight = record.in_flight if record.sent_at is not None else citizens
+        self.lost[worker] = {
+            "worker": worker, "at": iso_at(now), "reason": reason,
+            "last_report_at": iso_at(record.last_heard), "citizens": citizens,
+            "unreported_max": in_flight + starts_at_most(rate * citizens * window, citizens),
+            "sending_window_s": round(window, 3), "sending_ended_by": ended,
+            "requests_reported": record.reported}
         return self.lost[worker]
+
+    def entries(self) -> list[dict]:
+        """The lost workers, with the requests each reported (some may come after the loss)."""
+        for worker, entry in self.lost.items():
+            entry["requests_reported"] = self.records.get(worker, WorkerRecord(0)).reported
+        return list(self.lost.values())
 
     @property
     def unreported_max(self) -> int:
         return sum(entry["unreported_max"] for entry in self.lost.values())
+
+
+def starts_at_most(expected: float, citizens: int) -> int:
+    """The most requests `citizens` start in a window where their rate expects `expected`:
+    the excess over the expectation is at most EXCESS_SIGMAS standard deviations of a Poisson
+    count (citizens' think times make their starts more regular than Poisson), and at most
+    one per citizen (each citizen's phase)."""
+    if expected <= 0:
+        return 0
+    excess = min(citizens, math.ceil(EXCESS_SIGMAS * math.sqrt(expected)))
+    return math.ceil(expected) + excess

@@ -13,7 +13,7 @@ from esr.engine import locust_compat as compat
 from esr.engine import messages
 from esr.engine.chaos import Fault
 from esr.engine.conducting import Conducting
-from esr.engine.lost_workers import WorkerLedger
+from esr.engine.lost_workers import Report, WorkerLedger
 from esr.pool import citizens_held_by, offer_of, plain_capacity
 from esr.run_directory import append_event
 
@@ -28,7 +28,7 @@ class MasterRun(Conducting):
 
     def __init__(self, environment, scenario):
         super().__init__(environment, scenario)
-        self.ledger = WorkerLedger()  # workers heard from, and those lost
+        self.ledger = WorkerLedger(self.report_lag_s)  # workers heard from, and those lost
         self._finals: set[str] = set()  # workers whose final report has come
         self._identified: set[str] = set()  # workers whose identity was checked: taken in
         self._welcomed: set[str] = set()  # workers whose scenario and version were checked
@@ -48,6 +48,9 @@ class MasterRun(Conducting):
         compat.hear_strangers(runner, messages.SCENARIO_WANTED, self._on_scenario_wanted)
         # A worker gone missing hands its citizens to the others (Locust's rebalancing).
         compat.enable_rebalancing(environment)
+        # A worker's connection closing dates its end (the ledger's bound on what it took).
+        compat.watch_worker_connections(runner, self.ledger.disconnected,
+                                        self.ledger.reconnected)
 
     def run_settings(self) -> dict:
         return messages.run_settings(self.run_id, self.time_scale, self.user_scale,
@@ -71,7 +74,7 @@ class MasterRun(Conducting):
     def results_of_workers(self) -> dict:
         # Locust indexes whoever sends it a message, the refused included.
         ever = compat.workers_ever_connected(self.environment.runner, besides=self._refused)
-        return {"workers": ever, "lost_workers": list(self.ledger.lost.values())}
+        return {"workers": ever, "lost_workers": self.ledger.entries()}
 
     def citizens_held(self) -> int | None:
         """Locust shares citizens out evenly: the workers hold as many times as the least of
@@ -98,8 +101,9 @@ class MasterRun(Conducting):
         """A standing worker asks for the scenario: offered until a headless run ends (in
         the web UI, any time)."""
         taking = self.web_runs is not None or not (self.finishing or self.ended_at)
-        self.environment.runner.send_message(messages.SCENARIO if taking else messages.NO_RUN,
-                                        self._offer if taking else {}, client_id=msg.node_id)
+        self.environment.runner.send_message(
+            messages.SCENARIO if taking else messages.NO_RUN, self._offer if taking else {},
+            client_id=msg.node_id)
 
     def _on_identify(self, environment, msg, **_) -> None:
         """A worker about to be one says who it is (before Locust hears it is ready)."""
@@ -152,10 +156,22 @@ class MasterRun(Conducting):
             return  # another scenario's figures (or anyone's) must not mix with ours
         if messages.DRAINED in data:
             self.tally.merge(data[messages.DRAINED], process=client_id)
-            self.ledger.heard(client_id, time.time(), data[messages.REQUESTS],
-                              data[messages.CITIZENS])
+            self._heard(client_id, data)
         if data.get(messages.FINAL):
             self._finals.add(client_id)
+
+    def _heard(self, worker: str, data: dict) -> None:
+        """A report into the ledger, acknowledged: its worker stops its citizens when its
+        reports go unacknowledged (lost_workers.py)."""
+        now = time.time()
+        acked = data.get(messages.ACKED)
+        self.ledger.heard(worker, now, Report(
+            sent_at=data[messages.SENT_AT], started=data[messages.STARTED],
+            in_flight=data[messages.IN_FLIGHT], requests=data[messages.REQUESTS],
+            citizens=data[messages.CITIZENS], acked=tuple(acked) if acked else None))
+        self.environment.runner.send_message(
+            messages.ACK, {"sent_at": data[messages.SENT_AT], "at": time.time()},
+            client_id=worker)
 
     # ---- the stop, and workers lost ------------------------------------------------------------
 
@@ -176,6 +192,9 @@ class MasterRun(Conducting):
             self._cpu_since
         self._cpu_since = (cpu, wall)
         self.tally.add_load("master", cpu - cpu_then, wall - wall_then)
+        for worker, citizens in compat.users_dispatched(self.environment.runner).items():
+            if citizens:  # a missing worker's share is emptied: it keeps its last
+                self.ledger.assigned(worker, citizens)
         for worker in compat.missing_workers(self.environment.runner):
             if worker not in self.ledger.lost and worker not in self._refused:
                 self._lose(worker, "missed heartbeats")

@@ -46,16 +46,38 @@ NO_RUN = "esr_no_run"
 FAULT = "esr_fault"
 """Master -> workers: a client-side chaos fault to apply (chaos.Fault.wire())."""
 
+ACK = "esr_ack"
+"""Master -> worker, for each report of it the master received: {"sent_at": the report's
+SENT_AT, echoed; "at": the master's clock (epoch seconds) as it sent the ack}. A worker stops
+its citizens once no report it sent in the last lost_workers.silence_limit_s() has been
+acknowledged (its master cannot hear it: its requests would go uncounted); "sent_at" keeps
+that judgment on the worker's own clock, and "at" comes back in ACKED, so the master can
+place the worker's clock against its own (lost_workers.py)."""
+
 # ---- keys of a worker's report (Locust's report_to_master / worker_report data) --------------
 
 DRAINED = "esr"
 """The probe data drained since the last report (its shape: probes.Drained)."""
 
 REQUESTS = "esr_requests"
-"""How many requests that drained data holds (the lost-worker ledger's rate)."""
+"""How many requests that drained data holds (answered requests)."""
 
 CITIZENS = "esr_citizens"
 """Citizens the worker runs, or was asked to run if more."""
+
+SENT_AT = "esr_sent_at"
+"""The worker's clock (time.monotonic(), seconds) as it drained the report."""
+
+STARTED = "esr_started"
+"""Requests the worker's citizens started since its previous report (the ledger's rate)."""
+
+IN_FLIGHT = "esr_in_flight"
+"""Requests started and not yet answered as the report was drained (none of them counted in
+it yet): what a worker lost after this report may have had the target count already."""
+
+ACKED = "esr_acked"
+"""[master's "at", worker's clock as the ack arrived] of the latest ACK the worker received,
+or absent before the first."""
 
 FINAL = "esr_final"
 """Present and true on the report a worker sends from its test_stop: its last for this run."""

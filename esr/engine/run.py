@@ -89,6 +89,9 @@ class Run:
         self.random = random.Random()
         self.faults: list[Fault] = []  # client-side chaos in force (latency, error_rate)
         self.arrivals = None  # the open model's schedule, where citizens act (acting.py)
+        # Requests this process's citizens started, and those not answered yet: what a lost
+        # worker may have had the target count without reporting it (lost_workers.py).
+        self.requests_sent = self.requests_in_flight = 0
         # Citizens stopped without a timeout would be killed mid-request (Locust's default 0,
         # as in its web UI): always give them time to finish. Workers get the master's value.
         compat.give_users_time_to_stop(environment, STOP_TIMEOUT_S)

@@ -18,7 +18,7 @@ from esr.engine import messages
 from esr.engine.acting import Acting
 from esr.engine.arrivals import WORKERS_READY_S, Share
 from esr.engine.chaos import Fault
-from esr.engine.lost_workers import MASTER_SILENCE_S, WATCH_INTERVAL_S
+from esr.engine.lost_workers import WATCH_INTERVAL_S, silence_limit_s
 from esr.engine.probes import requests_in
 from esr.pool import capacity, citizens_held_by, trimmed
 
@@ -39,11 +39,13 @@ class WorkerRun(Acting):
         super().__init__(environment, scenario)
         self._final_pending = False  # the next report is the last of this run
         self._welcomed = gevent.event.Event()
+        self._silence = _Silence(silence_limit_s(compat.worker_report_interval_s()))
         runner = environment.runner
         runner.register_message(messages.WELCOME, self._on_welcome)
         runner.register_message(messages.RUN, lambda msg, **_: self._take_run(msg.data))
         runner.register_message(messages.FAULT,
                                 lambda msg, **_: self.faults.append(Fault(**msg.data)))
+        runner.register_message(messages.ACK, lambda msg, **_: self._silence.acked(msg.data))
         environment.events.report_to_master.add_listener(self._on_report_to_master)
         # Tell the master which scenario this worker runs: it refuses a different one.
         runner.send_message(messages.HELLO, identity(scenario))
@@ -60,6 +62,7 @@ class WorkerRun(Acting):
         then its probes and arrivals are made again for the run's scales."""
         self.set_run(str(settings["run_id"]), float(settings["time_scale"]),
                      float(settings["user_scale"]))
+        self._silence.heard_now()  # the master speaks: its silence counts from here
         sharing, me = list(settings["workers"]), compat.worker_id(self.environment.runner)
         self.arrival_share = Share(sharing.index(me) if me in sharing else -1,
                                    max(len(sharing), 1))
@@ -73,6 +76,7 @@ class WorkerRun(Acting):
         data[messages.DRAINED] = drained = self.probes.drain()
         data[messages.REQUESTS] = requests_in(drained)
         data[messages.CITIZENS] = max(runner.user_count, compat.users_asked_of(runner))
+        data.update(self._silence.report(self.requests_sent, self.requests_in_flight))
         if self._final_pending:
             data[messages.FINAL] = True
             self._final_pending = False
@@ -86,20 +90,28 @@ class WorkerRun(Acting):
         # and the master's quit would wait 35 s: the users are stopped already.
         compat.ready_again_at_once(environment)
 
+    def on_quitting(self, environment, **kwargs) -> None:
+        self._silence.quitting = True
+        super().on_quitting(environment, **kwargs)
+
     def _stop_citizens_when_the_master_is_silent(self) -> None:
         """A worker cut off from its master stops its citizens: the master has handed them
-        to other workers by now, and what they would send could never be reported."""
+        to other workers by now, and what they would send could never be reported. Cut off
+        means its reports go unacknowledged (messages.ACK), whatever else comes through."""
         runner = self.environment.runner
-        while True:
+        skipped = False
+        while not self._silence.quitting:
             slept = time.monotonic()
             gevent.sleep(WATCH_INTERVAL_S)
-            if time.monotonic() - slept > 2 * WATCH_INTERVAL_S:
-                continue  # this process was too busy to read its messages: no verdict
-            heard = compat.last_heard_from_master(runner)
-            if heard and time.time() - heard > MASTER_SILENCE_S \
-                    and runner.state in (STATE_SPAWNING, STATE_RUNNING):
-                logger.error("no word from the master for %.0f s: stopping this worker's "
-                             "citizens", time.time() - heard)
+            if time.monotonic() - slept > 2 * WATCH_INTERVAL_S and not skipped:
+                skipped = True  # this process was too busy to read its messages: the ack
+                continue  # may be waiting; the next verdict counts (lost_workers.py)
+            skipped = False
+            silent_s = self._silence.silent_s()
+            if silent_s > self._silence.limit_s and runner.state in (STATE_SPAWNING,
+                                                                     STATE_RUNNING):
+                logger.error("no report of this worker acknowledged for %.1f s: stopping its "
+                             "citizens", silent_s)
                 runner.stop()
 
     def _admit_citizens(self) -> None:
@@ -124,3 +136,35 @@ class WorkerRun(Acting):
             return counts
 
         compat.admit_users(self.environment.runner, admit)
+
+
+class _Silence:
+    """How long the master has not acknowledged this worker's reports, by this worker's clock:
+    counted from the drain of the latest report acknowledged, or from the master's latest run
+    settings if later (a worker given citizens starts the clock)."""
+
+    def __init__(self, limit_s: float):
+        self.limit_s = limit_s
+        self.heard_at = time.monotonic()  # the drain of the latest report acknowledged
+        self.latest_ack: list[float] | None = None  # [master's "at", our clock on arrival]
+        self.sent_reported = 0  # requests started, as of the previous report
+        self.quitting = False  # the process is quitting: nothing left to watch
+
+    def heard_now(self) -> None:
+        self.heard_at = max(self.heard_at, time.monotonic())
+
+    def acked(self, ack: dict) -> None:
+        self.heard_at = max(self.heard_at, float(ack["sent_at"]))
+        self.latest_ack = [float(ack["at"]), time.monotonic()]
+
+    def silent_s(self) -> float:
+        return time.monotonic() - self.heard_at
+
+    def report(self, sent: int, in_flight: int) -> dict:
+        """The keys a report carries for the master's ledger (messages.py)."""
+        keys = {messages.SENT_AT: time.monotonic(), messages.STARTED: sent - self.sent_reported,
+                messages.IN_FLIGHT: in_flight}
+        if self.latest_ack is not None:
+            keys[messages.ACKED] = self.latest_ack
+        self.sent_reported = sent
+        return keys
