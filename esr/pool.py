@@ -53,11 +53,6 @@ ASK_AGAIN_MAX_S = 5.0
 # A worker refused an offer (another ESR version, a bad scenario) asks again this much later:
 # the same master would make the same offer.
 REFUSED_WAIT_S = 10.0
-# While its Locust worker runs, the standing worker asks the master this often whether the
-# run goes on; a master silent this long is gone (killed, or cut off): the Locust worker is
-# stopped, and the standing worker goes back to asking (it rejoins the run if it goes on).
-MASTER_CHECK_S = 5.0
-MASTER_GONE_S = 30.0
 # An offer is a scenario and a few templates of at most 1 MiB each (yaml_source.py).
 OFFER_MAX_BYTES = 16 * 1024 * 1024
 # How long the lobby tries to take the address a run's master has just left.
@@ -286,21 +281,12 @@ class StandingWorker:
             self.child.send_signal(signal.SIGTERM)
 
     def _run(self, command: list[str], env: dict) -> None:
+        """A Locust worker of the run, to its end: it quits when the master says, or when it
+        has not heard the master for Locust's 60 s (its citizens stop long before:
+        lost_workers.py)."""
         self.child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
-        heard = time.monotonic()
         try:
-            while self.child.poll() is None:
-                try:
-                    self.child.wait(timeout=MASTER_CHECK_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if self.asker.ask(self._about_me()) is not None:
-                    heard = time.monotonic()
-                elif time.monotonic() - heard > MASTER_GONE_S:
-                    self._say(f"the master has not answered for {MASTER_GONE_S:.0f} s: "
-                              "stopping this run's worker")
-                    _end(self.child)
+            self.child.wait()
         finally:
             _end(self.child)
             self._said = ""

@@ -25,7 +25,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -364,7 +363,7 @@ def after_its_next_report(host: Host, seconds: float, timeout_s: float = 10.0) -
 def lose(deployment: Deployment, how: str) -> None:
     host = deployment.lan[CUT]
     if how == "killed":  # the process dies, its host lives: the kernel closes its sockets
-        deployment.processes[CUT].send_signal(signal.SIGKILL)
+        host.kill()  # the standing worker and the Locust worker it runs
     elif how == "cut":  # its cable pulled: nothing in or out, no connection closed
         deployment.lan.cut(CUT)
     elif how == "cut_from_master":  # master and worker lose each other; the target is reached
