@@ -143,11 +143,15 @@ PROCESS_BYTES = 110 * 1024 * 1024
 FILES_KEPT = 256
 
 
-def citizens_held_by(capacity: dict) -> int | None:
-    """How many citizens a process with this capacity can hold: one socket each at most, within
-    its open-files limit, and their memory within what it has. None if it did not say."""
+def citizens_held_by(capacity: dict, *, a_file_each: bool = True) -> int | None:
+    """How many citizens a process with this capacity can hold: their memory within what it
+    has, and, if each may keep a connection open all along (`a_file_each`: pauses short
+    enough to keep it, connections.keeps_connections), one file each within its open-files
+    limit. None if it did not say. (Citizens who hang up between steps hold a file only
+    while a request is in flight; if those ever outnumber the files, they wait for one:
+    connections.FileBudget.)"""
     limits = []
-    if capacity.get("open_files"):
+    if capacity.get("open_files") and a_file_each:
         limits.append(max(0, capacity["open_files"] - FILES_KEPT))
     if capacity.get("memory_bytes"):
         limits.append(max(0, (capacity["memory_bytes"] - PROCESS_BYTES) // CITIZEN_BYTES))

@@ -403,9 +403,27 @@ def test_capacity_in_citizens_is_the_lesser_of_files_and_memory():
     gib = 1024 ** 3
     by_memory = (gib - pool.PROCESS_BYTES) // pool.CITIZEN_BYTES
     assert pool.citizens_held_by({"open_files": 1_000_000, "memory_bytes": gib}) == by_memory
+    # Citizens who hang up between steps hold a file only while a request is in flight.
+    assert pool.citizens_held_by({"open_files": 100, "memory_bytes": gib},
+                                 a_file_each=False) == by_memory
     assert pool.trimmed({"a": 10, "b": 5, "c": 1}, 7) == {"a": 4, "b": 2, "c": 1}
     assert pool.trimmed({"a": 3}, 5) == {"a": 3}
     assert sum(pool.trimmed({"a": 333, "b": 333, "c": 334}, 500).values()) == 500
+
+
+def test_citizens_keep_a_file_each_only_if_some_pause_keeps_its_connection(tmp_path):
+    from esr.engine.connections import keeps_connections
+
+    def scenario_with(think: str, step: str = "") -> object:
+        (tmp_path / "s.yml").write_text(scenario(
+            name="x").replace("think_time: 100ms..300ms", f"think_time: {think}") + step)
+        return load_scenario(tmp_path / "s.yml")
+
+    assert keeps_connections(scenario_with("100ms..300ms"), 1.0)
+    assert not keeps_connections(scenario_with("60s..120s"), 1.0)
+    assert keeps_connections(scenario_with("60s..120s"), 0.01)  # 0.6 s pauses, scaled
+    assert keeps_connections(scenario_with("60s..120s", "journey:\n  - {name: look, request: "
+                                                        "GET /status, think_time: 1s}\n"), 1.0)
 
 
 FILES = 400  # each worker's open-files limit: it holds FILES - FILES_KEPT citizens

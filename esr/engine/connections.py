@@ -75,6 +75,15 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linu
 FIRST_POLL_S, MAX_POLL_S = 0.005, 0.1
 
 
+def keeps_connections(scenario, time_scale: float) -> bool:
+    """Whether a scenario's citizens may keep a connection open all along: some pause (a
+    group's think time, or a step's) can be shorter than KEEPALIVE_IDLE_S. Otherwise each
+    holds one only while a request is in flight."""
+    spans = [group.behavior.think_time for group in scenario.citizens]
+    spans += [step.think_time for step in scenario.journey or () if step.think_time]
+    return any(span.low * time_scale < KEEPALIVE_IDLE_S for span in spans)
+
+
 def hang_up(session) -> None:
     """Close a FastHttpSession's idle connections; its next request dials again."""
     pool = client_pool_of(session)

@@ -13,6 +13,7 @@ from esr.engine import locust_compat as compat
 from esr.engine import messages
 from esr.engine.chaos import Fault
 from esr.engine.conducting import Conducting
+from esr.engine.connections import keeps_connections
 from esr.engine.lost_workers import Report, WorkerLedger
 from esr.pool import citizens_held_by, offer_of, plain_capacity
 from esr.run_directory import append_event
@@ -80,7 +81,9 @@ class MasterRun(Conducting):
         """Locust shares citizens out evenly: the workers hold as many times as the least of
         them holds (None while one has not said)."""
         workers = compat.connected_workers(self.environment.runner) & set(self._joined)
-        held = [citizens_held_by(self._joined[w]["capacity"]) for w in workers]
+        a_file_each = keeps_connections(self.scenario, self.time_scale)
+        held = [citizens_held_by(self._joined[w]["capacity"], a_file_each=a_file_each)
+                for w in workers]
         if not held or None in held:
             return None
         return len(held) * min(held)

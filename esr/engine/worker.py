@@ -18,6 +18,7 @@ from esr.engine import messages
 from esr.engine.acting import Acting
 from esr.engine.arrivals import WORKERS_READY_S, Share
 from esr.engine.chaos import Fault
+from esr.engine.connections import keeps_connections
 from esr.engine.lost_workers import WATCH_INTERVAL_S, silence_limit_s
 from esr.engine.probes import requests_in
 from esr.pool import capacity, citizens_held_by, trimmed
@@ -121,14 +122,14 @@ class WorkerRun(Acting):
         it start more than it can hold (its open files and memory: pool.citizens_held_by),
         whatever it is handed (a master shares citizens out evenly, and hands a lost worker's
         to the others at once)."""
-        most = citizens_held_by(capacity())
-
         def admit(counts: dict[str, int]) -> dict[str, int] | None:
             if not self._welcomed.wait(WELCOME_TIMEOUT_S):
                 logger.error("the master has not welcomed this worker in %.0f s (is it an ESR "
                              "master of version %s?): running no citizens", WELCOME_TIMEOUT_S,
                              __version__)
                 return None
+            most = citizens_held_by(capacity(), a_file_each=keeps_connections(
+                self.scenario, self.time_scale))  # the run's scales came with the welcome
             if most is not None and sum(counts.values()) > most:
                 logger.warning("asked for %d citizens, this worker holds %d (open files and "
                                "memory): running %d", sum(counts.values()), most, most)
