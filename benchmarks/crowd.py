@@ -242,6 +242,14 @@ def spawned(run_dir: Path, citizens: int, seconds: int) -> tuple[float | None, i
             min(int(r["User Count"]) for r in plateau), count / elapsed if elapsed else 0.0)
 
 
+def spawn_line(spawn: float | None, fewest: int, citizens: int, ramp: int) -> str:
+    """What spawned() found, as the benchmarks print it."""
+    return (f"spawn: every citizen active after "
+            f"{f'{spawn:.0f} s' if spawn is not None else 'NEVER'} (ramp asked: {ramp} s)"
+            + (f"; later as few as {fewest:,} active" if spawn is not None and fewest < citizens
+               else ""))
+
+
 def failures(run_dir: Path) -> Counter:
     kinds: Counter = Counter()
     with open(run_dir / f"{LOCUST_PREFIX}_failures.csv") as table:
@@ -313,10 +321,7 @@ def main() -> None:
     print(f"run: {args.citizens:,} citizens thinking {args.think}, ramp {args.ramp}s, "
           f"{args.seconds}s in all, a master and {args.workers} workers, against the demo "
           f"target (capacity {args.target_capacity})")
-    print(f"spawn: every citizen active after "
-          f"{f'{spawn:.0f} s' if spawn is not None else 'NEVER'} (ramp asked: {args.ramp} s)"
-          + (f"; later as few as {fewest:,} active" if spawn is not None and fewest < args.citizens
-             else ""))
+    print(spawn_line(spawn, fewest, args.citizens, args.ramp))
     print(f"memory per citizen: ESR {esr_kb:.1f} KB (peak RSS {sampler.peak_rss_kb / 1024:,.0f} "
           f"MB, {esr_base.peak_rss_kb / 1024:,.0f} MB with {args.workers} citizens); bare "
           f"FastHttpUser {bare_kb:.1f} KB per idle user ({bare_users:,} users: "

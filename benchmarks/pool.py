@@ -34,6 +34,7 @@ from crowd import (
     Sampler,
     bare_peak_rss,
     failures,
+    spawn_line,
     spawned,
 )
 
@@ -129,10 +130,7 @@ def main() -> None:
           f"{args.seconds}s in all; a master and {args.workers} standing workers, each a host "
           f"of its own, that served a base run first (demo target, capacity "
           f"{args.target_capacity})")
-    print(f"spawn: every citizen active after "
-          f"{f'{spawn:.0f} s' if spawn is not None else 'NEVER'} (ramp asked: {args.ramp} s)"
-          + (f"; later as few as {fewest:,} active" if spawn is not None and fewest < args.citizens
-             else ""))
+    print(spawn_line(spawn, fewest, args.citizens, args.ramp))
     print(f"memory per citizen: ESR {esr_kb:.1f} KB (peak RSS {big.peak_rss_kb / 1024:,.0f} MB, "
           f"{base.peak_rss_kb / 1024:,.0f} MB with {args.workers} citizens); bare FastHttpUser "
           f"{bare_kb:.1f} KB per idle user ({bare_users:,} users)")

@@ -438,21 +438,26 @@ report: {formats: [json]}
 """
 
 
-def test_workers_are_never_handed_more_citizens_than_they_hold(tmp_path, target):
-    """Two local workers whose open-files limit holds 144 citizens each, asked for 400: the run
-    holds 288, says how many could not start and why, and loses no request."""
+def run_with_few_files(tmp_path: Path, text: str, target: str, workers: int) -> tuple:
+    """`esr-locust run` with its processes' open-files limit at FILES: (its result, summary)."""
     import resource
 
-    (tmp_path / "crowd.yml").write_text(CROWD)
+    (tmp_path / "scenario.yml").write_text(text)
 
     def few_files() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (FILES, FILES))
 
     result = subprocess.run(
-        [sys.executable, "-m", "esr.cli", "run", str(tmp_path / "crowd.yml"), "--workers", "2",
-         "--host", target, "--run-dir", str(tmp_path / "run")], preexec_fn=few_files,
-        capture_output=True, text=True, timeout=120)
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        [sys.executable, "-m", "esr.cli", "run", str(tmp_path / "scenario.yml"), "--workers",
+         str(workers), "--host", target, "--run-dir", str(tmp_path / "run")],
+        preexec_fn=few_files, capture_output=True, text=True, timeout=120)
+    return result, json.loads((tmp_path / "run" / "summary.json").read_text())
+
+
+def test_workers_are_never_handed_more_citizens_than_they_hold(tmp_path, target):
+    """Two local workers whose open-files limit holds 144 citizens each, asked for 400: the run
+    holds 288, says how many could not start and why, and loses no request."""
+    result, summary = run_with_few_files(tmp_path, CROWD, target, workers=2)
     held = 2 * (FILES - pool.FILES_KEPT)
     assert f"{400 - held} citizens could not start: the pool's 2 workers hold {held} " \
            "(open-files limits and memory) — add workers" in summary["load_generator"]["findings"]
@@ -487,18 +492,7 @@ def test_citizens_wait_for_a_free_file_rather_than_fail(tmp_path, target):
     """One process under a 400-file limit (144 for citizens), 250 citizens who keep their
     connections between short thoughts: none fails with EMFILE; those that waited for a file
     are counted, their wait kept out of their latency; the target saw every request counted."""
-    import resource
-
-    (tmp_path / "many.yml").write_text(WAITING)
-
-    def few_files() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (FILES, FILES))
-
-    result = subprocess.run(
-        [sys.executable, "-m", "esr.cli", "run", str(tmp_path / "many.yml"), "--workers", "0",
-         "--host", target, "--run-dir", str(tmp_path / "run")], preexec_fn=few_files,
-        capture_output=True, text=True, timeout=120)
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    result, summary = run_with_few_files(tmp_path, WAITING, target, workers=0)
     assert summary["requests"]["failures"] == 0, (summary["errors"], result.stderr[-2000:])
     queued = summary["client_queue"]
     assert queued["requests"] > 0 and 0 < queued["max_ms"] < 30_000
