@@ -87,9 +87,13 @@ class Chaos:
     """The chaos actions of one run, scheduled on the run's clock."""
 
     def __init__(self, actions, *, host: str, time_scale: float, run_dir, started: float,
-                 granted: frozenset[str], spread: Callable[[Fault], None]):
+                 granted: frozenset[str], spread: Callable[[Fault], None],
+                 changed: Callable[[], None] = lambda: None):
         self.actions = actions
         self.spread = spread  # sends a fault to every process that runs citizens
+        # Told when an action comes in force or ends: live figures say so at once (an outage
+        # shorter than their interval would otherwise go unseen).
+        self.changed = changed
         self.host = host.rstrip("/")
         self.time_scale = time_scale
         self.run_dir = run_dir
@@ -127,12 +131,14 @@ class Chaos:
                 "since_s": round(time.time() - self.started, 3),
                 "for_s": action.duration * self.time_scale if action.duration is not None
                 else None}
+            self.changed()
         if action.duration is not None and UNDO.get(action.action):
             self._undos[index] = (gevent.spawn_later(action.duration * self.time_scale,
                                                      self._undo, index, action), action)
 
     def _undo(self, index: int, action: ChaosAction, early: bool = False) -> None:
-        self._in_force.pop(index, None)
+        if self._in_force.pop(index, None) is not None:
+            self.changed()
         outcome = self._perform(action, undo=True)
         self._record(index, action, "undo", outcome, early=early)
         self._undos.pop(index, None)

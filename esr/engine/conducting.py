@@ -145,7 +145,8 @@ class Conducting(Run):
         self.chaos = Chaos(self.scenario.chaos, host=environment.host or self.scenario.target,
                            time_scale=self.time_scale, run_dir=self.run_dir, started=self.started_s,
                            granted=self.options.granted,
-                           spread=self.spread_fault)
+                           spread=self.spread_fault,
+                           changed=self._chaos_changed)
         self.chaos.start()
         if self.scenario.slo.abort_on_fail:
             gevent.spawn(self._abort_on_fail, self.runs_started)
@@ -245,6 +246,10 @@ class Conducting(Run):
                 return
             self.collect()
             self.watch()
+            self._write_live(final=False)
+
+    def _chaos_changed(self) -> None:
+        if self.ended_at is None:  # the final figures, once written, stay
             self._write_live(final=False)
 
     def _write_live(self, final: bool) -> None:

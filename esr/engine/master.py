@@ -42,7 +42,9 @@ class MasterRun(Conducting):
         self._sharing: list[str] = []
         runner = environment.runner
         environment.events.worker_report.add_listener(self._on_worker_report)
-        runner.register_message(messages.IDENTIFY, self._on_identify)
+        # Heard ahead of Locust, as standing workers' asks: from a worker not yet connected,
+        # Locust would give it a worker index and, with none connected, call itself stopped.
+        compat.hear_strangers(runner, messages.IDENTIFY, self._on_identify)
         runner.register_message(messages.HELLO, self._on_hello)
         compat.admit_workers_only_if(runner, lambda worker: worker in self._identified,
                                      self._turn_away)
@@ -108,7 +110,7 @@ class MasterRun(Conducting):
             messages.SCENARIO if taking else messages.NO_RUN, self._offer if taking else {},
             client_id=msg.node_id)
 
-    def _on_identify(self, environment, msg, **_) -> None:
+    def _on_identify(self, msg) -> None:
         """A worker about to be one says who it is (before Locust hears it is ready)."""
         reason = self._refusal(msg.node_id, msg.data)
         if reason is None:
