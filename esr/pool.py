@@ -241,7 +241,7 @@ class StandingWorker:
     """`esr-locust worker --master HOST:PORT` without a scenario: serves one run after another.
 
     `worker_command(scenario_path)` is the Locust worker to start for a scenario (the
-    launcher's); `runs` bounds how many runs it serves (None: until stopped)."""
+    launcher's)."""
 
     def __init__(self, master: tuple[str, int], worker_command, *, log=sys.stderr):
         self.master = master
@@ -253,9 +253,9 @@ class StandingWorker:
         self.stopping = threading.Event()
         self._said = ""  # the last state line written, so waiting is said once
 
-    def serve(self, runs: int | None = None) -> int:
-        served, wait = 0, ASK_AGAIN_S
-        while not self.stopping.is_set() and (runs is None or served < runs):
+    def serve(self) -> int:
+        wait = ASK_AGAIN_S
+        while not self.stopping.is_set():
             answer = self.asker.ask(self._about_me())
             if answer is None or answer[0] != SCENARIO:
                 self._say(f"waiting for a run at {self.master[0]}:{self.master[1]}"
@@ -275,7 +275,6 @@ class StandingWorker:
                 self._say(f"running {scenario.name} (sha256 {answer[1]['sha256'][:16]}) "
                           f"for the master at {self.master[0]}:{self.master[1]}")
                 self._run(command, env)
-                served += 1
         return 0
 
     def stop(self, *_) -> None:
@@ -288,32 +287,22 @@ class StandingWorker:
         """A Locust worker of the run, to its end: it quits when the master says, or when it
         has not heard the master for Locust's 60 s (its citizens stop long before:
         lost_workers.py)."""
+        from esr.launcher import end_process  # not at the top: a Locust master imports this module
+
         self.child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         try:
             self.child.wait()
         finally:
-            _end(self.child)
+            end_process(self.child, grace_s=40.0)  # a graceful stop reports what it has first
             self._said = ""
 
     def _about_me(self) -> dict:
-        return {"version": __version__, "host": socket.gethostname(), "capacity": capacity(),
-                "running": self.child is not None and self.child.poll() is None}
+        return {"version": __version__, "host": socket.gethostname(), "capacity": capacity()}
 
     def _say(self, line: str) -> None:
         if line != self._said:
             self._said = line
             print(f"esr-locust worker: {line}", file=self.log, flush=True)
-
-
-def _end(process: subprocess.Popen, grace_s: float = 40.0) -> None:
-    """Stop a Locust worker gracefully (SIGTERM: it reports what it has first), then for sure."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # ---- the lobby -------------------------------------------------------------------------------

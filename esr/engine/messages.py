@@ -33,7 +33,7 @@ permissions) a worker takes from its own command line only."""
 
 SCENARIO_WANTED = "esr_scenario_wanted"
 """Standing worker (esr/pool.py, not a Locust process) -> whoever holds the pool address:
-{"version", "host", "capacity", "running"}. A run's master answers SCENARIO while its run
+{"version", "host", "capacity"}. A run's master answers SCENARIO while its run
 can take workers, else NO_RUN; the service's lobby answers NO_RUN between runs."""
 
 SCENARIO = "esr_scenario"
