@@ -218,9 +218,13 @@ def test_markup_from_the_target_is_escaped(tmp_path):
         "workers": 0, "time_scale": 1, "user_scale": 1, "slo": [
             {"metric": "p95_ms", "threshold": 10.0, "endpoint": f"apply {HOSTILE}"}],
         "phases": [{"name": "plateau", "start": 0, "end": 5, "citizens": 1, "spawn_rate": 1}]})
+    lost = {"worker": f"pool_{HOSTILE}", "at": "2027-01-15T08:00:03+00:00",
+            "reason": "its connection closed", "last_report_at": "2027-01-15T08:00:02+00:00",
+            "citizens": 12, "unreported_max": 31, "sending_window_s": 0.4,
+            "sending_ended_by": "disconnected", "requests_reported": 40}
     write_tables(run_dir, tally, {"run_id": "hostile", "started_at": "2027-01-15T08:00:00+00:00",
-                                  "ended_at": "2027-01-15T08:00:05+00:00", "workers": 0,
-                                  "lost_workers": []})
+                                  "ended_at": "2027-01-15T08:00:05+00:00", "workers": 2,
+                                  "lost_workers": [lost]})
     files = write_report_card(run_dir, ("html", "pdf"))
     html = files["html"].read_text()
     assert "<script>" not in html and "<img" not in html
@@ -228,6 +232,12 @@ def test_markup_from_the_target_is_escaped(tmp_path):
         "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
     page = Page(html)
     assert "script" not in page.tags and "img" not in page.tags
+    # A lost worker's line says the bound and the window it stands on (its id is the worker's).
+    assert (f"worker pool_{HOSTILE} at 2027-01-15T08:00:03+00:00 (its connection closed; last "
+            "report 2027-01-15T08:00:02+00:00): it reported 40 request(s); at most 31 of its "
+            "requests were never reported — its 12 citizen(s) may have sent for up to 0.4 s "
+            "after its last report, until its process ended") in " ".join(
+                page.text_by_id["lost"].split())
     text = subprocess.run(["pdftotext", str(files["pdf"]), "-"], capture_output=True,
                           text=True, check=True).stdout
     assert 'alert("x")' in text  # shown as text, not run

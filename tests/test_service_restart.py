@@ -3,18 +3,21 @@
 `kill -9` during a run with a second run queued: after a restart the interrupted run has
 its partial report card, counting everything the target served for it (the orphaned load
 process is stopped gracefully by the new service, so nothing it sent is lost), the queued
-run runs to its end, and the store passes SQLite's integrity check. A graceful stop
+run runs to its end, and the store passes SQLite's integrity check — with local workers, and
+with a pool's standing worker (whose address the master left behind holds). A graceful stop
 (SIGTERM) ends a run in progress as interrupted, with its report card. A store written by
 a newer service is refused; an older one is upgraded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ from esr.report.summary import build_summary
 from esr.service.dispatcher import stop_orphans
 from esr.service.server import open_store
 from esr.service.store import MIGRATIONS, SCHEMA_VERSION, STORE_FILE, Run
-from tests.commands import esr_locust, served
+from tests.commands import esr_locust, free_port, served
 from tests.services import (
     STEADY,
     make_token,
@@ -87,36 +90,58 @@ def assert_partial_report_card(api, target: str, run_id: str) -> dict:
     return run
 
 
+@contextlib.contextmanager
+def workers_of(kind: str) -> Iterator[tuple[str, ...]]:
+    """The service's options for its runs' workers: one it starts for each run, or one
+    standing worker of its pool, started here and outliving any service."""
+    if kind == "local":
+        yield ("--workers", "1")
+        return
+    port = free_port()
+    worker = subprocess.Popen(esr_locust("worker", "--master", f"127.0.0.1:{port}"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield ("--pool", f"127.0.0.1:{port}", "--min-workers", "1")
+    finally:
+        end_process(worker)
+
+
 @pytest.mark.slow(reason="a run killed under the service, recovered, then a second run to its end")
-def test_kill_9_during_a_run_with_one_queued_keeps_both_and_the_store(tmp_path, target):
+@pytest.mark.parametrize("workers", ["local", "pool"])
+def test_kill_9_during_a_run_with_one_queued_keeps_both_and_the_store(tmp_path, target,
+                                                                       workers):
+    """With a pool, the master left behind holds the pool address: the new service stops it
+    before its lobby takes the address, and the standing worker serves the queued run."""
     data = tmp_path / "data"
     secret = make_token(data, "housing", "--allow-target", target)
-    first = start_service(data, "--workers", "1")  # a master and a worker left behind
-    try:
-        with first.client(secret) as api:
-            interrupted = submit(api, target, time_scale=0.6)
-            queued = submit(api, target, time_scale=0.2)
-            wait_for_live_figures(api, interrupted)
-            assert api.get(f"/v1/runs/{queued}").json()["queue_position"] == 1
-        os.kill(first.process.pid, signal.SIGKILL)
-        first.process.wait()
-        left = json.loads(store_row(data, interrupted)["pids"])
-        assert len(left) == 2 and all(alive(pid) for pid in left), "the load outlives the service"
-    finally:
-        end_process(first.process)
+    with workers_of(workers) as options:
+        first = start_service(data, *options)  # a master (and a local worker) left behind
+        try:
+            with first.client(secret) as api:
+                interrupted = submit(api, target, time_scale=0.6)
+                queued = submit(api, target, time_scale=0.2)
+                wait_for_live_figures(api, interrupted)
+                assert api.get(f"/v1/runs/{queued}").json()["queue_position"] == 1
+            os.kill(first.process.pid, signal.SIGKILL)
+            first.process.wait()
+            left = json.loads(store_row(data, interrupted)["pids"])
+            assert len(left) == (2 if workers == "local" else 1)
+            assert all(alive(pid) for pid in left), "the load outlives the service"
+        finally:
+            end_process(first.process)
 
-    with running_service(data, "--workers", "1") as second, second.client(secret) as api:
-        wait_for_status(api, interrupted, ENDED, timeout_s=90)
-        assert not any(alive(pid) for pid in left)
-        run = assert_partial_report_card(api, target, interrupted)
-        assert run["verdict"]["requests"] > 0
-        done = wait_for_status(api, queued, ENDED, timeout_s=120)
-        assert done["status"] == "passed", done
-        summary = api.get(f"/v1/runs/{queued}/summary").json()
-        assert summary["requests"]["total"] == served(target, queued)["requests"]["total"]
-        kinds = [e["type"] for e in api.get(f"/v1/runs/{interrupted}/events",
-                                            params={"after": 0}).json()]
-        assert kinds[-1] == "done" and kinds.count("done") == 1, kinds
+        with running_service(data, *options) as second, second.client(secret) as api:
+            wait_for_status(api, interrupted, ENDED, timeout_s=90)
+            assert not any(alive(pid) for pid in left)
+            run = assert_partial_report_card(api, target, interrupted)
+            assert run["verdict"]["requests"] > 0
+            done = wait_for_status(api, queued, ENDED, timeout_s=120)
+            assert done["status"] == "passed", done
+            summary = api.get(f"/v1/runs/{queued}/summary").json()
+            assert summary["requests"]["total"] == served(target, queued)["requests"]["total"]
+            kinds = [e["type"] for e in api.get(f"/v1/runs/{interrupted}/events",
+                                                params={"after": 0}).json()]
+            assert kinds[-1] == "done" and kinds.count("done") == 1, kinds
     assert integrity(data) == "ok"
 
 

@@ -14,8 +14,8 @@ from esr.errors import BadInput
 from esr.pool import PoolSettings, ServicePool
 from esr.service import DEFAULT_BIND
 from esr.service.api import LINK_TTL_S, RunEvents, Service, create_app
-from esr.service.dispatcher import Dispatcher
-from esr.service.store import QUEUED, Store, StoreTooNew
+from esr.service.dispatcher import Dispatcher, stop_orphans
+from esr.service.store import IN_PROGRESS, QUEUED, Store, StoreTooNew
 from esr.serving import serve_until_stopped
 
 
@@ -44,7 +44,7 @@ def open_store(data: Path) -> Store:
 
 def build_app(settings: ServeSettings, store: Store) -> FastAPI:
     events = RunEvents()
-    pool = _open_pool(settings)
+    pool = _open_pool(settings, store)
     dispatcher = Dispatcher(store, workers=settings.workers, max_running=settings.max_running,
                             pool=pool, notify=events.notify)
     service = Service(store, dispatcher, store.secret("link_key"), settings.link_ttl_s,
@@ -63,7 +63,7 @@ def build_app(settings: ServeSettings, store: Store) -> FastAPI:
     return app
 
 
-def _open_pool(settings: ServeSettings) -> ServicePool | None:
+def _open_pool(settings: ServeSettings, store: Store) -> ServicePool | None:
     """The pool's lobby takes its address now: a taken address is said before serving."""
     if settings.pool is None:
         return None
@@ -71,6 +71,10 @@ def _open_pool(settings: ServeSettings) -> ServicePool | None:
         raise BadInput("--pool runs one run at a time (each run's master holds the pool "
                        "address): leave out --max-running, or give it 1")
     pool = ServicePool(settings.pool)
+    # A run's master that a killed service left behind holds the address: it stops first
+    # (gracefully: its results are kept, and the queue reports the run as interrupted).
+    for run in store.runs_with_status(*IN_PROGRESS):
+        stop_orphans(run)
     pool.open()
     return pool
 
