@@ -249,16 +249,6 @@ POOL_PORT, API_PORT, TARGET_PORT = 5557, 8088, 8080
 STANDING = ["pool-1", "pool-2", "pool-3"]
 HOSTS = ["target", "service", *STANDING, "late", "stranger"]
 OTHER_VERSION = "0.0.0-other"
-API = """
-import json, sys, urllib.request
-method, url, token, body = sys.argv[1:5]
-request = urllib.request.Request(url, method=method, data=body.encode() or None,
-    headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-with urllib.request.urlopen(request, timeout=10) as answer:
-    print(answer.read().decode())
-"""
-
-
 class Pool:
     """The service, its target and its workers on the LAN, and the API as seen from it."""
 
@@ -278,11 +268,11 @@ class Pool:
         self.start(host, "worker", "--master", f"service:{POOL_PORT}")
 
     def api(self, method: str, path: str, body: str = "") -> dict:
-        result = subprocess.run(self.lan["target"].command(
-            [sys.executable, "-c", API, method, f"http://service:{API_PORT}{path}", self.token,
-             body]), capture_output=True, text=True, timeout=30)
-        assert result.returncode == 0, result.stderr[-800:]
-        return json.loads(result.stdout)
+        status, answer = self.lan["target"].fetch(
+            method, f"http://service:{API_PORT}{path}", body,
+            {"Authorization": "Bearer " + self.token, "Content-Type": "application/json"})
+        assert status in (200, 202), (status, answer[-800:])
+        return json.loads(answer)
 
     def served(self, run_id: str) -> dict:
         return self.lan["service"].get_json(f"{self.target}/admin/stats?run={run_id}")

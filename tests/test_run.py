@@ -288,11 +288,11 @@ def test_workers_that_never_connect_are_a_run_error(tmp_path, target, monkeypatc
     """Workers that die before connecting (here: started as `locust --version`)."""
     from esr import launcher as launch
 
-    monkeypatch.setattr(launch, "WORKERS_CONNECT_TIMEOUT_S", 3)
     spawn = launch.Launch._spawn
     monkeypatch.setattr(launch.Launch, "_spawn", lambda self, role, arguments: spawn(
         self, role, arguments if role == "master" else ["--version"]))
     path = write_scenario(tmp_path, COUNTING % {"sustain": "2s"})
     with pytest.raises(launch.RunError, match="workers never connected") as raised:
-        run(RunSettings(scenario=path, host=target, workers=2, run_dir=tmp_path / "run"))
+        run(RunSettings(scenario=path, host=target, workers=2, run_dir=tmp_path / "run",
+                        workers_wait_s=3))
     assert raised.value.exit_code == 3
