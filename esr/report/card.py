@@ -15,14 +15,13 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from esr.errors import BadInput
 from esr.histograms import decoded, percentile_ms
 from esr.report.summary import (
     RUN_LEVEL_METRICS,
     Figures,
-    build_summary,
     error_traces,
     evaluate_slos,
+    summarise,
     target_values,
 )
 from esr.run_directory import (
@@ -30,11 +29,9 @@ from esr.run_directory import (
     EVENTS,
     LOCUST_PREFIX,
     RUN_SETTINGS,
-    SUMMARY,
     TABLES,
     read_events,
     read_json,
-    write_json,
 )
 
 SIGNIFICANCE = 0.05  # p-value below which a cohort's difference is called significant
@@ -52,13 +49,9 @@ class Missing:
 
 def read_report_card(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
-    if not (run_dir / RUN_SETTINGS).is_file():
-        raise BadInput(f"{run_dir} is not an ESR run directory (it has no {RUN_SETTINGS}); "
-                       "give the folder that `esr-locust run` wrote, e.g. reports/<run-id>")
+    summary = summarise(run_dir)
     settings = read_json(run_dir / RUN_SETTINGS)
     missing = _missing_parts(run_dir)
-    summary = build_summary(run_dir)
-    write_json(run_dir / SUMMARY, summary)
     latency = _latency_frame(run_dir, summary)
     phases = _phases(settings, summary)
     events = read_events(run_dir)

@@ -14,10 +14,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from esr.bounded import DISTINCT_VALUES_MAX, VALUE_CHARS_MAX
 from esr.errors import BadInput
-from esr.report import charts
-from esr.report.card import read_report_card
-from esr.report.summary import IMPACT_RATIO_FLOOR, MIN_REFERENCE_COHORT, build_summary
-from esr.run_directory import COUNTERS, REPORT_CARD, SUMMARY, write_json
+from esr.report.summary import IMPACT_RATIO_FLOOR, MIN_REFERENCE_COHORT, summarise
+from esr.run_directory import REPORT_CARD, SUMMARY
 from esr.wire import OUTCOMES
 
 FORMATS = ("html", "pdf", "json", "junit")
@@ -39,14 +37,16 @@ def write_report_card(run_dir: Path, formats=FORMATS, out_dir: Path | None = Non
                       ) -> dict[str, Path]:
     """Build the report card of a run directory; the paths of the files written, by format."""
     run_dir = Path(run_dir)
-    if not (run_dir / SUMMARY).is_file() and (run_dir / COUNTERS).is_file():
-        # A run no launcher summarised: one started from the web UI.
-        write_json(run_dir / SUMMARY, build_summary(run_dir))
-    card = read_report_card(run_dir)
+    if {"html", "pdf"} & set(formats):
+        from esr.report.card import read_report_card  # pandas and scipy: only for a card
+
+        card = read_report_card(run_dir)
+        summary, html = card["summary"], render_html(card)
+    else:  # JSON and JUnit need the summary alone, not pandas, scipy and matplotlib (2 s)
+        summary, html = summarise(run_dir), None
     out_dir = Path(out_dir) if out_dir else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    html = render_html(card) if {"html", "pdf"} & set(formats) else None
     for fmt in formats:
         path = out_dir / REPORT_CARD[fmt]
         if fmt == "html":
@@ -56,7 +56,7 @@ def write_report_card(run_dir: Path, formats=FORMATS, out_dir: Path | None = Non
         elif fmt == "json" and path != run_dir / SUMMARY:
             shutil.copyfile(run_dir / SUMMARY, path)
         elif fmt == "junit":
-            path.write_bytes(junit_xml(card["summary"]))
+            path.write_bytes(junit_xml(summary))
         written[fmt] = path
     return written
 
@@ -72,6 +72,7 @@ def render_html(card: dict) -> str:
 
 
 def _charts(card: dict) -> dict[str, str]:
+    from esr.report import charts  # matplotlib: only for a card
     timeline = card["timeline"]
     spans = [(p["start"], p["end"], p["name"]) for p in card["phases"]]
     marks = card["marks"]

@@ -9,12 +9,22 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
 from esr.bounded import DISTINCT_VALUES_MAX, top_and_other
+from esr.errors import BadInput
 from esr.histograms import decoded, merged, percentile_ms
-from esr.run_directory import COUNTERS, RUN_SETTINGS, read_events, read_json, read_table
+from esr.run_directory import (
+    COUNTERS,
+    RUN_SETTINGS,
+    SUMMARY,
+    read_events,
+    read_json,
+    read_table,
+    write_json,
+)
 from esr.scenario.model import AGE_BANDS
 
 # The four-fifths rule: a cohort approved at under 80% of the best cohort's rate is flagged.
@@ -26,6 +36,18 @@ MIN_REFERENCE_COHORT = 20
 RUN_LEVEL_METRICS = ("impact_ratio_min", "recovery_time_s")
 # Recovery after a chaos action is judged against the run's SLOs, or these where it sets none.
 RECOVERY_DEFAULTS = {"error_rate": 0.01, "p95_ms": None}
+
+
+def summarise(run_dir: Path) -> dict:
+    """The summary of a run directory, built afresh from its files and written beside them
+    (summary.json); a folder that is no run directory is bad input."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_SETTINGS).is_file():
+        raise BadInput(f"{run_dir} is not an ESR run directory (it has no {RUN_SETTINGS}); "
+                       "give the folder that `esr-locust run` wrote, e.g. reports/<run-id>")
+    summary = build_summary(run_dir)
+    write_json(run_dir / SUMMARY, summary)
+    return summary
 
 
 def build_summary(run_dir) -> dict:

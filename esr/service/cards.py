@@ -26,7 +26,8 @@ EAGER_FORMATS = "html,json,junit"
 PROBLEM_CHARS = 300
 
 _BUILDERS = multiprocessing.get_context("forkserver")
-_BUILDERS.set_forkserver_preload(["esr.report.render", __name__])
+_BUILDERS.set_forkserver_preload(["esr.report.render", "esr.report.card", "esr.report.charts",
+                                  __name__])
 _PDF_LOCK = threading.Lock()
 
 
