@@ -18,7 +18,17 @@ import pytest
 from commands import esr_locust, served
 
 from esr.demo.process import demo_target
-from esr.engine.arrivals import Share, schedule
+from esr.engine.arrivals import (
+    HANDOVER_S,
+    Arrivals,
+    Handover,
+    Share,
+    handover_instant,
+    handovers_of,
+    schedule,
+    taker,
+    wire_of,
+)
 from esr.engine.probes import LATE_MS_BOUNDS, lateness_key
 from esr.launcher import RunSettings, run
 from esr.report.summary import arrival_figures
@@ -45,6 +55,88 @@ def test_the_processes_shares_split_the_schedule_exactly(processes):
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
 
+def test_without_a_handover_arrival_k_goes_to_process_k_mod_n():
+    assert [taker(k, k / 10, 3, []) for k in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    assert {taker(k, 99.0, 1, []) for k in range(50)} == {0}
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "poisson"])
+def test_after_a_handover_the_survivors_take_the_lost_share_evenly_and_keep_their_own(spacing):
+    """Three processes, the second lost: from 4 s on, its arrivals go to the other two by
+    turns; theirs stay theirs (a survivor that hears late never starts one another took)."""
+    instants = list(enumerate(schedule(90, 10.0, spacing, seed=5)))
+    handovers = [Handover(4.0, (0, 2))]
+    before = [taker(k, at, 3, []) for k, at in instants]
+    after = [taker(k, at, 3, handovers) for k, at in instants]
+    for (_, at), was, now in zip(instants, before, after, strict=True):
+        assert now == was if at < 4.0 or was != 1 else now in (0, 2)
+    late = [now for (_, at), was, now in zip(instants, before, after, strict=True)
+            if at >= 4.0]
+    assert 1 not in late
+    assert abs(late.count(0) - late.count(2)) <= 1  # an exact split again
+
+
+def test_handovers_in_turn_leave_every_arrival_to_one_survivor_and_split_evenly():
+    """Four processes; the second lost at 3 s, the third at 6 s (it had taken half the
+    second's): from 6 s on, the first and fourth take everything, half each."""
+    handovers = [Handover(3.0, (0, 2, 3)), Handover(6.0, (0, 3))]
+    instants = list(enumerate(schedule(400, 12.0, "uniform", seed=1)))
+    takers = [taker(k, at, 4, handovers) for k, at in instants]
+    between = [t for (_, at), t in zip(instants, takers, strict=True) if 3.0 <= at < 6.0]
+    last = [t for (_, at), t in zip(instants, takers, strict=True) if at >= 6.0]
+    assert set(between) == {0, 2, 3} and set(last) == {0, 3}
+    assert abs(between.count(2) - between.count(0)) <= 2
+    assert abs(last.count(0) - last.count(3)) <= len(last) / 100
+
+
+def test_a_handover_applies_from_a_whole_second_ahead_never_before_an_earlier_one():
+    assert handover_instant(7.2, []) == 9.0 == 7.2 + HANDOVER_S + 0.8
+    assert handover_instant(7.0, []) == 8.0
+    assert handover_instant(3.0, [Handover(12.0, (0,))]) == 12.0
+    handovers = [Handover(5.0, (0, 2)), Handover(9.0, (2,))]
+    assert handovers_of(wire_of(handovers)) == handovers
+
+
+class _Run:
+    """What Arrivals asks of its run, without a runner (its greenlets never run here)."""
+
+    def __init__(self):
+        self.probes = type("Probes", (), {"arrivals": {"scheduled": 0, "missed": 0}})()
+
+
+def _judged_until(arrivals: Arrivals, until_s: float) -> None:
+    """Judge the schedule's arrivals up to `until_s`, as the process's walk does at their
+    instants."""
+    while (arrival := arrivals._next()) is not None and arrival[1] < until_s:
+        arrivals._judge(*arrival)
+
+
+def test_a_survivor_that_hears_of_a_handover_late_drops_what_it_missed_and_counts_it():
+    """Two processes of three hear of the second's loss, handed over from 4 s: one in time,
+    one only at 6.5 s (its loop stalled). Both count what each process was given alike;
+    the late one drops the arrivals it should have taken meanwhile, counted scheduled."""
+    handovers = [Handover(4.0, (0, 2))]
+    on_time, late = (Arrivals(_Run(), 50, 10.0, "poisson", 3, Share(0, 3), 100)
+                     for _ in range(2))
+    try:
+        on_time.hand_over(handovers)
+        _judged_until(on_time, 6.5)
+        _judged_until(late, 6.5)
+        late.hand_over(handovers)
+        assert late.given == on_time.given and late.handovers == handovers
+        missed = sum(1 for k, at in enumerate(schedule(50, 10.0, "poisson", 3))
+                     if 4.0 <= at < 6.5 and k % 3 == 1 and taker(k, at, 3, handovers) == 0)
+        assert missed > 10
+        assert late.run.probes.arrivals == {"scheduled": missed, "missed": missed}
+        late.hand_over(handovers)  # heard again (a joiner's welcome): nothing more
+        assert late.run.probes.arrivals["scheduled"] == missed
+    finally:
+        for arrivals in (on_time, late):
+            arrivals.greenlet.kill()
+            for watch in arrivals._watches:
+                watch.kill()
+
+
 def test_lateness_percentiles_are_read_from_its_buckets():
     counts = {"scheduled": 103, "on_time": 90, "late": 10, "missed": 3,
               lateness_key(0.4): 90, lateness_key(4.0): 8, lateness_key(400.0): 2}
@@ -55,6 +147,20 @@ def test_lateness_percentiles_are_read_from_its_buckets():
     assert (figures["late_ms_p50"], figures["late_ms_p99"]) == (1.0, None)  # p99 beyond 100
     within = {**counts, "late_ms_over": 0, lateness_key(4.0): 10}
     assert arrival_figures(within)["late_ms_p99"] == 5.0
+    assert figures["lost_with_workers"] == 0 and figures["scheduled"] == 103
+
+
+def test_a_lost_worker_s_whole_share_is_scheduled_and_what_it_did_not_settle_lost_with_it():
+    """Its reports counted 40 scheduled, 35 started or dropped; the sharing had given it 70
+    by the handover: 70 scheduled, 35 lost with it."""
+    counts = {"scheduled": 240, "on_time": 230, "late": 0, "missed": 5}
+    lost = [{"worker": "w1", "arrivals": {"given": 70, "scheduled": 40, "settled": 35,
+                                          "lost": 35}},
+            {"worker": "w2"}]  # a closed-model entry says nothing of arrivals
+    figures = arrival_figures(counts, lost)
+    assert figures["scheduled"] == 270 == figures["started"] + figures["dropped"] + \
+        figures["lost_with_workers"]
+    assert figures["lost_with_workers"] == 35
 
 
 def open_scenario(tmp_path, profile: str) -> object:
