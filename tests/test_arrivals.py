@@ -8,6 +8,7 @@ test_journeys.py shows an overloaded target: arrivals still start on time there.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from commands import esr_locust, served
 from esr.demo.process import demo_target
 from esr.engine.arrivals import (
     HANDOVER_S,
+    WORKERS_READY_S,
     Arrivals,
     Handover,
     Share,
@@ -31,8 +33,9 @@ from esr.engine.arrivals import (
 )
 from esr.engine.probes import LATE_MS_BOUNDS, lateness_key
 from esr.launcher import RunSettings, run
+from esr.report.render import write_report_card
 from esr.report.summary import arrival_figures
-from esr.run_directory import EVENTS, SUMMARY, read_json
+from esr.run_directory import EVENTS, SUMMARY, read_events, read_json
 from esr.wire import STOP_TIMEOUT_S
 
 
@@ -197,6 +200,69 @@ def test_two_workers_start_every_arrival_once_on_time_with_a_pool_that_follows_t
     assert abs(shares[0] - shares[1]) <= max(2, arrivals["scheduled"] / 50), shares
     # 15 to start with; retired down to a few spare once idle for 5 s.
     assert max(citizens) <= 30 and min(citizens[-3:]) <= 10, citizens
+
+
+@pytest.mark.slow(reason="Locust calls a killed worker missing only after 8 missed heartbeats: "
+                  "the run outlasts that, and shows the survivors' pace after the handover")
+def test_a_killed_worker_s_arrivals_go_to_the_survivors_and_every_one_is_counted(tmp_path,
+                                                                                target):
+    """60 arrivals a second on 3 workers, one killed (SIGKILL) 2.5 s in. Until the master
+    calls it lost, a third of the schedule goes with it; from the instant the master then
+    sets, the two others take its arrivals and the target gets the schedule's pace again.
+    scheduled = started + dropped + lost_with_workers, all of the schedule; the target saw
+    every request the report counts, and at most lost_with_workers more."""
+    rate, sustain = 60, 16
+    killed: list[float] = []
+    served_at: list[tuple[float, int]] = []  # (when, requests the target has seen)
+
+    def kill_one_then_watch(live: dict) -> None:
+        if not killed and live["workers"] == 3 and live["elapsed_s"] >= 2.5:
+            worker = next(p for p in psutil.Process().children() if "--worker" in p.cmdline())
+            worker.kill()  # no goodbye, no final report
+            killed.append(time.time())
+        served_at.append((time.time(), served(target, live["run_id"])["requests"]["total"]))
+
+    result = run(RunSettings(scenario=open_scenario(
+        tmp_path, f"{{arrival_rate: {rate}/s, sustain: {sustain}s}}"), host=target, workers=3,
+        run_dir=tmp_path / "run"), on_progress=kill_one_then_watch)
+    summary, events = result.summary, read_events(tmp_path / "run")
+    (lost,) = summary["lost"]["workers"]
+    (handover,) = [e for e in events if e["event"] == "arrivals_handed_over"]
+    assert handover["worker"] == lost["worker"] and len(handover["to"]) == 2
+    started_s = next(_epoch(e["at"]) for e in events if e["event"] == "test_start")
+    handed_over_at = started_s + WORKERS_READY_S + handover["from_s"]
+    ended_at = started_s + sustain
+
+    def pace(since: float, until: float) -> float:
+        """Requests a second the target received between two moments (its samples)."""
+        (t0, n0), (t1, n1) = [next((t, n) for t, n in served_at if t >= moment)
+                              for moment in (since, until - 0.5)]
+        return (n1 - n0) / (t1 - t0)
+
+    assert pace(killed[0] + 1, _epoch(lost["at"])) < 0.8 * rate  # a third went with it
+    assert 0.85 * rate < pace(handed_over_at + 0.5, ended_at) < 1.15 * rate  # taken over
+    arrivals = summary["arrivals"]
+    assert arrivals["scheduled"] == arrivals["started"] + arrivals["dropped"] + \
+        arrivals["lost_with_workers"]
+    # The whole schedule but what fell due once the run stopped (it began half a second
+    # after the run's clock, WORKERS_READY_S).
+    assert rate * (sustain - 1.5) <= arrivals["scheduled"] <= rate * sustain, arrivals
+    # Its share from its last report to the handover: some 20 a second for 8 s and more.
+    assert rate / 3 * 6 < arrivals["lost_with_workers"] == lost["arrivals"]["lost"], arrivals
+    assert arrivals["dropped"] <= arrivals["scheduled"] / 10, arrivals
+    seen = served(target, result.run_id)["requests"]["total"]
+    assert summary["requests"]["total"] <= seen <= arrivals["started"] + \
+        arrivals["lost_with_workers"], (seen, arrivals)
+    # The survivors split the schedule evenly, its share included.
+    shares = [p["arrivals_scheduled"] for p in summary["load_generator"]["processes"]
+              if p["process"] not in ("master", lost["worker"])]
+    assert len(shares) == 2 and abs(shares[0] - shares[1]) <= 5, shares
+    card = write_report_card(tmp_path / "run", formats=("html",))["html"].read_text()
+    assert f"{arrivals['lost_with_workers']} more went with lost workers" in card
+
+
+def _epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
 
 
 def test_a_generator_that_cannot_keep_up_drops_arrivals_and_says_so(tmp_path, target):
