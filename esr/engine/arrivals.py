@@ -3,8 +3,8 @@
 One schedule for the whole run (evenly spaced, or a seeded Poisson process), of which each
 load process takes its share: arrival k goes to process k mod N, so the split is exact; when
 a worker is lost, the others take its arrivals from an instant of the schedule the master
-sets (a Handover), so none goes to no one, and none to two, from then on. At
-its instant an arrival is offered to the idle citizens; when none is idle, the process
+sets (a Handover), so from then on none goes to no one, and none to two. At its instant an
+arrival is offered to the idle citizens; when none is idle, the process
 starts more (up to its cap), and an arrival that cannot start within DROP_AFTER_S of its
 instant is dropped and counted (k6's dropped_iterations), never queued for later: lateness
 stays bounded, and a generator that cannot keep up shows as drops, not as the target's
