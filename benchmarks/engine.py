@@ -99,8 +99,8 @@ def free_port() -> int:
 def start_nginx(work: Path, core: int | None = None) -> tuple[subprocess.Popen, str]:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
-        sys.exit("benchmarks/engine.py needs nginx as a fast target: "
-                 "apt-get install -y nginx-light")
+        sys.exit(f"benchmarks/{Path(sys.argv[0]).name} needs nginx as a fast target (none on "
+                 "the PATH nor at /usr/sbin/nginx): apt-get install -y nginx-light")
     port = free_port()
     conf = work / "nginx.conf"
     conf.write_text(NGINX_CONF % {"dir": work, "port": port})

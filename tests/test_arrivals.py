@@ -8,6 +8,7 @@ test_journeys.py shows an overloaded target: arrivals still start on time there.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -18,11 +19,23 @@ import pytest
 from commands import esr_locust, served
 
 from esr.demo.process import demo_target
-from esr.engine.arrivals import Share, schedule
+from esr.engine.arrivals import (
+    HANDOVER_S,
+    WORKERS_READY_S,
+    Arrivals,
+    Handover,
+    Share,
+    handover_instant,
+    handovers_of,
+    schedule,
+    taker,
+    wire_of,
+)
 from esr.engine.probes import LATE_MS_BOUNDS, lateness_key
 from esr.launcher import RunSettings, run
+from esr.report.render import write_report_card
 from esr.report.summary import arrival_figures
-from esr.run_directory import EVENTS, SUMMARY, read_json
+from esr.run_directory import EVENTS, SUMMARY, read_events, read_json
 from esr.wire import STOP_TIMEOUT_S
 
 
@@ -45,6 +58,88 @@ def test_the_processes_shares_split_the_schedule_exactly(processes):
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
 
+def test_without_a_handover_arrival_k_goes_to_process_k_mod_n():
+    assert [taker(k, k / 10, 3, []) for k in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    assert {taker(k, 99.0, 1, []) for k in range(50)} == {0}
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "poisson"])
+def test_after_a_handover_the_survivors_take_the_lost_share_evenly_and_keep_their_own(spacing):
+    """Three processes, the second lost: from 4 s on, its arrivals go to the other two by
+    turns; theirs stay theirs (a survivor that hears late never starts one another took)."""
+    instants = list(enumerate(schedule(90, 10.0, spacing, seed=5)))
+    handovers = [Handover(4.0, (0, 2))]
+    before = [taker(k, at, 3, []) for k, at in instants]
+    after = [taker(k, at, 3, handovers) for k, at in instants]
+    for (_, at), was, now in zip(instants, before, after, strict=True):
+        assert now == was if at < 4.0 or was != 1 else now in (0, 2)
+    late = [now for (_, at), was, now in zip(instants, before, after, strict=True)
+            if at >= 4.0]
+    assert 1 not in late
+    assert abs(late.count(0) - late.count(2)) <= 1  # an exact split again
+
+
+def test_handovers_in_turn_leave_every_arrival_to_one_survivor_and_split_evenly():
+    """Four processes; the second lost at 3 s, the third at 6 s (it had taken half the
+    second's): from 6 s on, the first and fourth take everything, half each."""
+    handovers = [Handover(3.0, (0, 2, 3)), Handover(6.0, (0, 3))]
+    instants = list(enumerate(schedule(400, 12.0, "uniform", seed=1)))
+    takers = [taker(k, at, 4, handovers) for k, at in instants]
+    between = [t for (_, at), t in zip(instants, takers, strict=True) if 3.0 <= at < 6.0]
+    last = [t for (_, at), t in zip(instants, takers, strict=True) if at >= 6.0]
+    assert set(between) == {0, 2, 3} and set(last) == {0, 3}
+    assert abs(between.count(2) - between.count(0)) <= 2
+    assert abs(last.count(0) - last.count(3)) <= len(last) / 100
+
+
+def test_a_handover_applies_from_a_whole_second_ahead_never_before_an_earlier_one():
+    assert handover_instant(7.2, []) == 9.0 == 7.2 + HANDOVER_S + 0.8
+    assert handover_instant(7.0, []) == 8.0
+    assert handover_instant(3.0, [Handover(12.0, (0,))]) == 12.0
+    handovers = [Handover(5.0, (0, 2)), Handover(9.0, (2,))]
+    assert handovers_of(wire_of(handovers)) == handovers
+
+
+class _Run:
+    """What Arrivals asks of its run, without a runner (its greenlets never run here)."""
+
+    def __init__(self):
+        self.probes = type("Probes", (), {"arrivals": {"scheduled": 0, "missed": 0}})()
+
+
+def _judged_until(arrivals: Arrivals, until_s: float) -> None:
+    """Judge the schedule's arrivals up to `until_s`, as the process's walk does at their
+    instants."""
+    while (arrival := arrivals._next()) is not None and arrival[1] < until_s:
+        arrivals._judge(*arrival)
+
+
+def test_a_survivor_that_hears_of_a_handover_late_drops_what_it_missed_and_counts_it():
+    """Two processes of three hear of the second's loss, handed over from 4 s: one in time,
+    one only at 6.5 s (its loop stalled). Both count what each process was given alike;
+    the late one drops the arrivals it should have taken meanwhile, counted scheduled."""
+    handovers = [Handover(4.0, (0, 2))]
+    on_time, late = (Arrivals(_Run(), 50, 10.0, "poisson", 3, Share(0, 3), 100)
+                     for _ in range(2))
+    try:
+        on_time.hand_over(handovers)
+        _judged_until(on_time, 6.5)
+        _judged_until(late, 6.5)
+        late.hand_over(handovers)
+        assert late.given == on_time.given and late.handovers == handovers
+        missed = sum(1 for k, at in enumerate(schedule(50, 10.0, "poisson", 3))
+                     if 4.0 <= at < 6.5 and k % 3 == 1 and taker(k, at, 3, handovers) == 0)
+        assert missed > 10
+        assert late.run.probes.arrivals == {"scheduled": missed, "missed": missed}
+        late.hand_over(handovers)  # heard again (a joiner's welcome): nothing more
+        assert late.run.probes.arrivals["scheduled"] == missed
+    finally:
+        for arrivals in (on_time, late):
+            arrivals.greenlet.kill()
+            for watch in arrivals._watches:
+                watch.kill()
+
+
 def test_lateness_percentiles_are_read_from_its_buckets():
     counts = {"scheduled": 103, "on_time": 90, "late": 10, "missed": 3,
               lateness_key(0.4): 90, lateness_key(4.0): 8, lateness_key(400.0): 2}
@@ -55,6 +150,20 @@ def test_lateness_percentiles_are_read_from_its_buckets():
     assert (figures["late_ms_p50"], figures["late_ms_p99"]) == (1.0, None)  # p99 beyond 100
     within = {**counts, "late_ms_over": 0, lateness_key(4.0): 10}
     assert arrival_figures(within)["late_ms_p99"] == 5.0
+    assert figures["lost_with_workers"] == 0 and figures["scheduled"] == 103
+
+
+def test_a_lost_worker_s_whole_share_is_scheduled_and_what_it_did_not_settle_lost_with_it():
+    """Its reports counted 40 scheduled, 35 started or dropped; the sharing had given it 70
+    by the handover: 70 scheduled, 35 lost with it."""
+    counts = {"scheduled": 240, "on_time": 230, "late": 0, "missed": 5}
+    lost = [{"worker": "w1", "arrivals": {"given": 70, "scheduled": 40, "settled": 35,
+                                          "lost": 35}},
+            {"worker": "w2"}]  # a closed-model entry says nothing of arrivals
+    figures = arrival_figures(counts, lost)
+    assert figures["scheduled"] == 270 == figures["started"] + figures["dropped"] + \
+        figures["lost_with_workers"]
+    assert figures["lost_with_workers"] == 35
 
 
 def open_scenario(tmp_path, profile: str) -> object:
@@ -91,6 +200,69 @@ def test_two_workers_start_every_arrival_once_on_time_with_a_pool_that_follows_t
     assert abs(shares[0] - shares[1]) <= max(2, arrivals["scheduled"] / 50), shares
     # 15 to start with; retired down to a few spare once idle for 5 s.
     assert max(citizens) <= 30 and min(citizens[-3:]) <= 10, citizens
+
+
+@pytest.mark.slow(reason="Locust calls a killed worker missing only after 8 missed heartbeats: "
+                  "the run outlasts that, and shows the survivors' pace after the handover")
+def test_a_killed_worker_s_arrivals_go_to_the_survivors_and_every_one_is_counted(tmp_path,
+                                                                                target):
+    """60 arrivals a second on 3 workers, one killed (SIGKILL) 2.5 s in. Until the master
+    calls it lost, a third of the schedule goes with it; from the instant the master then
+    sets, the two others take its arrivals and the target gets the schedule's pace again.
+    scheduled = started + dropped + lost_with_workers, all of the schedule; the target saw
+    every request the report counts, and at most lost_with_workers more."""
+    rate, sustain = 60, 16
+    killed: list[float] = []
+    served_at: list[tuple[float, int]] = []  # (when, requests the target has seen)
+
+    def kill_one_then_watch(live: dict) -> None:
+        if not killed and live["workers"] == 3 and live["elapsed_s"] >= 2.5:
+            worker = next(p for p in psutil.Process().children() if "--worker" in p.cmdline())
+            worker.kill()  # no goodbye, no final report
+            killed.append(time.time())
+        served_at.append((time.time(), served(target, live["run_id"])["requests"]["total"]))
+
+    result = run(RunSettings(scenario=open_scenario(
+        tmp_path, f"{{arrival_rate: {rate}/s, sustain: {sustain}s}}"), host=target, workers=3,
+        run_dir=tmp_path / "run"), on_progress=kill_one_then_watch)
+    summary, events = result.summary, read_events(tmp_path / "run")
+    (lost,) = summary["lost"]["workers"]
+    (handover,) = [e for e in events if e["event"] == "arrivals_handed_over"]
+    assert handover["worker"] == lost["worker"] and len(handover["to"]) == 2
+    started_s = next(_epoch(e["at"]) for e in events if e["event"] == "test_start")
+    handed_over_at = started_s + WORKERS_READY_S + handover["from_s"]
+    ended_at = started_s + sustain
+
+    def pace(since: float, until: float) -> float:
+        """Requests a second the target received between two moments (its samples)."""
+        (t0, n0), (t1, n1) = [next((t, n) for t, n in served_at if t >= moment)
+                              for moment in (since, until - 0.5)]
+        return (n1 - n0) / (t1 - t0)
+
+    assert pace(killed[0] + 1, _epoch(lost["at"])) < 0.8 * rate  # a third went with it
+    assert 0.85 * rate < pace(handed_over_at + 0.5, ended_at) < 1.15 * rate  # taken over
+    arrivals = summary["arrivals"]
+    assert arrivals["scheduled"] == arrivals["started"] + arrivals["dropped"] + \
+        arrivals["lost_with_workers"]
+    # The whole schedule but what fell due once the run stopped (it began half a second
+    # after the run's clock, WORKERS_READY_S).
+    assert rate * (sustain - 1.5) <= arrivals["scheduled"] <= rate * sustain, arrivals
+    # Its share from its last report to the handover: some 20 a second for 8 s and more.
+    assert rate / 3 * 6 < arrivals["lost_with_workers"] == lost["arrivals"]["lost"], arrivals
+    assert arrivals["dropped"] <= arrivals["scheduled"] / 10, arrivals
+    seen = served(target, result.run_id)["requests"]["total"]
+    assert summary["requests"]["total"] <= seen <= arrivals["started"] + \
+        arrivals["lost_with_workers"], (seen, arrivals)
+    # The survivors split the schedule evenly, its share included.
+    shares = [p["arrivals_scheduled"] for p in summary["load_generator"]["processes"]
+              if p["process"] not in ("master", lost["worker"])]
+    assert len(shares) == 2 and abs(shares[0] - shares[1]) <= 5, shares
+    card = write_report_card(tmp_path / "run", formats=("html",))["html"].read_text()
+    assert f"{arrivals['lost_with_workers']} more went with lost workers" in card
+
+
+def _epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
 
 
 def test_a_generator_that_cannot_keep_up_drops_arrivals_and_says_so(tmp_path, target):

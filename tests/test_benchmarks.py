@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+# benchmarks/engine.py's start_nginx looks there too (Debian installs it in /usr/sbin).
+NGINX = bool(shutil.which("nginx") or Path("/usr/sbin/nginx").exists())
 
 
 def test_citizens_benchmark_runs_and_prints_a_ratio():
@@ -37,13 +40,31 @@ def test_crowd_benchmark_runs_a_small_crowd():
 
 
 @pytest.mark.slow(reason="rounds of bare Locust and ESR against nginx, each a few seconds")
-@pytest.mark.skipif(not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()),
-                    reason="benchmarks/engine.py needs nginx (apt-get install nginx-light)")
+@pytest.mark.skipif(not NGINX, reason="benchmarks/engine.py needs nginx (apt-get install "
+                    "nginx-light)")
 def test_engine_benchmark_runs_a_short_round():
     out = subprocess.run([sys.executable, str(BENCHMARKS / "engine.py"), "--seconds", "6",
                           "--rounds", "1", "--idle-citizens", "400"],
                          capture_output=True, text=True, timeout=300, check=True).stdout
     assert "ratio ESR / bare" in out and "memory per idle user" in out, out
+
+
+@pytest.mark.slow(reason="seven real runs against nginx, the shortest each: some 45 s")
+@pytest.mark.skipif(not NGINX, reason="benchmarks/open_model.py needs nginx (apt-get install "
+                    "nginx-light)")
+def test_open_model_benchmark_runs_every_step_briefly():
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "open_model.py"), "--seconds", "1",
+                          "--repeat", "1", "--short", "1", "--long", "2", "--memory-rate", "200"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    figures = r"scheduled [\d,]+, started [\d,]+, dropped [\d,]+; lateness p50 .+ ms"
+    for step in (r"1\. capacity, closed model .*: [\d,]+ requests/s",
+                 rf"2\. arrivals at 85% .*\n   [\d,]+/s \(capacity .*\): {figures}",
+                 rf"3\. arrivals at 3x it \([\d,]+/s\): {figures}",
+                 r"the run took [\d.]+ s from Locust's start",
+                 r"4\. memory at 200/s: 1 s [\d,]+ MB, 2 s [\d,]+ MB \(ratio [\d.]+",
+                 rf"5\. a master and 2 workers, [\d,]+/s: {figures}.*the workers' shares "
+                 r"[\d,]+, [\d,]+ of [\d,]+"):
+        assert re.search(step, out), (step, out)
 
 
 @pytest.mark.slow(reason="two real runs through esr-locust serve, one of them watched")

@@ -244,3 +244,29 @@ def test_a_worker_never_heard_from_is_lost_with_nothing_to_bound():
     assert entry["citizens"] == 0 and entry["unreported_max"] == 0
     assert entry["last_report_at"] == entry["at"] == iso_at(T0)
     assert WorkerLedger(REPORT_S).unreported_max == 0
+
+
+def test_a_lost_worker_s_arrivals_are_what_the_others_say_it_was_given_less_what_it_settled():
+    """Open model: w1 reported 30 arrivals scheduled, 28 started or dropped; the others'
+    latest reports say the sharing gave it 45 (until the survivors took over): 17 went with
+    it. A closed-model entry says nothing of arrivals."""
+    ledger = WorkerLedger(REPORT_S)
+    ledger.heard("w1", T0 + 3, Report(W0 + 3, 30, 0, 30, 10, arrivals_scheduled=30,
+                                      arrivals_settled=28, arrivals_given={"w1": 30, "w2": 29}))
+    ledger.heard("w2", T0 + 6, Report(W0 + 6, 30, 0, 30, 10, arrivals_given={"w1": 44}))
+    ledger.heard("w2", T0 + 9, Report(W0 + 9, 30, 0, 30, 10, arrivals_given={"w1": 45}))
+    ledger.heard("w3", T0 + 9, Report(W0 + 9, 30, 0, 30, 10, arrivals_given={"w1": 40}))
+    ledger.lose("w1", T0 + 12, "missed heartbeats")
+    (entry,) = ledger.entries()
+    assert entry["arrivals"] == {"given": 45, "scheduled": 30, "settled": 28, "lost": 17}
+    closed = WorkerLedger(REPORT_S)
+    run_for(closed)
+    closed.lose("w1", T0 + 60, "missed heartbeats")
+    assert "arrivals" not in closed.entries()[0]
+    # With no other report (every worker lost), its share is at least what it scheduled.
+    alone = WorkerLedger(REPORT_S)
+    alone.heard("w1", T0 + 3, Report(W0 + 3, 30, 0, 30, 10, arrivals_scheduled=30,
+                                     arrivals_settled=28))
+    assert alone.arrivals_of("w1") == {"given": 30, "scheduled": 30, "settled": 28, "lost": 2}
+    ledger.new_run()  # the web UI's next run starts afresh
+    assert ledger.lost == {} and ledger.arrivals_of("w1") is None

@@ -1,8 +1,10 @@
 """The open model: arrivals on a schedule, whether or not a citizen is free to take them.
 
 One schedule for the whole run (evenly spaced, or a seeded Poisson process), of which each
-load process takes its share: arrival k goes to process k mod N, so the split is exact. At
-its instant an arrival is offered to the idle citizens; when none is idle, the process
+load process takes its share: arrival k goes to process k mod N, so the split is exact; when
+a worker is lost, the others take its arrivals from an instant of the schedule the master
+sets (a Handover), so from then on none goes to no one, and none to two. At its instant an
+arrival is offered to the idle citizens; when none is idle, the process
 starts more (up to its cap), and an arrival that cannot start within DROP_AFTER_S of its
 instant is dropped and counted (k6's dropped_iterations), never queued for later: lateness
 stays bounded, and a generator that cannot keep up shows as drops, not as the target's
@@ -19,8 +21,8 @@ import random
 import resource
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from itertools import takewhile
+from collections.abc import Callable, Iterator, Sequence
+from itertools import count, takewhile
 from typing import NamedTuple
 
 import gevent
@@ -33,6 +35,10 @@ DROP_AFTER_S = 0.1  # an arrival not started this long after its instant is drop
 # With workers, the schedule begins this long after the master's start, once every worker's
 # first citizens are ready (their spawn takes tens of ms), so their shares line up exactly.
 WORKERS_READY_S = 0.5
+# A lost worker's arrivals go to the others from a whole second of the schedule at least this
+# far ahead of the master's decision: every survivor hears of it before (a message takes
+# milliseconds), and all switch at that one instant.
+HANDOVER_S = 1.0
 # An idle citizen hangs up after this long (before servers close idle connections, see
 # connections.py), and retires if enough others are idle.
 RETIRE_AFTER_S = 0.8 * KEEPALIVE_IDLE_S
@@ -49,11 +55,55 @@ FILES_KEPT = 200
 
 
 class Share(NamedTuple):
-    """This process's place among the run's load processes: it takes arrivals k with
-    k % count == index."""
+    """This process's place among the run's load processes at its start: it takes arrivals k
+    with k % count == index (and, after a Handover, some of a lost process's)."""
 
     index: int
     count: int
+
+
+class Handover(NamedTuple):
+    """From `from_s` seconds into the schedule (a whole second) on, the arrivals of the load
+    processes not among `takers` go to those that are (indices of the run's first Share):
+    those of a lost worker, to the survivors."""
+
+    from_s: float
+    takers: tuple[int, ...]
+
+
+def handovers_of(wire: list) -> list[Handover]:
+    """Handovers as they travel (messages.HANDOVER: [[from_s, [takers]], ...])."""
+    return [Handover(float(from_s), tuple(int(i) for i in takers)) for from_s, takers in wire]
+
+
+def wire_of(handovers: Sequence[Handover]) -> list:
+    """Handovers as they travel: handovers_of's input."""
+    return [[handover.from_s, list(handover.takers)] for handover in handovers]
+
+
+def taker(k: int, at: float, count: int, handovers: Sequence[Handover]) -> int:
+    """Which load process (its index among the `count` of the run's start) takes arrival k,
+    due `at` seconds into the schedule: the one place the sharing is decided.
+
+    Dealt round: k to k mod count. A handover in force by `at` deals the arrivals of each
+    process it leaves out round its takers in turn (that process's i-th to taker i mod M), an
+    exact split again; the takers keep their own arrivals, so one that hears of a handover
+    late misses only the lost process's arrivals, and never starts one another took."""
+    owner, turn = k % count, k // count
+    for handover in handovers:
+        if at < handover.from_s:
+            break
+        if owner not in handover.takers:
+            owner, turn = (handover.takers[turn % len(handover.takers)],
+                           turn // len(handover.takers))
+    return owner
+
+
+def handover_instant(elapsed_s: float, handovers: Sequence[Handover]) -> float:
+    """The instant of the schedule from which a handover decided `elapsed_s` into it applies:
+    a whole second at least HANDOVER_S ahead, never before an earlier handover's."""
+    earlier = handovers[-1].from_s if handovers else 0.0
+    return float(max(math.ceil(elapsed_s + HANDOVER_S), earlier))
 
 
 def schedule(rate: float, duration_s: float, spacing: str, seed: int) -> Iterator[float]:
@@ -91,29 +141,42 @@ class Idle:
 
 class Arrivals:
     def __init__(self, run, rate: float, duration_s: float, spacing: str, seed: int,
-                 share: Share, cap: int, origin: float | None = None):
-        self.run, self.rate, self.share, self.cap, self.origin = run, rate, share, cap, origin
-        self.spare = max(2, math.ceil(rate / share.count * SPARE_S))
+                 share: Share, max_citizens: float | None, origin: float | None = None):
+        self.run, self.rate, self.share, self.origin = run, rate, share, origin
+        self.max_citizens = max_citizens  # for the whole run, scaled; None: what fits
+        self.handovers: list[Handover] = []  # the master's, in order (a worker lost)
+        self._fit(share.count)
         self.start = time.time()
         self.offered: deque[float] = deque()  # instants offered, not taken yet, oldest first
         self.idle: deque[Idle] = deque()  # citizens waiting in next(), the latest idle last
         self.lagging = False  # the event loop runs late: short of CPU, grow no more
         self.ended_at: float | None = None  # when the process began to stop its citizens
+        # Arrivals the sharing gave each process (by its index) so far, this one's included:
+        # the master counts a lost worker's whole share from them (lost_workers.py).
+        self.given = [0] * share.count
+        self.judged = 0  # arrivals of the schedule judged so far (they are 0 .. judged - 1)
+        self._firsts: list[int] = []  # the first arrival due at or after each whole second
+        self._schedule = enumerate(schedule(rate, duration_s, spacing, seed))
+        self._held: tuple[int, float] | None = None  # the next arrival, until judged
         self._hub = gevent.get_hub()
-        self._instants = (at for k, at in enumerate(schedule(rate, duration_s, spacing, seed))
-                          if k % share.count == share.index)
         self.greenlet = gevent.spawn(self._offer)
         self._watches = [gevent.spawn(self._watch_lag), gevent.spawn(self._retire_idle)]
 
     @classmethod
     def for_run(cls, run) -> Arrivals:
         profile = run.scenario.load_profile
-        share = run.arrival_share
-        cap = math.ceil(profile.max_citizens * run.user_scale / share.count) \
-            if profile.max_citizens else default_cap(share.count)
         return cls(run, profile.arrival_rate * run.user_scale / run.time_scale,
                    profile.sustain * run.time_scale, profile.arrival_spacing,
-                   run.scenario.seed, share, cap, run.schedule_origin)
+                   run.scenario.seed, run.arrival_share,
+                   profile.max_citizens * run.user_scale if profile.max_citizens else None,
+                   run.schedule_origin)
+
+    def _fit(self, processes: int) -> None:
+        """This process's cap on citizens, and the idle ones it keeps, for a load shared by
+        `processes` (fewer once a worker is lost: each survivor takes more)."""
+        self.spare = max(2, math.ceil(self.rate / processes * SPARE_S))
+        self.cap = math.ceil(self.max_citizens / processes) if self.max_citizens \
+            else default_cap(processes)
 
     # ---- a citizen's side ----------------------------------------------------------------------
 
@@ -158,17 +221,24 @@ class Arrivals:
             gevent.sleep(0.005)
         ready = time.time()
         self.start = self.origin or ready
-        for n, at in enumerate(self._instants, 1):
+        for n in count(1):
+            arrival = self._next()
+            if arrival is None:
+                return
+            k, at = arrival
             due = self.start + at
-            if due < ready:
-                continue
             wait = due - time.time()
-            if wait > 0:
+            if due >= ready and wait > 0:
                 # At least a millisecond: at thousands a second, what falls due meanwhile is
                 # offered at once on waking, a timer for a batch instead of one each.
                 gevent.sleep(max(wait, OFFER_TICK_S))
             elif n % YIELD_EVERY == 0:
                 gevent.sleep(0)  # behind schedule: let the citizens take what is offered
+            # Every arrival of the schedule is judged at its instant, whoever takes it, so a
+            # handover heard by then counts (judged as the process read ahead, one would go
+            # by the sharing of that earlier moment).
+            if not self._judge(k, at) or due < ready:
+                continue
             self._drop_stale()
             self.run.probes.arrivals["scheduled"] += 1
             self.offered.append(due)
@@ -178,6 +248,46 @@ class Arrivals:
                 self._wake(self.idle.pop(), retire=False)
             else:
                 self._grow(1)
+
+    def _next(self) -> tuple[int, float] | None:
+        """The schedule's next arrival, (k, at), held until judged: one waited for when the
+        process stops is judged by the stop."""
+        if self._held is None:
+            self._held = next(self._schedule, None)
+        return self._held
+
+    def _judge(self, k: int, at: float) -> bool:
+        """Whether arrival k, due `at` into the schedule, is this process's, by the sharing
+        known now; counted for whoever takes it."""
+        self._held = None
+        while at >= len(self._firsts):
+            self._firsts.append(k)
+        self.judged = k + 1
+        owner = taker(k, at, self.share.count, self.handovers)
+        self.given[owner] += 1
+        return owner == self.share.index
+
+    def hand_over(self, handovers: Sequence[Handover]) -> None:
+        """The master's handovers so far (messages.HANDOVER), those not known yet taken in
+        order: arrivals due from a handover's instant are judged by it. Those this process
+        had judged already (it heard late: its event loop stalled past HANDOVER_S) and now
+        takes are past: they are scheduled and dropped, so the count loses none."""
+        for handover in handovers[len(self.handovers):]:
+            before = list(self.handovers)
+            self.handovers.append(handover)
+            self._fit(len(handover.takers))
+            second = int(handover.from_s)
+            if second >= len(self._firsts):
+                continue  # not judged that far yet
+            for k in range(self._firsts[second], self.judged):
+                was = taker(k, handover.from_s, self.share.count, before)
+                now = taker(k, handover.from_s, self.share.count, self.handovers)
+                if was != now:
+                    self.given[was] -= 1
+                    self.given[now] += 1
+                    if now == self.share.index:
+                        self.run.probes.arrivals["scheduled"] += 1
+                        self._drop()
 
     def _wake(self, idle: Idle, retire: bool) -> None:
         idle.woken = True
@@ -240,8 +350,7 @@ class Arrivals:
         while self.offered:
             self.offered.popleft()
             self._drop()
-        for at in self._instants:
-            if self.start + at > self.ended_at:
-                break
-            self.run.probes.arrivals["scheduled"] += 1
-            self._drop()
+        while (arrival := self._next()) is not None and self.start + arrival[1] <= self.ended_at:
+            if self._judge(*arrival):
+                self.run.probes.arrivals["scheduled"] += 1
+                self._drop()

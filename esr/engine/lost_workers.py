@@ -21,12 +21,20 @@ starts per second per citizen, between two reports, by the worker's clock) with 
 (RATE_MARGIN), times its citizens and the window, plus the excess a rate allows over a short
 window: three standard deviations of a Poisson count, never more than one request per
 citizen. The ledger works the bound out; it never touches Locust.
+
+In the open model, a lost worker also took its arrivals with it: the sharing gave it a share
+of the schedule until the survivors took over (arrivals.Handover), or until the run's end.
+Its own reports cannot tell that share; the others' can (each judges every arrival of the
+schedule, and reports how many each worker was given: messages.ARRIVALS_GIVEN). What it was
+given and its reports do not say it started or dropped went with it: it may have started
+some after its last report (their requests are within the bound above), no one started the
+others.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from esr.run_directory import iso_at
 
@@ -75,6 +83,11 @@ class Report:
     citizens: int  # citizens it runs, or was asked to run if more
     acked: tuple[float, float] | None = None  # its latest ack: (master's clock as sent,
     # worker's clock as received)
+    # Open model: its arrivals scheduled, and started or dropped, since its previous report;
+    arrivals_scheduled: int = 0
+    arrivals_settled: int = 0
+    # and the arrivals the sharing gave each worker so far, by its judgment.
+    arrivals_given: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +103,8 @@ class WorkerRecord:
     clock_offset: float | None = None
     disconnected_at: float | None = None  # the master's clock as its connection closed
     assigned: int = 0  # citizens the master last dispatched to it
+    arrivals_scheduled: int = 0  # open model: the arrivals its reports counted scheduled,
+    arrivals_settled: int = 0  # and started or dropped, this run
 
 
 class WorkerLedger:
@@ -97,6 +112,15 @@ class WorkerLedger:
         self.sending_after_last_report_s = sending_after_last_report_s(report_interval_s)
         self.records: dict[str, WorkerRecord] = {}
         self.lost: dict[str, dict] = {}
+        # Open model: the arrivals the sharing gave each worker, the most any report said.
+        self.arrivals_given: dict[str, int] = {}
+
+    def new_run(self) -> None:
+        """A run starts: no worker lost yet, no arrival given."""
+        self.lost.clear()
+        self.arrivals_given.clear()
+        for record in self.records.values():
+            record.arrivals_scheduled = record.arrivals_settled = 0
 
     def hello(self, worker: str, now: float) -> None:
         self.records.setdefault(worker, WorkerRecord(last_heard=now))
@@ -118,6 +142,11 @@ class WorkerLedger:
         record.citizens, record.in_flight = max(report.citizens, 0), max(report.in_flight, 0)
         record.reported += report.requests
         record.disconnected_at = None  # reporting: its connection is open again
+        record.arrivals_scheduled += report.arrivals_scheduled
+        record.arrivals_settled += report.arrivals_settled
+        for given_to, given in report.arrivals_given.items():
+            # Each report counts up to its drain: the latest judgment counts most.
+            self.arrivals_given[given_to] = max(self.arrivals_given.get(given_to, 0), given)
 
     def assigned(self, worker: str, citizens: int) -> None:
         """The citizens the master's last dispatch gave `worker` (a worker that reported
@@ -170,7 +199,22 @@ class WorkerLedger:
         """The lost workers, with the requests each reported (some may come after the loss)."""
         for worker, entry in self.lost.items():
             entry["requests_reported"] = self.records.get(worker, WorkerRecord(0)).reported
+            arrivals = self.arrivals_of(worker)
+            if arrivals is not None:
+                entry["arrivals"] = arrivals
         return list(self.lost.values())
+
+    def arrivals_of(self, worker: str) -> dict | None:
+        """Open model (None otherwise): the arrivals the sharing gave `worker` ("given"), those
+        its reports counted scheduled, and started or dropped ("settled"); the rest went with
+        it ("lost")."""
+        record = self.records.get(worker, WorkerRecord(0))
+        if worker not in self.arrivals_given and not record.arrivals_scheduled:
+            return None
+        # No other's report may have come (every worker lost): what it scheduled, at least.
+        given = max(self.arrivals_given.get(worker, 0), record.arrivals_scheduled)
+        return {"given": given, "scheduled": record.arrivals_scheduled,
+                "settled": record.arrivals_settled, "lost": given - record.arrivals_settled}
 
     @property
     def unreported_max(self) -> int:

@@ -11,6 +11,7 @@ import gevent
 from esr import __version__
 from esr.engine import locust_compat as compat
 from esr.engine import messages
+from esr.engine.arrivals import WORKERS_READY_S, Handover, handover_instant, wire_of
 from esr.engine.chaos import Fault
 from esr.engine.conducting import Conducting
 from esr.engine.connections import keeps_connections
@@ -40,6 +41,7 @@ class MasterRun(Conducting):
         # The workers sharing the open model's arrivals: those connected at the start (one
         # joining later takes none, or the split would no longer be exact).
         self._sharing: list[str] = []
+        self._handovers: list[Handover] = []  # the sharing's changes, as workers are lost
         runner = environment.runner
         environment.events.worker_report.add_listener(self._on_worker_report)
         # Heard ahead of Locust, as standing workers' asks: from a worker not yet connected,
@@ -57,14 +59,15 @@ class MasterRun(Conducting):
 
     def run_settings(self) -> dict:
         return messages.run_settings(self.run_id, self.time_scale, self.user_scale,
-                                     self._sharing, self.started_s)
+                                     self._sharing, wire_of(self._handovers), self.started_s)
 
     def on_test_start(self, environment, **kwargs) -> None:
         super().on_test_start(environment, **kwargs)
         self._finals.clear()
-        self.ledger.lost.clear()
+        self.ledger.new_run()
         self._cpu_since = (time.process_time(), time.monotonic())
         self._sharing = sorted(compat.connected_workers(environment.runner) & self._welcomed)
+        self._handovers = []
         # Ahead of Locust's spawn messages on the same connection: workers label this run.
         environment.runner.send_message(messages.RUN, self.run_settings())
 
@@ -170,10 +173,16 @@ class MasterRun(Conducting):
         reports go unacknowledged (lost_workers.py)."""
         now = time.time()
         acked = data.get(messages.ACKED)
+        arrivals = data[messages.DRAINED]["arrivals"]  # this drain's (probes.Drained)
+        given = data.get(messages.ARRIVALS_GIVEN) or []
         self.ledger.heard(worker, now, Report(
             sent_at=data[messages.SENT_AT], started=data[messages.STARTED],
             in_flight=data[messages.IN_FLIGHT], requests=data[messages.REQUESTS],
-            citizens=data[messages.CITIZENS], acked=tuple(acked) if acked else None))
+            citizens=data[messages.CITIZENS], acked=tuple(acked) if acked else None,
+            arrivals_scheduled=arrivals.get("scheduled", 0),
+            # started (on time or late) or dropped: summary.arrival_figures
+            arrivals_settled=sum(arrivals.get(key, 0) for key in ("on_time", "late", "missed")),
+            arrivals_given=dict(zip(self._sharing, given, strict=False))))
         self.environment.runner.send_message(
             messages.ACK, {"sent_at": data[messages.SENT_AT], "at": time.time()},
             client_id=worker)
@@ -210,3 +219,28 @@ class MasterRun(Conducting):
             logger.warning("worker %s lost (%s): at most %d of its requests went unreported",
                            worker, reason, lost["unreported_max"])
             append_event(self.run_dir, "worker_lost", **lost)
+            self._hand_over(worker)
+
+    def _hand_over(self, worker: str) -> None:
+        """Open model: the survivors take a lost worker's arrivals, from an instant of the
+        schedule they all hear of first (arrivals.Handover). Those due before it went with
+        it (lost_workers.py). Not once the run is stopping: its schedule is over."""
+        if not self.scenario.load_profile.arrival_rate or self.finishing \
+                or worker not in self._sharing:
+            return
+        lost = self._sharing.index(worker)
+        takers = self._handovers[-1].takers if self._handovers else range(len(self._sharing))
+        survivors = tuple(i for i in takers
+                          if i != lost and self._sharing[i] not in self.ledger.lost)
+        if lost not in takers or not survivors:
+            return
+        # Where the workers' schedule begins (worker.py): half a second after the start.
+        elapsed_s = time.time() - (self.started_s + WORKERS_READY_S)
+        handover = Handover(handover_instant(elapsed_s, self._handovers), survivors)
+        self._handovers.append(handover)
+        self.environment.runner.send_message(messages.HANDOVER,
+                                             {"handovers": wire_of(self._handovers)})
+        logger.warning("worker %s's arrivals go to the %d others from %g s into the schedule",
+                       worker, len(survivors), handover.from_s)
+        append_event(self.run_dir, "arrivals_handed_over", worker=worker,
+                     from_s=handover.from_s, to=[self._sharing[i] for i in survivors])

@@ -25,11 +25,19 @@ citizens before it, so a refused worker never sends a request nobody counts."""
 
 RUN = "esr_run"
 """Master -> workers, at each test start (and with WELCOME): {"run_id", "time_scale",
-"user_scale", "workers", "started_s"}: "workers" names in order the workers that share the
-open model's arrivals (those connected at the start), "started_s" the run's start (epoch
-seconds), where its schedule begins. The per-run values a worker takes from its master:
+"user_scale", "workers", "handovers", "started_s"}: "workers" names in order the workers that
+share the open model's arrivals (those connected at the start), "handovers" the changes to
+that sharing so far (as HANDOVER), "started_s" the run's start (epoch seconds), where its
+schedule begins. The per-run values a worker takes from its master:
 never from Locust's parsed options, which the web UI's form can write. Anything else (files,
 permissions) a worker takes from its own command line only."""
+
+HANDOVER = "esr_handover"
+"""Master -> workers, as a worker sharing the open model's arrivals is lost: {"handovers":
+[[from_s, [takers]], ...]}, every handover of the run so far, in order (arrivals.Handover):
+from a whole second of the schedule at least arrivals.HANDOVER_S ahead, the arrivals of the
+workers no longer among the takers (indices in RUN's "workers") go to those that are. Every
+survivor switches at that same instant of the schedule."""
 
 SCENARIO_WANTED = "esr_scenario_wanted"
 """Standing worker (esr/pool.py, not a Locust process) -> whoever holds the pool address:
@@ -79,12 +87,17 @@ ACKED = "esr_acked"
 """[master's "at", worker's clock as the ack arrived] of the latest ACK the worker received,
 or absent before the first."""
 
+ARRIVALS_GIVEN = "esr_arrivals_given"
+"""Open model: how many arrivals the sharing has given each worker so far (a list, by index in
+RUN's "workers"), as this worker judged the schedule: a lost worker's whole share, which its
+own reports cannot tell (lost_workers.py)."""
+
 FINAL = "esr_final"
 """Present and true on the report a worker sends from its test_stop: its last for this run."""
 
 
 def run_settings(run_id: str, time_scale: float, user_scale: float,
-                 workers: list[str], started_s: float) -> dict:
+                 workers: list[str], handovers: list, started_s: float) -> dict:
     """The RUN / WELCOME payload."""
     return {"run_id": run_id, "time_scale": time_scale, "user_scale": user_scale,
-            "workers": workers, "started_s": started_s}
+            "workers": workers, "handovers": handovers, "started_s": started_s}

@@ -16,7 +16,7 @@ from esr import __version__
 from esr.engine import locust_compat as compat
 from esr.engine import messages
 from esr.engine.acting import Acting
-from esr.engine.arrivals import WORKERS_READY_S, Share
+from esr.engine.arrivals import WORKERS_READY_S, Handover, Share, handovers_of
 from esr.engine.chaos import Fault
 from esr.engine.connections import keeps_connections
 from esr.engine.lost_workers import WATCH_INTERVAL_S, silence_limit_s
@@ -41,9 +41,12 @@ class WorkerRun(Acting):
         self._final_pending = False  # the next report is the last of this run
         self._welcomed = gevent.event.Event()
         self._silence = _Silence(silence_limit_s(compat.worker_report_interval_s()))
+        self.arrival_handovers: list[Handover] = []  # the open model's, as the master says
         runner = environment.runner
         runner.register_message(messages.WELCOME, self._on_welcome)
         runner.register_message(messages.RUN, lambda msg, **_: self._take_run(msg.data))
+        runner.register_message(messages.HANDOVER,
+                                lambda msg, **_: self._take_handovers(msg.data["handovers"]))
         runner.register_message(messages.FAULT,
                                 lambda msg, **_: self.faults.append(Fault(**msg.data)))
         runner.register_message(messages.ACK, lambda msg, **_: self._silence.acked(msg.data))
@@ -69,8 +72,21 @@ class WorkerRun(Acting):
                                    max(len(sharing), 1))
         started = float(settings["started_s"])
         self.schedule_origin = started + WORKERS_READY_S if started else None
+        self.arrival_handovers = handovers_of(settings["handovers"])
         if self.in_test:
             self.prepare()
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.arrivals:  # joining a run in progress: the handovers made before it joined
+            self.arrivals.hand_over(self.arrival_handovers)
+
+    def _take_handovers(self, wire: list) -> None:
+        """A worker sharing the open model's arrivals was lost: from the instant the master
+        set, the survivors take its arrivals (messages.HANDOVER)."""
+        self.arrival_handovers = handovers_of(wire)
+        if self.arrivals:
+            self.arrivals.hand_over(self.arrival_handovers)
 
     def _on_report_to_master(self, client_id, data, **_) -> None:
         runner = self.environment.runner
@@ -78,6 +94,8 @@ class WorkerRun(Acting):
         data[messages.REQUESTS] = requests_in(drained)
         data[messages.CITIZENS] = max(runner.user_count, compat.users_asked_of(runner))
         data.update(self._silence.report(self.requests_sent, self.requests_in_flight))
+        if self.arrivals:
+            data[messages.ARRIVALS_GIVEN] = list(self.arrivals.given)
         if self._final_pending:
             data[messages.FINAL] = True
             self._final_pending = False

@@ -88,7 +88,7 @@ def build_summary(run_dir) -> dict:
         "legal_blocks": _with_other(reasons, reasons_other),
         "hitl": {"paused": counters.get("hitl", {}).get("paused", 0),
                  "skipped": counters.get("hitl", {}).get("skipped", 0)},
-        "arrivals": arrival_figures(counters.get("arrivals", {})),
+        "arrivals": arrival_figures(counters.get("arrivals", {}), lost_workers),
         "errors": [{"endpoint": endpoint, "kind": kind, "count": n,
                     "trace_id": traces.get((endpoint, kind))}
                    for (endpoint, kind), n in errors] + ([{
@@ -126,16 +126,25 @@ def build_summary(run_dir) -> dict:
     return summary
 
 
-def arrival_figures(counts: dict) -> dict:
-    """The open model's arrivals: the probes' counts, with what was started and dropped (their
-    sum is what was scheduled) and the lateness percentiles its buckets bound (the upper
-    bound of the bucket holding each; None beyond the last)."""
+def arrival_figures(counts: dict, lost_workers: Iterable[dict] = ()) -> dict:
+    """The open model's arrivals: the probes' counts, with what was started, dropped, and
+    lost with workers (their sum is what was scheduled), and the lateness percentiles its
+    buckets bound (the upper bound of the bucket holding each; None beyond the last).
+
+    A lost worker's arrivals count whole in `scheduled`: all the sharing gave it until the
+    others took over (lost_workers.py), not only what its reports counted. Those its reports
+    do not say it started or dropped are `lost_with_workers`: it may have started some after
+    its last report (their requests reached the target uncounted), no one started the rest."""
     if not counts:
         return {}
     started = counts.get("on_time", 0) + counts.get("late", 0)
     buckets = sorted((int(key.removeprefix("late_ms_le_")), n) for key, n in counts.items()
                      if key.startswith("late_ms_le_"))
+    lost = [worker["arrivals"] for worker in lost_workers if worker.get("arrivals")]
     return {**counts, "started": started, "dropped": counts.get("missed", 0),
+            "scheduled": counts.get("scheduled", 0) + sum(a["given"] - a["scheduled"]
+                                                          for a in lost),
+            "lost_with_workers": sum(a["lost"] for a in lost),
             **{f"late_ms_p{q}": _bounded_percentile(buckets, started, q) for q in (50, 99)}}
 
 
