@@ -253,6 +253,7 @@ def test_a_killed_worker_s_arrivals_go_to_the_survivors_and_every_one_is_counted
     seen = served(target, result.run_id)["requests"]["total"]
     assert summary["requests"]["total"] <= seen <= arrivals["started"] + \
         arrivals["lost_with_workers"], (seen, arrivals)
+    assert seen - summary["requests"]["total"] <= lost["unreported_max"], (seen, lost)
     # The survivors split the schedule evenly, its share included.
     shares = [p["arrivals_scheduled"] for p in summary["load_generator"]["processes"]
               if p["process"] not in ("master", lost["worker"])]

@@ -270,3 +270,18 @@ def test_a_lost_worker_s_arrivals_are_what_the_others_say_it_was_given_less_what
     assert alone.arrivals_of("w1") == {"given": 30, "scheduled": 30, "settled": 28, "lost": 2}
     ledger.new_run()  # the web UI's next run starts afresh
     assert ledger.lost == {} and ledger.arrivals_of("w1") is None
+
+
+def test_an_open_model_worker_is_bounded_by_its_own_pace_not_per_citizen():
+    """Open model: the pool follows the schedule (few citizens at the last report, more as
+    the target slows), so the bound takes the worker's busiest pace, with no cap per citizen."""
+    ledger = WorkerLedger(REPORT_S)
+    for n, at in enumerate((3.0, 6.0, 9.0)):
+        # 60 starts a second by 2 to 4 citizens (each took many arrivals in turn).
+        ledger.heard("w1", T0 + at, Report(W0 + at, 180 if n else 0, 1, 180, 2 + n,
+                                           arrivals_scheduled=180, arrivals_settled=180))
+    entry = ledger.lose("w1", T0 + 20, "missed heartbeats")
+    expected = RATE_MARGIN * 60 * SENDING_S
+    assert entry["unreported_max"] == 1 + math.ceil(expected) + math.ceil(
+        EXCESS_SIGMAS * math.sqrt(expected))
+    assert starts_at_most(100.0, None) == 100 + math.ceil(EXCESS_SIGMAS * 10)

@@ -20,7 +20,9 @@ Requests started in that window are bounded by the worker's busiest rate so far 
 starts per second per citizen, between two reports, by the worker's clock) with a margin
 (RATE_MARGIN), times its citizens and the window, plus the excess a rate allows over a short
 window: three standard deviations of a Poisson count, never more than one request per
-citizen. The ledger works the bound out; it never touches Locust.
+citizen. In the open model the schedule sets the pace and the pool's citizens come and go
+with it: there the bound takes the worker's busiest pace itself (request starts per second),
+with no cap per citizen. The ledger works the bound out; it never touches Locust.
 
 In the open model, a lost worker also took its arrivals with it: the sharing gave it a share
 of the schedule until the survivors took over (arrivals.Handover), or until the run's end.
@@ -97,6 +99,7 @@ class WorkerRecord:
     citizens: int = 0  # at its last report (or the master's last dispatch, if more)
     in_flight: int = 0  # at its last report
     peak_rate_per_citizen: float = 0.0  # request starts per second per citizen, busiest
+    peak_rate: float = 0.0  # request starts per second, busiest (the open model's measure)
     reported: int = 0  # requests its reports counted, all told
     # A lower bound on (master's epoch clock - worker's clock): each ack was received after
     # the master sent it. None before the first ack came back.
@@ -131,8 +134,9 @@ class WorkerLedger:
         if record.sent_at is not None and report.sent_at > record.sent_at and report.started:
             # Per citizen, over the fewer citizens of the two ends: never an underestimate.
             running = max(1, min(record.citizens, report.citizens) or report.citizens)
-            rate = report.started / (report.sent_at - record.sent_at) / running
-            record.peak_rate_per_citizen = max(record.peak_rate_per_citizen, rate)
+            rate = report.started / (report.sent_at - record.sent_at)
+            record.peak_rate = max(record.peak_rate, rate)
+            record.peak_rate_per_citizen = max(record.peak_rate_per_citizen, rate / running)
         if report.acked is not None:
             master_sent, worker_received = report.acked
             offset = master_sent - worker_received
@@ -184,16 +188,28 @@ class WorkerLedger:
         record = self.records.get(worker) or WorkerRecord(last_heard=now)
         window, ended = self.sending_window(record, now)
         citizens = max(record.citizens, record.assigned)
-        rate = RATE_MARGIN * (record.peak_rate_per_citizen or max(
-            (other.peak_rate_per_citizen for other in self.records.values()), default=0.0))
         in_flight = record.in_flight if record.sent_at is not None else citizens
         self.lost[worker] = {
             "worker": worker, "at": iso_at(now), "reason": reason,
             "last_report_at": iso_at(record.last_heard), "citizens": citizens,
-            "unreported_max": in_flight + starts_at_most(rate * citizens * window, citizens),
+            "unreported_max": in_flight + self._starts_at_most(worker, record, window),
             "sending_window_s": round(window, 3), "sending_ended_by": ended,
             "requests_reported": record.reported}
         return self.lost[worker]
+
+    def _starts_at_most(self, worker: str, record: WorkerRecord, window: float) -> int:
+        """The most requests `worker` started in the window after its last report."""
+        def busiest(measure) -> float:  # its own, or if it never reported twice, any worker's
+            return RATE_MARGIN * (measure(record) or max(map(measure, self.records.values()),
+                                                          default=0.0))
+
+        citizens = max(record.citizens, record.assigned)
+        if self.arrivals_of(worker) is not None:
+            # The open model: the schedule sets the pace, and the citizens come and go with
+            # it (a pool that grows as the target slows): the worker's own busiest pace.
+            return starts_at_most(busiest(lambda r: r.peak_rate) * window, None)
+        return starts_at_most(busiest(lambda r: r.peak_rate_per_citizen) * citizens * window,
+                              citizens)
 
     def entries(self) -> list[dict]:
         """The lost workers, with the requests each reported (some may come after the loss)."""
@@ -221,12 +237,13 @@ class WorkerLedger:
         return sum(entry["unreported_max"] for entry in self.lost.values())
 
 
-def starts_at_most(expected: float, citizens: int) -> int:
+def starts_at_most(expected: float, citizens: int | None) -> int:
     """The most requests `citizens` start in a window where their rate expects `expected`:
     the excess over the expectation is at most EXCESS_SIGMAS standard deviations of a Poisson
     count (citizens' think times make their starts more regular than Poisson), and at most
-    one per citizen (each citizen's phase)."""
+    one per citizen (each citizen's phase) when their number is fixed (None: the open model's
+    pool, which grows as it must)."""
     if expected <= 0:
         return 0
-    excess = min(citizens, math.ceil(EXCESS_SIGMAS * math.sqrt(expected)))
-    return math.ceil(expected) + excess
+    excess = math.ceil(EXCESS_SIGMAS * math.sqrt(expected))
+    return math.ceil(expected) + (excess if citizens is None else min(citizens, excess))
