@@ -48,7 +48,7 @@ class Conducting(Run):
         self.chaos: Chaos | None = None
         self.aborted: dict | None = None
         self.started_at: str | None = None
-        self.held_back: dict = {}  # citizens the load processes could not hold, at the most
+        self.held_back = HeldBack()
         self.started_s = 0.0  # time.time() at the run's start: live figures count from it
         self.runs_started = 0  # a run's number tells a loop of an earlier run to end
         self.ended_at: str | None = None
@@ -92,20 +92,9 @@ class Conducting(Run):
         return None
 
     def citizens_allowed(self, wanted: int) -> int:
-        """The citizens the shape may ask for: what the load processes hold, at most. Those
-        held back are noted once (an event) and at their most (esr_counters.json)."""
-        holds = self.citizens_held()
-        if holds is None or wanted <= holds:
-            return wanted
-        if wanted - holds > self.held_back.get("citizens", 0):
-            if not self.held_back:
-                logger.warning("%d citizens cannot start: the load processes hold %d",
-                               wanted - holds, holds)
-                append_event(self.run_dir, "citizens_held_back", wanted=wanted, held=holds,
-                             workers=self.workers_now())
-            self.held_back = {"citizens": wanted - holds, "wanted": wanted, "held": holds,
-                              "workers": self.workers_now()}
-        return holds
+        """The citizens the shape may ask for: what the load processes hold, at most."""
+        return self.held_back.allowed(wanted, self.citizens_held(), self.workers_now(),
+                                      self.run_dir)
 
     def results_of_workers(self) -> dict:
         return {"workers": 0, "lost_workers": []}
@@ -149,7 +138,7 @@ class Conducting(Run):
                            changed=self._chaos_changed)
         self.chaos.start()
         if self.scenario.slo.abort_on_fail:
-            gevent.spawn(self._abort_on_fail, self.runs_started)
+            gevent.spawn(AbortOnFail(self).watch)
 
     def on_test_stop(self, environment, **kwargs) -> None:
         super().on_test_stop(environment, **kwargs)
@@ -161,24 +150,6 @@ class Conducting(Run):
             self.phase = phase
             append_event(self.run_dir, "phase", name=phase.name, citizens=phase.citizens,
                          start_s=phase.start, end_s=phase.end)
-
-    def _abort_on_fail(self, run_number: int) -> None:
-        """Stop the run when an SLO fails over a whole window, as k6's abortOnFail does."""
-        window = self.scenario.slo.window * self.time_scale
-        began = time.time()
-        # Until this run ends: its stop, or (Stop in the web UI) the next run's start.
-        while self._finishing is None and self.runs_started == run_number:
-            gevent.sleep(1.0)
-            now = time.time() - self.report_lag_s  # judge a window that has arrived
-            if now - began < window:
-                continue
-            self.collect()
-            breach = self.tally.breach(self.scenario.slo.checks, now - window, now)
-            if breach:
-                self.aborted = {"at_s": round(time.time() - began, 3), "reason": breach}
-                append_event(self.run_dir, "aborted", reason=breach)
-                self.finish()
-                return
 
     # ---- a stop that loses nothing -----------------------------------------------------------
 
@@ -231,11 +202,11 @@ class Conducting(Run):
             "run_id": self.run_id, "started_at": self.started_at, "ended_at": self.ended_at,
             **self.results_of_workers(), "esr_version": __version__,
             "time_scale": self.time_scale, "user_scale": self.user_scale,
-            "aborted": self.aborted, "citizens_held_back": self.held_back or None,
+            "aborted": self.aborted, "citizens_held_back": self.held_back.most or None,
             "load_processes": {name: process.figures()
                                for name, process in sorted(self.tally.load.items())}})
         self._write_live(final=True)
-        self.held_back = {}  # a shape's first tick comes before test_start: reset at the end
+        self.held_back = HeldBack()  # a shape's first tick comes before test_start: reset here
 
     # ---- live progress -----------------------------------------------------------------------
 
@@ -255,20 +226,72 @@ class Conducting(Run):
     def _write_live(self, final: bool) -> None:
         if self.run_dir is None:
             return
-        # Locust keeps a cheap rolling p95 of the last seconds; ESR's exact ones are for reports.
-        # Counts are cumulative, so a reader (esr/alerts.py) takes rates over its own window.
-        stats = self.environment.stats.total
-        write_json(self.run_dir / LIVE, {
-            "run_id": self.run_id, "final": final, "at": now_iso(),
-            "elapsed_s": round(time.time() - self.started_s, 3),
-            "phase": self.phase.name if self.phase else "starting",
-            "citizens": self.environment.runner.user_count,
-            "journeys_started": self.tally.started,
-            "rps": round(stats.current_rps, 1),
-            "requests": self.tally.requests, "failures": self.tally.failures,
-            "p95_ms": stats.get_current_response_time_percentile(0.95),
-            "chaos": self.chaos.in_force() if self.chaos is not None else [],
-            "outcomes": dict(self.tally.outcomes()), "workers": self.workers_now(),
-            "pool": self.pool_now(),
-            "duration_le_ms": list(duration_bounds_ms(self.scenario.slo.checks)),
-            **self.tally.live(LIVE_ENDPOINTS_MAX)})
+        write_json(self.run_dir / LIVE, live_figures(self, final))
+
+
+def live_figures(run: Conducting, final: bool) -> dict:
+    """live.json: the run's figures so far, for the console, the service and Prometheus."""
+    # Locust keeps a cheap rolling p95 of the last seconds; ESR's exact ones are for reports.
+    # Counts are cumulative, so a reader (esr/alerts.py) takes rates over its own window.
+    stats = run.environment.stats.total
+    return {
+        "run_id": run.run_id, "final": final, "at": now_iso(),
+        "elapsed_s": round(time.time() - run.started_s, 3),
+        "phase": run.phase.name if run.phase else "starting",
+        "citizens": run.environment.runner.user_count,
+        "journeys_started": run.tally.started,
+        "rps": round(stats.current_rps, 1),
+        "requests": run.tally.requests, "failures": run.tally.failures,
+        "p95_ms": stats.get_current_response_time_percentile(0.95),
+        "chaos": run.chaos.in_force() if run.chaos is not None else [],
+        "outcomes": dict(run.tally.outcomes()), "workers": run.workers_now(),
+        "pool": run.pool_now(),
+        "duration_le_ms": list(duration_bounds_ms(run.scenario.slo.checks)),
+        **run.tally.live(LIVE_ENDPOINTS_MAX)}
+
+
+class HeldBack:
+    """The citizens a shape asked for beyond what the load processes hold: noted once (an
+    event) and at their most (`most`, for esr_counters.json)."""
+
+    def __init__(self):
+        self.most: dict = {}
+
+    def allowed(self, wanted: int, holds: int | None, workers: int, run_dir) -> int:
+        if holds is None or wanted <= holds:
+            return wanted
+        if wanted - holds > self.most.get("citizens", 0):
+            if not self.most:
+                logger.warning("%d citizens cannot start: the load processes hold %d",
+                               wanted - holds, holds)
+                append_event(run_dir, "citizens_held_back", wanted=wanted, held=holds,
+                             workers=workers)
+            self.most = {"citizens": wanted - holds, "wanted": wanted, "held": holds,
+                         "workers": workers}
+        return holds
+
+
+class AbortOnFail:
+    """Stops a run when an SLO fails over a whole window, as k6's abortOnFail does."""
+
+    def __init__(self, run: Conducting):
+        self.run = run
+        self.run_number = run.runs_started  # the run watched (the web UI starts others)
+
+    def watch(self) -> None:
+        run = self.run
+        window = run.scenario.slo.window * run.time_scale
+        began = time.time()
+        # Until this run ends: its stop, or (Stop in the web UI) the next run's start.
+        while not run.finishing and run.runs_started == self.run_number:
+            gevent.sleep(1.0)
+            now = time.time() - run.report_lag_s  # judge a window that has arrived
+            if now - began < window:
+                continue
+            run.collect()
+            breach = run.tally.breach(run.scenario.slo.checks, now - window, now)
+            if breach:
+                run.aborted = {"at_s": round(time.time() - began, 3), "reason": breach}
+                append_event(run.run_dir, "aborted", reason=breach)
+                run.finish()
+                return
