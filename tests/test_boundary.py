@@ -39,3 +39,50 @@ print(sorted(m for m in ("locust", "gevent", "geventhttpclient") if m in sys.mod
                             cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+RUN_ROLES = ("run.py", "acting.py", "conducting.py", "roles.py", "master.py", "worker.py")
+
+
+def test_the_run_s_classes_stay_small_and_declare_their_attributes_in_init():
+    """Issue 12 split the old 458-line EsrRun by role: each class under 200 lines, and every
+    attribute a run object carries created in an __init__ (its own or a base's), not in a
+    hook called later."""
+    import ast
+
+    classes = {cls.name: (name, cls) for name in RUN_ROLES
+               for cls in ast.parse((ROOT / "esr" / "engine" / name).read_text()).body
+               if isinstance(cls, ast.ClassDef)}
+
+    def declared(cls: ast.ClassDef) -> set[str]:
+        names = {target.id for node in cls.body if isinstance(node, ast.Assign | ast.AnnAssign)
+                 for target in _targets(node) if isinstance(target, ast.Name)}
+        init = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+        names |= {attribute for method in init for attribute in _set_on_self(method)}
+        for base in cls.bases:
+            if isinstance(base, ast.Name) and base.id in classes:
+                names |= declared(classes[base.id][1])
+        return names
+
+    for name, cls in classes.values():
+        assert cls.end_lineno - cls.lineno < 200, f"{name}: {cls.name} is too long"
+        known = declared(cls)
+        for method in cls.body:
+            if isinstance(method, ast.FunctionDef) and method.name != "__init__":
+                created = _set_on_self(method) - known
+                assert not created, f"{name}: {cls.name}.{method.name} creates {created}"
+
+
+def _targets(node) -> list:
+    import ast
+
+    return node.targets if isinstance(node, ast.Assign) else [node.target]
+
+
+def _set_on_self(function) -> set[str]:
+    """The attributes a function assigns on `self`."""
+    import ast
+
+    return {node.attr for node in ast.walk(function) if isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name)
+            and node.value.id == "self"}

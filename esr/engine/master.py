@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 import gevent
 
@@ -38,10 +39,7 @@ class MasterRun(Conducting):
         self._joined: dict[str, dict] = {}  # welcomed workers: their host, version, capacity
         self._offer = offer_of(scenario)  # what a standing worker asking for it gets
         self._cpu_since = (time.process_time(), time.monotonic())  # the master's own CPU
-        # The workers sharing the open model's arrivals: those connected at the start (one
-        # joining later takes none, or the split would no longer be exact).
-        self._sharing: list[str] = []
-        self._handovers: list[Handover] = []  # the sharing's changes, as workers are lost
+        self.sharing = Sharing()  # the open model's arrivals among the workers
         runner = environment.runner
         environment.events.worker_report.add_listener(self._on_worker_report)
         # Heard ahead of Locust, as standing workers' asks: from a worker not yet connected,
@@ -59,15 +57,15 @@ class MasterRun(Conducting):
 
     def run_settings(self) -> dict:
         return messages.run_settings(self.run_id, self.time_scale, self.user_scale,
-                                     self._sharing, wire_of(self._handovers), self.started_s)
+                                     self.sharing.workers, wire_of(self.sharing.handovers),
+                                     self.started_s)
 
     def on_test_start(self, environment, **kwargs) -> None:
         super().on_test_start(environment, **kwargs)
         self._finals.clear()
         self.ledger.new_run()
         self._cpu_since = (time.process_time(), time.monotonic())
-        self._sharing = sorted(compat.connected_workers(environment.runner) & self._welcomed)
-        self._handovers = []
+        self.sharing = Sharing(compat.connected_workers(environment.runner) & self._welcomed)
         # Ahead of Locust's spawn messages on the same connection: workers label this run.
         environment.runner.send_message(messages.RUN, self.run_settings())
 
@@ -115,7 +113,7 @@ class MasterRun(Conducting):
 
     def _on_identify(self, msg) -> None:
         """A worker about to be one says who it is (before Locust hears it is ready)."""
-        reason = self._refusal(msg.node_id, msg.data)
+        reason = refusal(msg.node_id, msg.data, self.scenario)
         if reason is None:
             self._identified.add(msg.node_id)
         else:
@@ -123,7 +121,7 @@ class MasterRun(Conducting):
 
     def _on_hello(self, environment, msg, **_) -> None:
         theirs = msg.data
-        reason = self._refusal(msg.node_id, theirs)
+        reason = refusal(msg.node_id, theirs, self.scenario)
         if reason is not None:
             self._refuse(msg.node_id, reason)
             return
@@ -141,15 +139,6 @@ class MasterRun(Conducting):
         if worker not in self._refused:
             self._refuse(worker, f"worker {worker} did not say which scenario it runs before it "
                          "was ready: not an ESR worker of this version")
-
-    def _refusal(self, worker: str, theirs: dict) -> str | None:
-        """Why a worker is refused (its scenario or ESR version differs), or None."""
-        if (theirs.get("sha256"), theirs.get("version")) == (self.scenario.sha256, __version__):
-            return None
-        return (f"worker {worker} runs {theirs.get('file')} (sha256 "
-                f"{str(theirs.get('sha256'))[:16]}, ESR {theirs.get('version')}) but this master "
-                f"runs {self.scenario.file} (sha256 {self.scenario.sha256[:16]}, ESR "
-                f"{__version__})")
 
     def _refuse(self, worker: str, reason: str, quit_now: bool = True) -> None:
         if worker not in self._refused:
@@ -171,18 +160,7 @@ class MasterRun(Conducting):
     def _heard(self, worker: str, data: dict) -> None:
         """A report into the ledger, acknowledged: its worker stops its citizens when its
         reports go unacknowledged (lost_workers.py)."""
-        now = time.time()
-        acked = data.get(messages.ACKED)
-        arrivals = data[messages.DRAINED]["arrivals"]  # this drain's (probes.Drained)
-        given = data.get(messages.ARRIVALS_GIVEN) or []
-        self.ledger.heard(worker, now, Report(
-            sent_at=data[messages.SENT_AT], started=data[messages.STARTED],
-            in_flight=data[messages.IN_FLIGHT], requests=data[messages.REQUESTS],
-            citizens=data[messages.CITIZENS], acked=tuple(acked) if acked else None,
-            arrivals_scheduled=arrivals.get("scheduled", 0),
-            # started (on time or late) or dropped: summary.arrival_figures
-            arrivals_settled=sum(arrivals.get(key, 0) for key in ("on_time", "late", "missed")),
-            arrivals_given=dict(zip(self._sharing, given, strict=False))))
+        self.ledger.heard(worker, time.time(), report_of(data, self.sharing.workers))
         self.environment.runner.send_message(
             messages.ACK, {"sent_at": data[messages.SENT_AT], "at": time.time()},
             client_id=worker)
@@ -222,25 +200,67 @@ class MasterRun(Conducting):
             self._hand_over(worker)
 
     def _hand_over(self, worker: str) -> None:
-        """Open model: the survivors take a lost worker's arrivals, from an instant of the
-        schedule they all hear of first (arrivals.Handover). Those due before it went with
-        it (lost_workers.py). Not once the run is stopping: its schedule is over."""
-        if not self.scenario.load_profile.arrival_rate or self.finishing \
-                or worker not in self._sharing:
-            return
-        lost = self._sharing.index(worker)
-        takers = self._handovers[-1].takers if self._handovers else range(len(self._sharing))
-        survivors = tuple(i for i in takers
-                          if i != lost and self._sharing[i] not in self.ledger.lost)
-        if lost not in takers or not survivors:
+        """Open model: the survivors take a lost worker's arrivals (Sharing). Not once the run
+        is stopping: its schedule is over."""
+        if not self.scenario.load_profile.arrival_rate or self.finishing:
             return
         # Where the workers' schedule begins (worker.py): half a second after the start.
-        elapsed_s = time.time() - (self.started_s + WORKERS_READY_S)
-        handover = Handover(handover_instant(elapsed_s, self._handovers), survivors)
-        self._handovers.append(handover)
+        handover = self.sharing.hand_over(worker, set(self.ledger.lost),
+                                          time.time() - (self.started_s + WORKERS_READY_S))
+        if handover is None:
+            return
         self.environment.runner.send_message(messages.HANDOVER,
-                                             {"handovers": wire_of(self._handovers)})
+                                             {"handovers": wire_of(self.sharing.handovers)})
         logger.warning("worker %s's arrivals go to the %d others from %g s into the schedule",
-                       worker, len(survivors), handover.from_s)
+                       worker, len(handover.takers), handover.from_s)
         append_event(self.run_dir, "arrivals_handed_over", worker=worker,
-                     from_s=handover.from_s, to=[self._sharing[i] for i in survivors])
+                     from_s=handover.from_s,
+                     to=[self.sharing.workers[i] for i in handover.takers])
+
+
+class Sharing:
+    """The open model's arrivals among the workers: those connected at the run's start, in
+    order (one joining later takes none, or the split would no longer be exact), and the
+    changes as workers are lost (arrivals.Handover)."""
+
+    def __init__(self, workers: Iterable[str] = ()):
+        self.workers = sorted(workers)
+        self.handovers: list[Handover] = []
+
+    def hand_over(self, worker: str, lost: set[str], elapsed_s: float) -> Handover | None:
+        """The survivors take `worker`'s arrivals, from an instant of the schedule they all
+        hear of first; those due before it went with it (lost_workers.py). None if it took
+        none, or nobody is left to."""
+        if worker not in self.workers:
+            return None
+        index = self.workers.index(worker)
+        takers = self.handovers[-1].takers if self.handovers else range(len(self.workers))
+        survivors = tuple(i for i in takers if i != index and self.workers[i] not in lost)
+        if index not in takers or not survivors:
+            return None
+        self.handovers.append(Handover(handover_instant(elapsed_s, self.handovers), survivors))
+        return self.handovers[-1]
+
+
+def refusal(worker: str, theirs: dict, scenario) -> str | None:
+    """Why a worker is refused (its scenario or ESR version differs), or None."""
+    if (theirs.get("sha256"), theirs.get("version")) == (scenario.sha256, __version__):
+        return None
+    return (f"worker {worker} runs {theirs.get('file')} (sha256 "
+            f"{str(theirs.get('sha256'))[:16]}, ESR {theirs.get('version')}) but this master "
+            f"runs {scenario.file} (sha256 {scenario.sha256[:16]}, ESR {__version__})")
+
+
+def report_of(data: dict, sharing: list[str]) -> Report:
+    """What the ledger reads from a worker's report (messages.py names the keys)."""
+    acked = data.get(messages.ACKED)
+    arrivals = data[messages.DRAINED]["arrivals"]  # this drain's (probes.Drained)
+    given = data.get(messages.ARRIVALS_GIVEN) or []
+    return Report(
+        sent_at=data[messages.SENT_AT], started=data[messages.STARTED],
+        in_flight=data[messages.IN_FLIGHT], requests=data[messages.REQUESTS],
+        citizens=data[messages.CITIZENS], acked=tuple(acked) if acked else None,
+        arrivals_scheduled=arrivals.get("scheduled", 0),
+        # started (on time or late) or dropped: summary.arrival_figures
+        arrivals_settled=sum(arrivals.get(key, 0) for key in ("on_time", "late", "missed")),
+        arrivals_given=dict(zip(sharing, given, strict=False)))
