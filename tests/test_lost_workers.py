@@ -270,6 +270,7 @@ def test_a_lost_worker_s_arrivals_are_what_the_others_say_it_was_given_less_what
     assert alone.arrivals_of("w1") == {"given": 30, "scheduled": 30, "settled": 28, "lost": 2}
     ledger.new_run()  # the web UI's next run starts afresh
     assert ledger.lost == {} and ledger.arrivals_of("w1") is None
+    assert ledger.records["w1"].reported == 0
 
 
 def test_an_open_model_worker_is_bounded_by_its_own_pace_not_per_citizen():

@@ -119,11 +119,12 @@ class WorkerLedger:
         self.arrivals_given: dict[str, int] = {}
 
     def new_run(self) -> None:
-        """A run starts: no worker lost yet, no arrival given."""
+        """A run starts (the web UI starts one after another): no worker lost yet, no request
+        reported, no arrival given."""
         self.lost.clear()
         self.arrivals_given.clear()
         for record in self.records.values():
-            record.arrivals_scheduled = record.arrivals_settled = 0
+            record.reported = record.arrivals_scheduled = record.arrivals_settled = 0
 
     def hello(self, worker: str, now: float) -> None:
         self.records.setdefault(worker, WorkerRecord(last_heard=now))
