@@ -29,6 +29,7 @@ from esr.engine.connections import (
     source_addresses,
 )
 from esr.launcher import Launch, RunSettings, read_live
+from esr.report.summary import load_generator
 
 ROOT = Path(__file__).resolve().parent.parent
 CITIZENS = 40
@@ -96,13 +97,16 @@ def test_citizens_thinking_long_hold_no_connection_and_short_thinkers_keep_their
 
 
 def test_a_load_generator_out_of_files_says_so(tmp_path, target):
-    """EMFILE names the load generator's limit, not a failure of the target."""
+    """EMFILE names the load generator's limit, not a failure of the target: a process whose
+    limit leaves no file for citizens fails their requests at once (`esr-locust run` would
+    not start them: the pool's capacity; a bare Locust process of the locustfile does), and
+    the verdict says what to do."""
     path = tmp_path / "crowded.yml"
-    path.write_text(THINKING % {"citizens": 200, "think": "2s..3s", "sustain": "2s"})
+    path.write_text(THINKING % {"citizens": 20, "think": "2s..3s", "sustain": "2s"})
     run_dir = tmp_path / "run"
     run_dir.mkdir()
 
-    def few_files() -> None:  # in the child: room for Locust itself, not for 200 citizens
+    def few_files() -> None:  # in the child: room for Locust itself, none for citizens
         resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
 
     finished = subprocess.run(
@@ -113,8 +117,29 @@ def test_a_load_generator_out_of_files_says_so(tmp_path, target):
         capture_output=True, text=True, timeout=60)
     with open(run_dir / "locust_failures.csv") as table:
         errors = {row["Error"]: int(row["Occurrences"]) for row in csv.DictReader(table)}
-    assert any("EMFILE" in error for error in errors), (errors, finished.stderr[-2000:])
-    assert not any("RetriesExceeded" in error for error in errors)
+    assert errors and all("EMFILE" in error for error in errors), (errors,
+                                                                   finished.stderr[-2000:])
+    found = load_generator({}, 2.0, [{"kind": "EMFILE", "count": sum(errors.values())}])
+    assert found["limited"] and found["findings"] == [
+        f"{sum(errors.values()):,} requests failed for want of files in the load process "
+        "(EMFILE): raise its open-files limit (ulimit -n) or add workers"]
+
+
+def test_a_citizen_waits_for_a_file_then_fails_naming_its_process_s_limit(monkeypatch):
+    """Within a budget of one file, a new socket is always over it: the citizen waits for a
+    file (its request's timeout, shortened here) and then fails with EMFILE."""
+    import errno
+    import socket
+
+    from esr.engine import connections
+
+    monkeypatch.setattr(connections, "REQUEST_TIMEOUT_S", 0.3)
+    budget = connections.FileBudget(open_files=connections.FILES_KEPT + 1)
+    started = time.monotonic()
+    with pytest.raises(OSError) as raised:
+        budget.open(socket.socket)
+    assert raised.value.errno == errno.EMFILE and "(1 for citizens)" in str(raised.value)
+    assert 0.3 <= time.monotonic() - started < 5
 
 
 def test_an_unreachable_target_is_named_by_its_cause(tmp_path):

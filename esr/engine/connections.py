@@ -140,7 +140,8 @@ class FileBudget:
     citizen waits for a file to be free."""
 
     def __init__(self, open_files: int, kept: int = FILES_KEPT):
-        self.most = max(1, open_files - kept)
+        self.limit, self.kept = open_files, kept
+        self.most = open_files - kept  # none at all: waiting could never help
         self._waited = weakref.WeakKeyDictionary()  # seconds, by the greenlet that waited
         self._pools = weakref.WeakSet()  # the citizens' connection pools, to close idle ones
         self._swept = 0.0  # when their idle connections were last closed
@@ -151,6 +152,10 @@ class FileBudget:
         self._pools.add(pool)
 
     def open(self, make: Callable[[], socket.socket]) -> socket.socket:
+        if self.most <= 0:
+            raise OSError(errno.EMFILE, f"the open-files limit ({self.limit}) leaves no file "
+                          f"for citizens' sockets (ESR keeps {self.kept} for its process): "
+                          "raise it (ulimit -n)")
         if not self._waiting:  # the usual case: nobody waits, and there is a file to spare
             sock = self._within(make)
             if sock is not None:

@@ -112,7 +112,7 @@ def build_summary(run_dir) -> dict:
         "events": len(read_events(run_dir)),
     }
     summary["aborted"] = counters.get("aborted")
-    summary["load_generator"] = load_generator(counters, duration_s)
+    summary["load_generator"] = load_generator(counters, duration_s, summary["errors"])
     summary["slo"] = evaluate_slos(settings.get("slo", []), summary)
     if settings.get("slo_window_s"):
         windowed = worst_windows(settings.get("slo", []), summary, latency,
@@ -160,21 +160,39 @@ def _bounded_percentile(buckets: list[tuple[int, int]], total: int, q: float) ->
 # A load process was the limit when it spent this long above 90% of a core (a short burst,
 # such as the start, taints little); so was the open model when an arrival could not start.
 BUSY_MIN_S, BUSY_MIN_SHARE = 5.0, 0.1
-LIMITED_ADVICE = ("Latency percentiles and requests per second include ESR's own wait for the "
-                  "CPU: they overstate the target's latency and understate what it can serve. "
-                  "Run with more workers (--workers N, or more machines) or fewer citizens.")
+# What the findings taint: a process short of CPU adds its own wait to every latency; any
+# finding means the target was offered less than planned.
+CPU_ADVICE = ("Latency percentiles include ESR's own wait for the CPU: they overstate the "
+              "target's latency. ")
+LIMITED_ADVICE = ("Requests per second understate what the target can serve, and failures "
+                  "named above are ESR's, not the target's. Run with more workers (--workers "
+                  "N, or more machines) or fewer citizens.")
 
 
-def load_generator(counters: dict, duration_s: float) -> dict:
+# Transport failures that are the load process's own limits (journey.transport_failure names
+# them), not the target's: what it ran out of, and the remedy.
+RAISE_FILES = "raise its open-files limit (ulimit -n) or add workers"
+OWN_LIMITS = {"EMFILE": ("files", RAISE_FILES), "ENFILE": ("the system's files", RAISE_FILES),
+              "EADDRNOTAVAIL": ("local ports", "add workers")}
+
+
+def load_generator(counters: dict, duration_s: float, errors: Iterable[dict] = ()) -> dict:
     """Whether ESR itself, not the target, was the run's limit, said in words."""
     processes = counters.get("load_processes", {})
-    findings = []
+    findings, short_of_cpu = [], False
+    for kind, (want, remedy) in OWN_LIMITS.items():
+        failed = sum(error["count"] for error in errors if error["kind"] == kind)
+        if failed:
+            findings.append(f"{failed:,} requests failed for want of {want} in the load "
+                            f"process ({kind}): {remedy}")
     for name, process in sorted(processes.items()):
         if process["busy_s"] >= max(BUSY_MIN_S, BUSY_MIN_SHARE * duration_s):
+            short_of_cpu = True
             findings.append(f"{_process_name(name)} used over 90% of a core for "
                             f"{process['busy_s']:.0f} s ({process['peak_share']:.0%} at its "
                             "busiest)")
     missed = counters.get("arrivals", {}).get("missed", 0)
+    short_of_cpu = short_of_cpu or bool(missed)  # late arrivals: the process's loop fell behind
     if missed:
         findings.append(f"{missed} arrivals could not start: the target was offered less than "
                         "the planned load")
@@ -191,7 +209,8 @@ def load_generator(counters: dict, duration_s: float) -> dict:
         findings.append(f"{held_back['citizens']:,} citizens could not start: {who} "
                         f"{held_back['held']:,} (open-files limits and memory) — add workers")
     return {"limited": bool(findings), "findings": findings,
-            "advice": LIMITED_ADVICE if findings else None,
+            "advice": ((CPU_ADVICE if short_of_cpu else "") + LIMITED_ADVICE) if findings
+            else None,
             "processes": [{"process": name, **figures}
                           for name, figures in sorted(processes.items())]}
 
