@@ -195,8 +195,9 @@ def test_two_workers_start_every_arrival_once_on_time_with_a_pool_that_follows_t
     shares = [p["arrivals_scheduled"] for p in result.summary["load_generator"]["processes"]
               if p["process"] != "master"]
     assert len(shares) == 2 and sum(shares) == arrivals["scheduled"]
-    # Apart by one or two, unless a worker so starved it was not ready when the schedule
-    # began (benchmarks/open_model.py measures the split on a quiet machine: 0.02%).
+    # Apart by a few at most: a worker so starved it was not ready when the schedule began
+    # drops what fell due meanwhile, its share all the same (benchmarks/open_model.py
+    # measures the split on a quiet machine: 0.02%).
     assert abs(shares[0] - shares[1]) <= max(2, arrivals["scheduled"] / 50), shares
     # 15 to start with; retired down to a few spare once idle for 5 s.
     assert max(citizens) <= 30 and min(citizens[-3:]) <= 10, citizens

@@ -214,8 +214,8 @@ class Arrivals:
     def _offer(self) -> None:
         # The schedule counts from a moment the master set (a single process: from when its
         # citizens are ready), so the workers' shares interleave exactly; what falls due
-        # before a process's first citizens are ready is not scheduled there: missing it would
-        # say nothing about the target, nor about ESR's pace once running.
+        # before a worker's first citizens are ready (one starved of CPU as it started) is
+        # its share all the same, dropped: the run's schedule is the count, not the worker's.
         runner = self.run.environment.runner
         while not compat.spawning_complete(runner):
             gevent.sleep(0.005)
@@ -237,10 +237,13 @@ class Arrivals:
             # Every arrival of the schedule is judged at its instant, whoever takes it, so a
             # handover heard by then counts (judged as the process read ahead, one would go
             # by the sharing of that earlier moment).
-            if not self._judge(k, at) or due < ready:
+            if not self._judge(k, at):
+                continue
+            self.run.probes.arrivals["scheduled"] += 1
+            if due < ready:
+                self._drop()
                 continue
             self._drop_stale()
-            self.run.probes.arrivals["scheduled"] += 1
             self.offered.append(due)
             if self.idle:
                 # The citizen idle last: its connection and its memory are the warmest, and
