@@ -336,6 +336,15 @@ class Arrivals:
     def _drop(self) -> None:
         self.run.probes.arrivals["missed"] += 1
 
+    def unstarted(self, due: float) -> None:
+        """An arrival offered and not started when the process stopped: dropped if it was
+        already too late to start, else cut by the stop (it could still have started in time:
+        not the generator's failing, nor part of the run's schedule)."""
+        if self.ended_at is not None and due >= self.ended_at - DROP_AFTER_S:
+            self.run.probes.arrivals["scheduled"] -= 1
+        else:
+            self._drop()
+
     def end(self) -> None:
         """As the process begins to stop its citizens: no more arrivals are offered. The
         schedule ends here, not at its planned end, when the stop comes first (the run's
@@ -348,12 +357,13 @@ class Arrivals:
 
     def stop(self) -> None:
         """At the run's end: the arrivals due and not started, offered or not, are dropped, so
-        started + dropped is exactly the count scheduled up to the end."""
+        started + dropped is exactly the count scheduled; those due in the last DROP_AFTER_S
+        before the stop are cut by it, not counted (unstarted)."""
         self.end()
         while self.offered:
-            self.offered.popleft()
-            self._drop()
-        while (arrival := self._next()) is not None and self.start + arrival[1] <= self.ended_at:
+            self.unstarted(self.offered.popleft())
+        cutoff = self.ended_at - DROP_AFTER_S
+        while (arrival := self._next()) is not None and self.start + arrival[1] < cutoff:
             if self._judge(*arrival):
                 self.run.probes.arrivals["scheduled"] += 1
                 self._drop()

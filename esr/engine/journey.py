@@ -382,7 +382,7 @@ class CitizenUser(StopNotice, FastHttpUser):
 
     def on_stop(self) -> None:
         if self.arrival is not None:  # stopped holding an arrival it never started
-            self.run.probes.arrivals["missed"] += 1
+            self.run.arrivals.unstarted(self.arrival)
             self.arrival = None
         if self.in_flight:  # killed mid-request despite the stop timeout: say so, don't guess
             self.run.probes.unaccounted += 1

@@ -164,6 +164,11 @@ class WorkerLedger:
         if worker in self.records:
             self.records[worker].disconnected_at = at
 
+    def ended(self, worker: str) -> bool:
+        """Whether `worker`'s connection closed (its process ended) and was not reopened."""
+        record = self.records.get(worker)
+        return record is not None and record.disconnected_at is not None
+
     def reconnected(self, worker: str) -> None:
         if worker in self.records:
             self.records[worker].disconnected_at = None

@@ -51,9 +51,9 @@ class MasterRun(Conducting):
         compat.hear_strangers(runner, messages.SCENARIO_WANTED, self._on_scenario_wanted)
         # A worker gone missing hands its citizens to the others (Locust's rebalancing).
         compat.enable_rebalancing(environment)
-        # A worker's connection closing dates its end (the ledger's bound on what it took).
-        compat.watch_worker_connections(runner, self.ledger.disconnected,
-                                        self.ledger.reconnected)
+        # A worker's connection closing dates its end (the ledger's bound on what it took),
+        # and its arrivals go to the others at once, not after Locust's missed heartbeats.
+        compat.watch_worker_connections(runner, self._disconnected, self.ledger.reconnected)
 
     def run_settings(self) -> dict:
         return messages.run_settings(self.run_id, self.time_scale, self.user_scale,
@@ -168,7 +168,11 @@ class MasterRun(Conducting):
     # ---- the stop, and workers lost ------------------------------------------------------------
 
     def reporting_workers(self) -> set[str]:
-        """All workers but those lost or refused."""
+        """All workers but those lost or refused. One whose connection closed (its process
+        ended) sends no final report: it is lost now, not after the wait for one."""
+        for worker in sorted(compat.connected_workers(self.environment.runner)):
+            if self.ledger.ended(worker):
+                self._lose(worker, "its connection closed")
         return compat.connected_workers(self.environment.runner) - set(self.ledger.lost)
 
     def await_final_reports(self, expected: set[str]) -> None:
@@ -191,6 +195,11 @@ class MasterRun(Conducting):
             if worker not in self.ledger.lost and worker not in self._refused:
                 self._lose(worker, "missed heartbeats")
 
+    def _disconnected(self, worker: str, at: float) -> None:
+        self.ledger.disconnected(worker, at)
+        if self.started_at is not None and self.ended_at is None:
+            self._hand_over(worker)
+
     def _lose(self, worker: str, reason: str) -> None:
         lost = self.ledger.lose(worker, time.time(), reason)
         if lost is not None:
@@ -200,8 +209,9 @@ class MasterRun(Conducting):
             self._hand_over(worker)
 
     def _hand_over(self, worker: str) -> None:
-        """Open model: the survivors take a lost worker's arrivals (Sharing). Not once the run
-        is stopping: its schedule is over."""
+        """Open model: the survivors take a lost worker's arrivals (Sharing), as its connection
+        closes (its process ended) or once it is called lost. Not once the run is stopping:
+        its schedule is over."""
         if not self.scenario.load_profile.arrival_rate or self.finishing:
             return
         # Where the workers' schedule begins (worker.py): half a second after the start.
