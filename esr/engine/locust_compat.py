@@ -648,7 +648,11 @@ class StopNotice:
     with its stack copied to the heap: a worker's memory rose ~7 KB a citizen at the stop,
     above all it held during the run (benchmarks/crowd.py --one-process)."""
 
-    stop_asked = False
+    __slots__ = ("stop_asked",)  # not a key of the user's __dict__, which it would enlarge
+
+    def __init__(self, *args, **kwargs):
+        self.stop_asked = False
+        super().__init__(*args, **kwargs)
 
     # RELIES ON: Locust stops each user through user.stop(force) (Runner.stop_users, graceful
     # or forced), looked up on the instance; Locust has no event for that moment. A graceful
