@@ -58,15 +58,15 @@ class Acting(Run):
         upcoming = stream.upcoming()
         if upcoming is not None and self._preparing.get(group_index) != upcoming:
             self._preparing[group_index] = upcoming
-            gevent.spawn(self._prepare, stream.factory, upcoming)
+            gevent.spawn(self._prepare, stream, upcoming)
         return citizen
 
     @staticmethod
-    def _prepare(factory: CitizenFactory, block: int) -> None:
+    def _prepare(stream: CitizenStream, block: int) -> None:
         """Make the next block of citizens when the event loop has nothing else to do: made
         when first needed, its milliseconds would make every arrival due meanwhile late."""
         gevent.idle()
-        factory.prepare(block)
+        stream.prepare(block)
 
     def _on_request(self, request_type, name, response_time, response, exception, context,
                     start_time=None, **_):

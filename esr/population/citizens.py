@@ -188,13 +188,13 @@ class CitizenFactory:
         """The citizens of one share of many: whole blocks, dealt round-robin, without end."""
         return CitizenStream(self, share, shares)
 
-    def prepare(self, block: int) -> None:
-        """Make a block now, so that taking its citizens later costs no more than each one's."""
-        self._rows(block)
-
     @lru_cache(maxsize=8)  # noqa: B019 - a few recent blocks per factory; factories are few
     def _rows(self, block: int) -> tuple[tuple, ...]:
-        """A block's citizens, each a row of values in CITIZEN_FIELDS' order."""
+        """A block's citizens, kept for the next citizen() or block() asked of it."""
+        return self.rows(block)
+
+    def rows(self, block: int) -> tuple[tuple, ...]:
+        """A block's citizens, each a row of values in CITIZEN_FIELDS' order, made anew."""
         rng = np.random.default_rng([self.seed, self.group_index, block])
         return _make_block(self.group, rng, block * BLOCK, self._anchor, self.pool)
 
@@ -205,14 +205,17 @@ class CitizenStream:
     Each citizen's dict is made as it is taken. Making a block takes milliseconds at once,
     which a load process's event loop would spend late for every arrival due meanwhile: once
     most of a block is taken, `upcoming` names the next, for the caller to have it made at a
-    moment that suits it (CitizenFactory.prepare)."""
+    moment that suits it (prepare).
+
+    A stream holds the block it is taking and the next, made for it alone: a block is never
+    taken twice, and the factories' shared cache would keep up to 8 of them (~0.6 MB each) in
+    every load process for nothing."""
 
     def __init__(self, factory: CitizenFactory, share: int, shares: int):
         self.factory, self.shares = factory, shares
         self.block, self.taken = share, 0
-        # The block being taken, held here: the factories' cache is shared and small, and
-        # many groups' streams would push it out, to be made again for every citizen.
-        self._rows: tuple[tuple, ...] | None = None
+        self._rows: tuple[tuple, ...] | None = None  # the block being taken
+        self._next: tuple[int, tuple[tuple, ...]] | None = None  # a block made ahead, by number
 
     def __iter__(self) -> CitizenStream:
         return self
@@ -221,7 +224,9 @@ class CitizenStream:
         if self.taken == BLOCK:
             self.block, self.taken, self._rows = self.block + self.shares, 0, None
         if self._rows is None:
-            self._rows = self.factory._rows(self.block)
+            ahead, self._next = self._next, None
+            self._rows = ahead[1] if ahead and ahead[0] == self.block else \
+                self.factory.rows(self.block)
         row = self._rows[self.taken]
         self.taken += 1
         return dict(zip(CITIZEN_FIELDS, row, strict=True))
@@ -229,6 +234,11 @@ class CitizenStream:
     def upcoming(self) -> int | None:
         """The block this stream takes next, once three quarters of the current one are taken."""
         return self.block + self.shares if self.taken >= BLOCK * 3 // 4 else None
+
+    def prepare(self, block: int) -> None:
+        """Make a block now, so that taking its citizens later costs no more than each one's."""
+        if block > self.block and (self._next is None or self._next[0] != block):
+            self._next = (block, self.factory.rows(block))
 
 
 def _years_before(day: dt.date, years: int) -> dt.date:
