@@ -46,7 +46,8 @@ class Acting(Run):
         # full pass over 25,000 of them took seconds, stalling every heartbeat).
         environment.events.spawning_complete.add_listener(lambda **_: gc.freeze())
 
-    def next_citizen(self, group_index: int) -> dict:
+    def next_citizen(self, group_index: int) -> tuple:
+        """The next citizen of a group, as a row of its fields (citizens.CITIZEN_FIELDS)."""
         stream = self._streams.get(group_index)
         if stream is None:
             share = compat.worker_index(self.environment.runner)
@@ -54,7 +55,7 @@ class Acting(Run):
                 raise RuntimeError(f"worker index {share} beyond ESR's {MAX_WORKERS} workers")
             factory = CitizenFactory(self.scenario, group_index)
             stream = self._streams[group_index] = factory.stream(share, MAX_WORKERS)
-        citizen = next(stream)
+        citizen = stream.next_row()
         upcoming = stream.upcoming()
         if upcoming is not None and self._preparing.get(group_index) != upcoming:
             self._preparing[group_index] = upcoming

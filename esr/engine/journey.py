@@ -38,6 +38,7 @@ from esr.engine.locust_compat import (
     use_cookie_jar,
 )
 from esr.engine.probes import response_facts
+from esr.population.citizens import FIELD_AT, citizen_of
 from esr.scenario.model import CitizenGroup, Step
 from esr.scenario.templating import check_output, compile_template, failure_reason, is_template
 from esr.wire import (
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 # A step slower than this many times the citizen's patience makes it walk away.
 WALK_AWAY_FACTOR = 2.0
 DEFAULT_STEP = Step(name="apply", method="POST", path="/apply")
-_default_body = itemgetter(*DEFAULT_BODY_FIELDS)
+_default_body = itemgetter(*(FIELD_AT[name] for name in DEFAULT_BODY_FIELDS))  # of a row
 # ESR encodes JSON bodies itself, with orjson: Python's json module took a tenth of the CPU
 # of each request, the largest part of what ESR added to it. These are the headers Locust's
 # json= would add, unless the step sets them.
@@ -101,14 +102,16 @@ class StepRenderer:
         self.json_headers = {k: v for k, v in JSON_HEADERS.items() if k.lower() not in named}
         self.failures: set[str] = set()  # reasons logged already
 
-    def request(self, citizen: dict, variables: dict, run_id: str) -> tuple[str, dict, dict]:
-        """The step for one citizen: its path, its own headers, and its body as keywords
-        for Locust's client. StepNotRendered when its templates fail."""
+    def request(self, row: tuple, variables: dict, run_id: str) -> tuple[str, dict, dict]:
+        """The step for one citizen, given as its row (citizens.CITIZEN_FIELDS): its path, its
+        own headers, and its body as keywords for Locust's client. StepNotRendered when its
+        templates fail."""
         if self.step is DEFAULT_STEP:  # the hot path of most scenarios: no templates at all
-            body = dict(zip(DEFAULT_BODY_FIELDS, _default_body(citizen), strict=True))
+            body = dict(zip(DEFAULT_BODY_FIELDS, _default_body(row), strict=True))
             return DEFAULT_STEP.path, self.json_headers, {"data": encode_json(body)}
         try:
-            return self._render({"citizen": citizen, "vars": variables, "run_id": run_id})
+            return self._render({"citizen": citizen_of(row), "vars": variables,
+                                 "run_id": run_id})
         except Exception as error:  # a template's error, or one of ESR's limits
             reason = failure_reason(error)
             if reason not in self.failures and len(self.failures) < LOGGED_FAILURES:
@@ -204,15 +207,22 @@ def extract(source: str, response, status: int):
 # ---- the citizen -------------------------------------------------------------------------------
 
 
-class Visit:
-    """One citizen's way through the journey."""
+_CITIZEN_ID, _AGE_BAND, _VETERAN = FIELD_AT["citizen_id"], FIELD_AT["age_band"], FIELD_AT["veteran"]
 
-    __slots__ = ("citizen", "context", "step", "attempt", "requests", "frustrated", "variables",
+
+class Visit:
+    """One citizen's way through the journey.
+
+    The citizen is kept as its row (citizens.CitizenStream.next_row), a dict of it made for
+    each request that needs one: citizens thinking mid-journey are most of a run's, and a
+    dict of each took 832 bytes more."""
+
+    __slots__ = ("row", "context", "step", "attempt", "requests", "frustrated", "variables",
                  "trace_id", "baggage")
 
-    def __init__(self, citizen: dict, baggage: str | None):
-        self.citizen = citizen
-        self.context = {"cohort": (citizen["age_band"], citizen["veteran"])}  # on its requests
+    def __init__(self, row: tuple, context: dict, baggage: str | None):
+        self.row = row
+        self.context = context  # on its requests: its cohort (shared, never changed)
         self.step = self.attempt = self.requests = 0
         self.frustrated = False
         self.variables: dict = {}
@@ -279,8 +289,9 @@ class CitizenUser(StopNotice, FastHttpUser):
                 due, self.arrival = self.arrival, None
                 if not self.esr.arrivals.begin(due):
                     return  # too late to start: dropped (arrivals.py)
-            citizen = self.esr.next_citizen(self.group_index)
-            self.visit = Visit(citizen, self.esr.baggage(citizen["age_band"]))
+            row = self.esr.next_citizen(self.group_index)
+            self.visit = Visit(row, self.esr.cohort_context(row[_AGE_BAND], row[_VETERAN]),
+                               self.esr.baggage(row[_AGE_BAND]))
             self.esr.probes.started += 1
             if self.cookies is not None:
                 self.cookies.clear()
@@ -288,12 +299,12 @@ class CitizenUser(StopNotice, FastHttpUser):
         renderer = self.steps[visit.step]
         step = renderer.step
         try:
-            path, own_headers, payload = renderer.request(visit.citizen, visit.variables,
+            path, own_headers, payload = renderer.request(visit.row, visit.variables,
                                                           self.esr.run_id)
         except StepNotRendered as failure:  # counted with the step's errors; nothing sent
             self.esr.probes.step_failed(step.name, failure.reason)
             return self._end("error")
-        headers = {**self.esr.headers, CITIZEN_HEADER: visit.citizen["citizen_id"]}
+        headers = {**self.esr.headers, CITIZEN_HEADER: visit.row[_CITIZEN_ID]}
         if visit.trace_id is not None:  # the journey's trace, a new span
             headers[TRACEPARENT_HEADER] = traceparent(visit.trace_id, getrandbits(64))
             headers[BAGGAGE_HEADER] = visit.baggage
@@ -376,11 +387,11 @@ class CitizenUser(StopNotice, FastHttpUser):
         self.pause = self.esr.think(step.think_time or self.behavior.think_time, self.random)
 
     def _end(self, outcome: str) -> None:
-        citizen = self.visit.citizen
+        row = self.visit.row
         traits = self.esr.report_traits
-        self.esr.probes.journey(self.group.name, citizen["age_band"], citizen["veteran"],
+        self.esr.probes.journey(self.group.name, row[_AGE_BAND], row[_VETERAN],
                                 outcome, self.visit.frustrated,
-                                tuple((t, citizen[t]) for t in traits) if traits else ())
+                                tuple((t, row[FIELD_AT[t]]) for t in traits) if traits else ())
         self.visit = None
         self.pause = self.esr.think(self.behavior.think_time, self.random)
 
