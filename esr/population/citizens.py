@@ -31,6 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+# Imported with this module, not by the first block of citizens made: in a load process that
+# was during the load (0.5 MB and milliseconds of the event loop, numpy loading it lazily).
+from numpy.random import default_rng
+
 from esr.scenario.model import AGE_BANDS, CitizenGroup, Scenario
 
 BLOCK = 1024
@@ -201,7 +205,7 @@ class CitizenFactory:
 
     def rows(self, block: int) -> tuple[tuple, ...]:
         """A block's citizens, each a row of values in CITIZEN_FIELDS' order, made anew."""
-        rng = np.random.default_rng([self.seed, self.group_index, block])
+        rng = default_rng([self.seed, self.group_index, block])
         return _make_block(self.group, rng, block * BLOCK, self._anchor, self.pool)
 
 
