@@ -11,12 +11,23 @@ target's open files); their memory per user does not depend on how many.
 Absolute figures drift by tens of percent between runs on shared machines: read the
 ratio. Goal (issue 4): ESR's memory per citizen <= 1.2x bare Locust's.
 
+`--one-process` measures memory per citizen alone, quickly: one Locust process for ESR and
+one for bare Locust (the same think time), each measuring itself: its RSS when the test
+starts, and once every citizen has made its first request and thinks (the plateau); the
+peak, sampled from outside every 0.1 s until the process has ended, includes the stop.
+A few thousand citizens (default 4,000) keep ESR's one-off costs during the load (two blocks
+of citizens, ~0.6 MB each) from weighing per citizen. `--traces K` runs both again under
+tracemalloc and prints the K allocation sites whose memory per citizen differs most between
+them (RSS is then inflated: read the traces only).
+
 The default think time, 60-120 s a step, asks ~550 requests/s of the target, which it
 serves on this 2-core machine; `--think 5s..30s --ramp 30 --seconds 90` asks ~2,900/s,
 beyond the target and the machine's two cores (see README, "50,000 citizens").
 
     .venv/bin/python benchmarks/crowd.py [--citizens 50000] [--workers 2] [--think 60s..120s]
                                          [--seconds 150] [--ramp 90] [--keep DIR]
+    .venv/bin/python benchmarks/crowd.py --one-process [--citizens 4000] [--spawn-rate 400]
+                                         [--journey two-step] [--traces 25]
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ from esr.demo.process import demo_target
 from esr.engine.connections import ephemeral_ports
 from esr.launcher import Launch, RunSettings, end_process
 from esr.run_directory import EVENTS, LIVE, LOCUST_PREFIX, read_json
+from esr.units import parse_span
 
 # Bare users hold one connection each: within the target's 20,000 open files, and the
 # ~28,000 ports of 127.0.0.1 towards it that all bare workers share.
@@ -82,9 +94,10 @@ class Sampler(threading.Thread):
     """Samples RSS, open files and sockets of some processes, and the host's TIME_WAIT; the
     CPU of those and of a few others (the target)."""
 
-    def __init__(self, pids: list[int], others: list[int] = ()):
+    def __init__(self, pids: list[int], others: list[int] = (), every_s: float = SAMPLE_EVERY_S):
         super().__init__(daemon=True)
         self.pids = pids
+        self.every_s = every_s
         self.peak_rss_kb = 0  # of all the processes together, at one instant
         self.peak_files = dict.fromkeys(pids, 0)
         self.peak_sockets = dict.fromkeys(pids, 0)
@@ -93,7 +106,7 @@ class Sampler(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(SAMPLE_EVERY_S):
+        while not self.done.wait(self.every_s):
             total = 0
             for pid in self.pids:
                 try:
@@ -197,6 +210,185 @@ def bare_peak_rss(work: Path, target: str, users: int, workers: int) -> int:
     return sampler.peak_rss_kb
 
 
+# ---- one process each: memory per citizen alone (--one-process) -----------------------------
+
+# A locustfile that measures the process it runs in: ESR's classes (as esr/engine/locustfile.py
+# builds them from ESR_SCENARIO) or a bare FastHttpUser, and a greenlet that notes RSS at the
+# test start and once every user has made its first request, then stops the test.
+MEASURED_LOCUSTFILE = """
+import gc, json, os, time, tracemalloc
+
+import gevent
+from locust import FastHttpUser, between, events, task
+
+N, OUT = int(os.environ["CROWD_USERS"]), os.environ["CROWD_OUT"]
+if os.environ.get("ESR_SCENARIO"):
+    from locust import LoadTestShape, User
+
+    from esr.engine import locustfile as esr_locustfile
+
+    globals().update({name: value for name, value in vars(esr_locustfile).items()
+                      if isinstance(value, type) and issubclass(value, (User, LoadTestShape))})
+else:
+    BODY = {"citizen_id": "c-1", "name": "Ada Doe", "age": 40, "income": 30000.0,
+            "veteran": False, "household_size": 2}
+
+    class Bare(FastHttpUser):
+        wait_time = between(%(low)r, %(high)r)
+
+        @task
+        def apply(self):
+            self.client.post("/apply", json=BODY, headers={"X-ESR-Synthetic": "bare"})
+
+requests = [0]
+events.request.add_listener(lambda **_: requests.__setitem__(0, requests[0] + 1))
+
+
+def rss_kb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def measure(environment, noted):
+    runner = environment.runner
+    while runner.user_count < N or requests[0] < N:
+        gevent.sleep(0.2)
+    gevent.sleep(2)  # the last answers read, every citizen thinking
+    noted["plateau_kb"] = rss_kb()
+    if tracemalloc.is_tracing():
+        tracemalloc.take_snapshot().dump(OUT + ".plateau")
+    with open(OUT, "w") as out:
+        json.dump(noted, out)
+    esr = getattr(environment, "esr", None)
+    if esr is not None:  # ESR's graceful stop, as at a run's end or on Ctrl-C
+        esr.finish()
+        esr.wait_for_finish()
+    runner.quit()
+
+
+@events.test_start.add_listener
+def noted_at_start(environment, **_):  # after ESR's own listener (gc.collect, gc.freeze)
+    gc.collect()
+    noted = {"start_kb": rss_kb()}
+    if tracemalloc.is_tracing():
+        tracemalloc.take_snapshot().dump(OUT + ".start")
+    gevent.spawn(measure, environment, noted)
+"""
+TWO_STEP_JOURNEY = """
+journey:
+  - name: /apply
+    request: POST /apply?fee=later
+    json: {citizen_id: "{{ citizen.citizen_id }}", name: "{{ citizen.name }}",
+           age: "{{ citizen.age }}", income: "{{ citizen.income }}",
+           veteran: "{{ citizen.veteran }}", household_size: "{{ citizen.household_size }}"}
+    extract: {application: json.application_id}
+  - name: /status
+    request: GET /status/{{ vars.application }}
+"""
+ONE_PROCESS_SCENARIO = """
+esr: 1
+scenario: crowd benchmark, one process
+seed: 7
+citizens:
+  - {name: applicants, template: low_income, count: %(citizens)d,
+     behavior: {think_time: "%(think)s"}}
+load_profile: {stages: [{duration: 1h, citizens: %(citizens)d, spawn_rate: %(rate)d}]}
+"""
+
+
+def measured(work: Path, target: str, kind: str, users: int, think: str, rate: int,
+             journey: str, traces: bool) -> dict:
+    """One Locust process (ESR's citizens or bare users) measuring itself: RSS (KB) at the test
+    start, at the plateau, and the peak until it ended; with traces, tracemalloc snapshots."""
+    span = parse_span(think)
+    locustfile = work / "measured.py"
+    locustfile.write_text(MEASURED_LOCUSTFILE % {"low": span.low, "high": span.high})
+    out = work / f"{kind}.json"
+    env = {**os.environ, "CROWD_USERS": str(users), "CROWD_OUT": str(out)}
+    env.pop("ESR_SCENARIO", None)
+    if kind == "esr":
+        scenario = work / "one-process.yml"
+        scenario.write_text(ONE_PROCESS_SCENARIO % {"citizens": users, "think": think,
+                                                    "rate": rate}
+                            + (TWO_STEP_JOURNEY if journey == "two-step" else ""))
+        env["ESR_SCENARIO"] = str(scenario)
+    process = subprocess.Popen(
+        [sys.executable, *(["-X", "tracemalloc=1"] if traces else []), "-m", "locust", "-f",
+         str(locustfile), "--headless", "--host", target, "-u", str(users), "-r", str(rate),
+         "--loglevel", "WARNING", "--only-summary"], cwd=work, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sampler = Sampler([process.pid], every_s=0.1)
+    sampler.start()
+    try:
+        _, errors = process.communicate(timeout=120 + users / rate * 2)
+    finally:
+        sampler.stop()
+        end_process(process, grace_s=15)
+    if not out.is_file():
+        raise SystemExit(f"the {kind} process measured nothing:\n{errors[-3000:]}")
+    return {**json.loads(out.read_text()), "peak_kb": sampler.peak_rss_kb, "out": str(out)}
+
+
+def top_differences(esr: dict, bare: dict, users: int, count: int) -> list[str]:
+    """The allocation sites (file:line) whose memory per citizen differs most between ESR and
+    bare Locust, from test start to plateau (tracemalloc, the innermost frame)."""
+    import tracemalloc
+
+    def per_site(figures: dict) -> Counter:
+        start = tracemalloc.Snapshot.load(figures["out"] + ".start")
+        plateau = tracemalloc.Snapshot.load(figures["out"] + ".plateau")
+        sites: Counter = Counter()
+        for stat in plateau.compare_to(start, "lineno"):
+            frame = stat.traceback[0]
+            sites[f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}"] += \
+                stat.size_diff / 1024 / users
+        return sites
+
+    ours, theirs = per_site(esr), per_site(bare)
+    sites = sorted(set(ours) | set(theirs), key=lambda k: -abs(ours[k] - theirs[k]))
+    lines = [f"{'ESR':>7} {'bare':>7} {'ESR-bare':>8}  KB per citizen, traced (tracemalloc)",
+             f"{sum(ours.values()):7.2f} {sum(theirs.values()):7.2f} "
+             f"{sum(ours.values()) - sum(theirs.values()):8.2f}  all"]
+    lines += [f"{ours[k]:7.3f} {theirs[k]:7.3f} {ours[k] - theirs[k]:8.3f}  {k}"
+              for k in sites[:count]]
+    return lines
+
+
+def one_process(args) -> None:
+    if args.citizens > BARE_USERS_MAX:
+        raise SystemExit(f"--one-process: at most {BARE_USERS_MAX:,} citizens (bare users each "
+                         "keep a connection)")
+    with tempfile.TemporaryDirectory() as temp, \
+            demo_target("--capacity", str(args.target_capacity)) as target:
+        work = Path(temp)
+        run = (args.citizens, args.think, args.spawn_rate, args.journey)
+        bare = measured(work, target, "bare", *run, traces=False)
+        esr = measured(work, target, "esr", *run, traces=False)
+        traced = []
+        if args.traces:
+            traced = top_differences(measured(work, target, "esr", *run, traces=True),
+                                     measured(work, target, "bare", *run, traces=True),
+                                     args.citizens, args.traces)
+
+    def per_citizen(figures: dict, key: str) -> float:
+        return (figures[key] - figures["start_kb"]) / args.citizens
+
+    print(f"one process each: {args.citizens:,} citizens thinking {args.think}, spawned at "
+          f"{args.spawn_rate}/s, {args.journey} journey, against the demo target (capacity "
+          f"{args.target_capacity}); KB per citizen = (RSS - RSS at the test start) / citizens")
+    print(f"{'':16}{'plateau':>10}{'peak (with the stop)':>24}")
+    for name, figures in (("ESR", esr), ("bare Locust", bare)):
+        print(f"{name:16}{per_citizen(figures, 'plateau_kb'):10.1f}"
+              f"{per_citizen(figures, 'peak_kb'):24.1f}    (RSS at test start "
+              f"{figures['start_kb'] / 1024:,.0f} MB)")
+    plateau = per_citizen(esr, "plateau_kb") / per_citizen(bare, "plateau_kb")
+    peak = per_citizen(esr, "peak_kb") / per_citizen(bare, "peak_kb")
+    print(f"{'ratio ESR / bare':16}{plateau:10.2f}{peak:24.2f}    "
+          f"(goal <= 1.1 at plateau: {'met' if plateau <= 1.1 else 'NOT met'})")
+    for line in traced:
+        print(line)
+
+
 # ---- ESR --------------------------------------------------------------------------------------
 
 
@@ -290,7 +482,21 @@ def main() -> None:
                         help="copy the ESR run directory here (logs, CSVs) to look into")
     parser.add_argument("--target-capacity", type=int, default=8,
                         help="applications the demo target serves at once")
+    parser.add_argument("--one-process", action="store_true",
+                        help="memory per citizen alone: ESR and bare Locust, one process each "
+                             "(default --citizens 4000)")
+    parser.add_argument("--spawn-rate", type=int, default=400,
+                        help="--one-process: citizens started a second")
+    parser.add_argument("--journey", choices=("one-step", "two-step"), default="one-step",
+                        help="--one-process: the default journey (POST /apply), or POST "
+                             "/apply then GET /status (citizens think mid-journey)")
+    parser.add_argument("--traces", type=int, default=0, metavar="K",
+                        help="--one-process: also the K allocation sites that differ most")
     args = parser.parse_args()
+    if args.one_process:
+        if "--citizens" not in sys.argv:
+            args.citizens = 4000
+        return one_process(args)
     bare_users = min(args.citizens, BARE_USERS_MAX)
     with tempfile.TemporaryDirectory() as temp, \
             demo_target("--capacity", str(args.target_capacity)) as target:

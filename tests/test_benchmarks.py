@@ -39,6 +39,17 @@ def test_crowd_benchmark_runs_a_small_crowd():
     assert "peak open per worker" in out and "EMFILE 0, EADDRNOTAVAIL 0" in out, out
 
 
+@pytest.mark.slow(reason="four Locust processes in turn: ESR and bare Locust, then both under "
+                  "tracemalloc")
+def test_crowd_benchmark_measures_one_process_each():
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "crowd.py"), "--one-process",
+                          "--citizens", "200", "--spawn-rate", "200", "--journey", "two-step",
+                          "--traces", "3"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "ratio ESR / bare" in out and "peak (with the stop)" in out, out
+    assert "KB per citizen, traced" in out, out
+
+
 @pytest.mark.slow(reason="rounds of bare Locust and ESR against nginx, each a few seconds")
 @pytest.mark.skipif(not NGINX, reason="benchmarks/engine.py needs nginx (apt-get install "
                     "nginx-light)")

@@ -177,6 +177,29 @@ def test_many_groups_streamed_together_make_each_block_once(tmp_path, monkeypatc
     assert [row[0]["number"] for row in taken] == list(range(BLOCK + 10))
 
 
+def test_a_stream_makes_its_next_block_ahead_and_keeps_no_other(tmp_path, monkeypatch):
+    """A load process has each stream's next block made while it is idle (acting.py); the
+    stream holds that block and the one it takes, and fills no cache of blocks."""
+    made = []
+    make = citizens._make_block
+    monkeypatch.setattr(citizens, "_make_block",
+                        lambda group, rng, first, *rest: made.append(first)
+                        or make(group, rng, first, *rest))
+    factory = CitizenFactory(load_scenario(scenario_for(tmp_path, "students", seed=3)), 0)
+    stream = factory.stream(share=1, shares=2)
+    taken = [next(stream) for _ in range(BLOCK * 3 // 4)]
+    assert made == [BLOCK] and stream.upcoming() == 3
+    stream.prepare(3)
+    stream.prepare(3)  # asked again: made once
+    assert made == [BLOCK, 3 * BLOCK]
+    taken += [next(stream) for _ in range(BLOCK // 4 + 1)]
+    assert made == [BLOCK, 3 * BLOCK]  # taken from the block made ahead
+    assert [c["number"] for c in taken] == [*range(BLOCK, 2 * BLOCK), 3 * BLOCK]
+    assert taken[-1] == factory.citizen(3 * BLOCK)
+    stream.prepare(3)  # too late to matter: nothing made
+    assert made == [BLOCK, 3 * BLOCK, 3 * BLOCK]  # (the last by factory.citizen)
+
+
 def test_another_seed_gives_other_citizens(tmp_path):
     first = sample(scenario_for(tmp_path, "students", seed=1), 50)
     second = sample(scenario_for(tmp_path, "students", seed=2), 50)

@@ -283,3 +283,37 @@ journey:
     assert set(outcomes) <= {"abandoned", "blocked", "paused", "incomplete"}
     assert "GET /status/{id}" not in seen["requests"]["by_endpoint"]
     assert result.summary["citizens"]["frustrated"] == result.summary["citizens"]["total"]
+
+
+def test_a_citizen_adds_nothing_to_locust_s_instance_dict(tmp_path):
+    """A citizen's own state is in slots: added to the attributes Locust keeps in a user's
+    __dict__, it made that dict a larger one of each citizen's own (464 bytes, not 136)."""
+    from types import SimpleNamespace
+
+    from locust import FastHttpUser, task
+    from locust.env import Environment
+
+    from esr.engine.compiler import user_classes
+    from esr.scenario.reader import load_scenario
+
+    class Bare(FastHttpUser):
+        host = "http://127.0.0.1:9"
+
+        @task
+        def apply(self):
+            pass
+
+    (citizens,) = user_classes(load_scenario(scenario(tmp_path, """
+scenario: one group
+target: http://127.0.0.1:9
+citizens: {template: students, count: 1}
+load_profile: {sustain: 1s}
+"""))).values()
+    environment = Environment(user_classes=[citizens, Bare])
+    runner = environment.create_local_runner()
+    environment.esr = SimpleNamespace(renderers=["a step"], random=None)  # what on_start reads
+    citizen, bare = citizens(environment), Bare(environment)
+    citizen.on_start()
+    citizen.stop_asked = True  # as a stop does
+    assert vars(citizen).keys() == vars(bare).keys()
+    runner.quit()

@@ -431,6 +431,35 @@ def test_a_user_knows_it_was_asked_to_stop():
     runner.quit()
 
 
+def test_a_graceful_stop_does_not_wait_for_each_waiting_user_in_turn():
+    """Locust waits for every user it stops gracefully; a user's own stop() did too, holding
+    one blocked greenlet (and its stack) per user at once: memory rose at every stop."""
+    users, acted = [], []
+
+    class Noticing(compat.StopNotice, User):
+        wait_time = constant(60)
+
+        def on_start(self):
+            users.append(self)
+
+        @task
+        def act(self):
+            acted.append(self)
+
+    environment = Environment(user_classes=[Noticing], stop_timeout=5)
+    runner = environment.create_local_runner()
+    runner.start(3, 100)
+    wait_until(lambda: len(acted) == 3)
+    gevent.sleep(0.05)  # each is waiting now
+    first = users[0]
+    assert first.stop() is True  # killed, not waited for
+    assert not first.greenlet.dead and first.stop_asked
+    wait_until(lambda: first.greenlet.dead)
+    runner.stop()  # Locust waits for the others
+    assert all(user.greenlet.dead and user.stop_asked for user in users)
+    runner.quit()
+
+
 def test_the_environment_and_the_shape_carry_esr_s_run():
     environment = Environment(user_classes=[Idle], shape_class=Over())
     assert not hasattr(environment, "esr") and not hasattr(environment, "esr_dialer")

@@ -81,7 +81,10 @@ def test_a_template_cannot_change_vars(tmp_path):
 RENDER = """
 import json, sys, time
 from esr.engine.journey import StepRenderer
+from esr.population.citizens import CITIZEN_FIELDS
 from esr.scenario.model import Step
+
+row = tuple({"age": 30, "citizen_id": "c-1"}.get(field) for field in CITIZEN_FIELDS)
 
 seen = {}
 for name, body in json.loads(sys.argv[1]).items():
@@ -89,7 +92,7 @@ for name, body in json.loads(sys.argv[1]).items():
     started = time.process_time()
     try:
         _, _, payload = StepRenderer(Step(name=name, method="POST", path="/apply", body=body)) \\
-            .request({"age": 30, "citizen_id": "c-1"}, variables, "run-1")
+            .request(row, variables, "run-1")
         sent, reason = len(payload["data"]), None
     except Exception as error:
         sent, reason = None, str(error)

@@ -46,7 +46,8 @@ class Acting(Run):
         # full pass over 25,000 of them took seconds, stalling every heartbeat).
         environment.events.spawning_complete.add_listener(lambda **_: gc.freeze())
 
-    def next_citizen(self, group_index: int) -> dict:
+    def next_citizen(self, group_index: int) -> tuple:
+        """The next citizen of a group, as a row of its fields (citizens.CITIZEN_FIELDS)."""
         stream = self._streams.get(group_index)
         if stream is None:
             share = compat.worker_index(self.environment.runner)
@@ -54,19 +55,19 @@ class Acting(Run):
                 raise RuntimeError(f"worker index {share} beyond ESR's {MAX_WORKERS} workers")
             factory = CitizenFactory(self.scenario, group_index)
             stream = self._streams[group_index] = factory.stream(share, MAX_WORKERS)
-        citizen = next(stream)
+        citizen = stream.next_row()
         upcoming = stream.upcoming()
         if upcoming is not None and self._preparing.get(group_index) != upcoming:
             self._preparing[group_index] = upcoming
-            gevent.spawn(self._prepare, stream.factory, upcoming)
+            gevent.spawn(self._prepare, stream, upcoming)
         return citizen
 
     @staticmethod
-    def _prepare(factory: CitizenFactory, block: int) -> None:
+    def _prepare(stream: CitizenStream, block: int) -> None:
         """Make the next block of citizens when the event loop has nothing else to do: made
         when first needed, its milliseconds would make every arrival due meanwhile late."""
         gevent.idle()
-        factory.prepare(block)
+        stream.prepare(block)
 
     def _on_request(self, request_type, name, response_time, response, exception, context,
                     start_time=None, **_):

@@ -38,6 +38,7 @@ from esr.engine.locust_compat import (
     use_cookie_jar,
 )
 from esr.engine.probes import response_facts
+from esr.population.citizens import FIELD_AT, citizen_of
 from esr.scenario.model import CitizenGroup, Step
 from esr.scenario.templating import check_output, compile_template, failure_reason, is_template
 from esr.wire import (
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 # A step slower than this many times the citizen's patience makes it walk away.
 WALK_AWAY_FACTOR = 2.0
 DEFAULT_STEP = Step(name="apply", method="POST", path="/apply")
-_default_body = itemgetter(*DEFAULT_BODY_FIELDS)
+_default_body = itemgetter(*(FIELD_AT[name] for name in DEFAULT_BODY_FIELDS))  # of a row
 # ESR encodes JSON bodies itself, with orjson: Python's json module took a tenth of the CPU
 # of each request, the largest part of what ESR added to it. These are the headers Locust's
 # json= would add, unless the step sets them.
@@ -101,14 +102,16 @@ class StepRenderer:
         self.json_headers = {k: v for k, v in JSON_HEADERS.items() if k.lower() not in named}
         self.failures: set[str] = set()  # reasons logged already
 
-    def request(self, citizen: dict, variables: dict, run_id: str) -> tuple[str, dict, dict]:
-        """The step for one citizen: its path, its own headers, and its body as keywords
-        for Locust's client. StepNotRendered when its templates fail."""
+    def request(self, row: tuple, variables: dict, run_id: str) -> tuple[str, dict, dict]:
+        """The step for one citizen, given as its row (citizens.CITIZEN_FIELDS): its path, its
+        own headers, and its body as keywords for Locust's client. StepNotRendered when its
+        templates fail."""
         if self.step is DEFAULT_STEP:  # the hot path of most scenarios: no templates at all
-            body = dict(zip(DEFAULT_BODY_FIELDS, _default_body(citizen), strict=True))
+            body = dict(zip(DEFAULT_BODY_FIELDS, _default_body(row), strict=True))
             return DEFAULT_STEP.path, self.json_headers, {"data": encode_json(body)}
         try:
-            return self._render({"citizen": citizen, "vars": variables, "run_id": run_id})
+            return self._render({"citizen": citizen_of(row), "vars": variables,
+                                 "run_id": run_id})
         except Exception as error:  # a template's error, or one of ESR's limits
             reason = failure_reason(error)
             if reason not in self.failures and len(self.failures) < LOGGED_FAILURES:
@@ -204,15 +207,22 @@ def extract(source: str, response, status: int):
 # ---- the citizen -------------------------------------------------------------------------------
 
 
-class Visit:
-    """One citizen's way through the journey."""
+_CITIZEN_ID, _AGE_BAND, _VETERAN = FIELD_AT["citizen_id"], FIELD_AT["age_band"], FIELD_AT["veteran"]
 
-    __slots__ = ("citizen", "context", "step", "attempt", "requests", "frustrated", "variables",
+
+class Visit:
+    """One citizen's way through the journey.
+
+    The citizen is kept as its row (citizens.CitizenStream.next_row), a dict of it made for
+    each request that needs one: citizens thinking mid-journey are most of a run's, and a
+    dict of each took 832 bytes more."""
+
+    __slots__ = ("row", "context", "step", "attempt", "requests", "frustrated", "variables",
                  "trace_id", "baggage")
 
-    def __init__(self, citizen: dict, baggage: str | None):
-        self.citizen = citizen
-        self.context = {"cohort": (citizen["age_band"], citizen["veteran"])}  # on its requests
+    def __init__(self, row: tuple, context: dict, baggage: str | None):
+        self.row = row
+        self.context = context  # on its requests: its cohort (shared, never changed)
         self.step = self.attempt = self.requests = 0
         self.frustrated = False
         self.variables: dict = {}
@@ -225,6 +235,10 @@ class Visit:
 class CitizenUser(StopNotice, FastHttpUser):
     """Base of the generated class of each citizen group; the compiler sets `group`."""
 
+    # A citizen's own state in slots: added to Locust's attributes in its __dict__, they made
+    # that dict a larger one of its own (464 bytes instead of 136, for every citizen).
+    __slots__ = ("esr", "behavior", "steps", "visit", "pause", "in_flight", "arrival", "random",
+                 "cookies")
     abstract = True
     group: CitizenGroup
     group_index: int = 0
@@ -236,14 +250,14 @@ class CitizenUser(StopNotice, FastHttpUser):
         Dialer.of(environment).adopt(self.client)  # see connections.py
 
     def on_start(self) -> None:
-        self.run = self.environment.esr
+        self.esr = self.environment.esr
         self.behavior = self.group.behavior
-        self.steps = self.run.renderers
+        self.steps = self.esr.renderers
         self.visit: Visit | None = None
         self.pause = 0.0
         self.in_flight = False
         self.arrival: float | None = None  # open model: when this citizen was due to arrive
-        self.random = self.run.random  # one per process: a Random each would cost 2.5 KB a user
+        self.random = self.esr.random  # one per process: a Random each would cost 2.5 KB a user
         # Cookies belong to one citizen's visit: the jar is emptied for each new citizen, and a
         # one-request journey keeps none (http.cookiejar took 6% of each request's CPU).
         self.cookies = cookie_jar_of(self.client) if len(self.steps) > 1 else None
@@ -251,8 +265,8 @@ class CitizenUser(StopNotice, FastHttpUser):
 
     def wait_time(self) -> float:
         # Called while Locust counts the user as waiting, so a stop may end it here.
-        if self.visit is None and self.run.arrivals is not None:
-            self.arrival = self.run.arrivals.next(lambda: hang_up(self.client))
+        if self.visit is None and self.esr.arrivals is not None:
+            self.arrival = self.esr.arrivals.next(lambda: hang_up(self.client))
             if self.arrival is None:
                 raise StopUser()  # retired: enough other citizens are idle (arrivals.py)
             return 0.0
@@ -269,40 +283,41 @@ class CitizenUser(StopNotice, FastHttpUser):
         if self.stop_asked:
             raise StopUser()
         if self.visit is None:
-            if self.run.arrivals is not None:
+            if self.esr.arrivals is not None:
                 if self.arrival is None:
                     return  # the first run of an open-model citizen waits for an arrival
                 due, self.arrival = self.arrival, None
-                if not self.run.arrivals.begin(due):
+                if not self.esr.arrivals.begin(due):
                     return  # too late to start: dropped (arrivals.py)
-            citizen = self.run.next_citizen(self.group_index)
-            self.visit = Visit(citizen, self.run.baggage(citizen["age_band"]))
-            self.run.probes.started += 1
+            row = self.esr.next_citizen(self.group_index)
+            self.visit = Visit(row, self.esr.cohort_context(row[_AGE_BAND], row[_VETERAN]),
+                               self.esr.baggage(row[_AGE_BAND]))
+            self.esr.probes.started += 1
             if self.cookies is not None:
                 self.cookies.clear()
         visit = self.visit
         renderer = self.steps[visit.step]
         step = renderer.step
         try:
-            path, own_headers, payload = renderer.request(visit.citizen, visit.variables,
-                                                          self.run.run_id)
+            path, own_headers, payload = renderer.request(visit.row, visit.variables,
+                                                          self.esr.run_id)
         except StepNotRendered as failure:  # counted with the step's errors; nothing sent
-            self.run.probes.step_failed(step.name, failure.reason)
+            self.esr.probes.step_failed(step.name, failure.reason)
             return self._end("error")
-        headers = {**self.run.headers, CITIZEN_HEADER: visit.citizen["citizen_id"]}
+        headers = {**self.esr.headers, CITIZEN_HEADER: visit.row[_CITIZEN_ID]}
         if visit.trace_id is not None:  # the journey's trace, a new span
             headers[TRACEPARENT_HEADER] = traceparent(visit.trace_id, getrandbits(64))
             headers[BAGGAGE_HEADER] = visit.baggage
         headers.update(own_headers)  # the step's own win
-        jitter_ms = self.random.uniform(0, self.run.jitter_ms) if self.run.jitter_ms else 0.0
+        jitter_ms = self.random.uniform(0, self.esr.jitter_ms) if self.esr.jitter_ms else 0.0
         injected = None
-        if self.run.faults:  # chaos on the client side: added latency, injected failures
+        if self.esr.faults:  # chaos on the client side: added latency, injected failures
             jitter_ms, injected = self._faults(step.name, jitter_ms)
         if jitter_ms:
             gevent.sleep(jitter_ms / 1000)
         self.in_flight = True
-        self.run.requests_sent += 1
-        self.run.requests_in_flight += 1
+        self.esr.requests_sent += 1
+        self.esr.requests_in_flight += 1
         try:
             with self.client.request(step.method, path, name=step.name, headers=headers,
                                      catch_response=True, **payload) as response:
@@ -313,7 +328,7 @@ class CitizenUser(StopNotice, FastHttpUser):
                 queued_ms = Dialer.of(self.environment).files.waited_s() * 1000
                 if queued_ms:  # a wait for a free file: ESR's own queue, not the target's
                     meta["response_time"] = max(0.0, meta["response_time"] - queued_ms)
-                    self.run.probes.waited_for_socket(queued_ms)
+                    self.esr.probes.waited_for_socket(queued_ms)
                 # Read the wire conventions once; the probes' request listener gets them too.
                 facts = meta["context"]["facts"] = response_facts(response, status)
                 if failure:
@@ -324,7 +339,7 @@ class CitizenUser(StopNotice, FastHttpUser):
                 else:
                     response.success()
         finally:
-            self.run.requests_in_flight -= 1
+            self.esr.requests_in_flight -= 1
         self.in_flight = False
         visit.requests += 1
         self._after(visit, step, response, status, failure, facts, meta["response_time"] / 1000)
@@ -332,14 +347,14 @@ class CitizenUser(StopNotice, FastHttpUser):
         # An open-model citizen whose journey ended does not pause but waits for its next
         # arrival, keeping its connection as k6 keeps a VU's (it hangs up if left idle long,
         # arrivals.py).
-        pausing = self.visit is not None or self.run.arrivals is None
+        pausing = self.visit is not None or self.esr.arrivals is None
         if pausing and self.pause > KEEPALIVE_IDLE_S:
             hang_up(self.client)
 
     def _faults(self, name: str, delay_ms: float) -> tuple[float, str | None]:
         now = time.time()
         injected = None
-        for fault in self.run.faults:
+        for fault in self.esr.faults:
             if not fault.applies(name, now):
                 continue
             if fault.kind == "latency":
@@ -353,7 +368,7 @@ class CitizenUser(StopNotice, FastHttpUser):
         visit.frustrated |= elapsed_s > self.behavior.patience
         if failure and visit.attempt < self.behavior.retries:
             visit.attempt += 1
-            self.pause = self.run.scaled(self.behavior.think_time.low)
+            self.pause = self.esr.scaled(self.behavior.think_time.low)
             return
         decision = "error" if failure else decision_of(response, facts)
         if decision in ("error", "blocked", "paused"):
@@ -369,23 +384,23 @@ class CitizenUser(StopNotice, FastHttpUser):
             return self._end("abandoned")
         visit.step += 1
         visit.attempt = 0
-        self.pause = self.run.think(step.think_time or self.behavior.think_time, self.random)
+        self.pause = self.esr.think(step.think_time or self.behavior.think_time, self.random)
 
     def _end(self, outcome: str) -> None:
-        citizen = self.visit.citizen
-        traits = self.run.report_traits
-        self.run.probes.journey(self.group.name, citizen["age_band"], citizen["veteran"],
+        row = self.visit.row
+        traits = self.esr.report_traits
+        self.esr.probes.journey(self.group.name, row[_AGE_BAND], row[_VETERAN],
                                 outcome, self.visit.frustrated,
-                                tuple((t, citizen[t]) for t in traits) if traits else ())
+                                tuple((t, row[FIELD_AT[t]]) for t in traits) if traits else ())
         self.visit = None
-        self.pause = self.run.think(self.behavior.think_time, self.random)
+        self.pause = self.esr.think(self.behavior.think_time, self.random)
 
     def on_stop(self) -> None:
         if self.arrival is not None:  # stopped holding an arrival it never started
-            self.run.arrivals.unstarted(self.arrival)
+            self.esr.arrivals.unstarted(self.arrival)
             self.arrival = None
         if self.in_flight:  # killed mid-request despite the stop timeout: say so, don't guess
-            self.run.probes.unaccounted += 1
+            self.esr.probes.unaccounted += 1
             logger.warning("a citizen was stopped with a request in flight (stop timeout %ss, "
                            "runner %s)", self.environment.stop_timeout,
                            self.environment.runner.state)

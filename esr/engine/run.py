@@ -98,6 +98,7 @@ class Run:
         self.run_id, self.time_scale, self.user_scale = ADHOC_RUN_ID, 1.0, 1.0
         self.headers: dict[str, str] = {}
         self._baggage: dict[str, str] = {}  # by age band
+        self._contexts: dict[tuple, dict] = {}  # by cohort
         self.phases: tuple[Phase, ...] = ()
         self.set_run(self.options.run_id or ADHOC_RUN_ID, self.options.time_scale or 1.0,
                      self.options.user_scale or 1.0)
@@ -124,6 +125,14 @@ class Run:
         if text is None:  # one per age band: a handful
             text = self._baggage[age_band] = baggage(self.run_id, age_band)
         return text
+
+    def cohort_context(self, age_band: str, veteran: bool) -> dict:
+        """What a citizen of this cohort adds to its requests' context (User.context): one
+        dict per cohort, shared, never changed (Locust merges it into a new dict)."""
+        context = self._contexts.get((age_band, veteran))
+        if context is None:  # one per cohort: a handful
+            context = self._contexts[age_band, veteran] = {"cohort": (age_band, veteran)}
+        return context
 
     @property
     def duration_s(self) -> float:

@@ -31,6 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+# Imported with this module, not by the first block of citizens made: in a load process that
+# was during the load (0.5 MB and milliseconds of the event loop, numpy loading it lazily).
+from numpy.random import default_rng
+
 from esr.scenario.model import AGE_BANDS, CitizenGroup, Scenario
 
 BLOCK = 1024
@@ -163,6 +167,12 @@ CITIZEN_FIELDS = ("citizen_id", "number", "group", "name", "first_name", "last_n
                   "date_of_birth", "income", "veteran", "household_size", "disability",
                   "employment", "state", "zip", "address", "city", "email", "phone", "language",
                   "digital_comfort", "age_band", "cohort")
+FIELD_AT = {name: at for at, name in enumerate(CITIZEN_FIELDS)}  # a field's place in a row
+
+
+def citizen_of(row: tuple) -> dict:
+    """A citizen as a dict of its fields, from its row (CitizenStream.next_row)."""
+    return dict(zip(CITIZEN_FIELDS, row, strict=True))
 
 
 class CitizenFactory:
@@ -188,14 +198,14 @@ class CitizenFactory:
         """The citizens of one share of many: whole blocks, dealt round-robin, without end."""
         return CitizenStream(self, share, shares)
 
-    def prepare(self, block: int) -> None:
-        """Make a block now, so that taking its citizens later costs no more than each one's."""
-        self._rows(block)
-
     @lru_cache(maxsize=8)  # noqa: B019 - a few recent blocks per factory; factories are few
     def _rows(self, block: int) -> tuple[tuple, ...]:
-        """A block's citizens, each a row of values in CITIZEN_FIELDS' order."""
-        rng = np.random.default_rng([self.seed, self.group_index, block])
+        """A block's citizens, kept for the next citizen() or block() asked of it."""
+        return self.rows(block)
+
+    def rows(self, block: int) -> tuple[tuple, ...]:
+        """A block's citizens, each a row of values in CITIZEN_FIELDS' order, made anew."""
+        rng = default_rng([self.seed, self.group_index, block])
         return _make_block(self.group, rng, block * BLOCK, self._anchor, self.pool)
 
 
@@ -205,30 +215,45 @@ class CitizenStream:
     Each citizen's dict is made as it is taken. Making a block takes milliseconds at once,
     which a load process's event loop would spend late for every arrival due meanwhile: once
     most of a block is taken, `upcoming` names the next, for the caller to have it made at a
-    moment that suits it (CitizenFactory.prepare)."""
+    moment that suits it (prepare).
+
+    A stream holds the block it is taking and the next, made for it alone: a block is never
+    taken twice, and the factories' shared cache would keep up to 8 of them (~0.6 MB each) in
+    every load process for nothing."""
 
     def __init__(self, factory: CitizenFactory, share: int, shares: int):
         self.factory, self.shares = factory, shares
         self.block, self.taken = share, 0
-        # The block being taken, held here: the factories' cache is shared and small, and
-        # many groups' streams would push it out, to be made again for every citizen.
-        self._rows: tuple[tuple, ...] | None = None
+        self._rows: tuple[tuple, ...] | None = None  # the block being taken
+        self._next: tuple[int, tuple[tuple, ...]] | None = None  # a block made ahead, by number
 
     def __iter__(self) -> CitizenStream:
         return self
 
     def __next__(self) -> dict:
+        return citizen_of(self.next_row())
+
+    def next_row(self) -> tuple:
+        """The next citizen as a row of values in CITIZEN_FIELDS' order: a row of the block
+        (nothing made), where a dict of the citizen would take 832 bytes more."""
         if self.taken == BLOCK:
             self.block, self.taken, self._rows = self.block + self.shares, 0, None
         if self._rows is None:
-            self._rows = self.factory._rows(self.block)
+            ahead, self._next = self._next, None
+            self._rows = ahead[1] if ahead and ahead[0] == self.block else \
+                self.factory.rows(self.block)
         row = self._rows[self.taken]
         self.taken += 1
-        return dict(zip(CITIZEN_FIELDS, row, strict=True))
+        return row
 
     def upcoming(self) -> int | None:
         """The block this stream takes next, once three quarters of the current one are taken."""
         return self.block + self.shares if self.taken >= BLOCK * 3 // 4 else None
+
+    def prepare(self, block: int) -> None:
+        """Make a block now, so that taking its citizens later costs no more than each one's."""
+        if block > self.block and (self._next is None or self._next[0] != block):
+            self._next = (block, self.factory.rows(block))
 
 
 def _years_before(day: dt.date, years: int) -> dt.date:
