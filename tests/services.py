@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from commands import esr_locust
 
 from esr.cli import main
 from esr.launcher import end_process
-from tests.commands import esr_locust
 
 READY_S = 30.0
 # A run the demo target serves within its SLOs, for tests that need one to pass (the demo

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
+from commands import esr_locust, free_port, served
+from scraping import Scrape, Scraper
 
 from esr.engine.probes import OTHER_ENDPOINTS
 from esr.errors import EXIT_BAD_INPUT
 from esr.metrics import LABEL_CHARS_MAX, METRICS
 from esr.run_directory import SUMMARY, read_json
-from tests.commands import esr_locust, free_port, served
-from tests.scraping import Scrape, Scraper
 
 SHORT = """\
 esr: 1

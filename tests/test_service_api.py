@@ -18,16 +18,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from esr import EsrClient
-from esr.errors import Problem
-from esr.service_client import _server_sent_events
-from tests.services import (
+from services import (
     new_token,
     revoke_token,
     running_service,
     wait_for_status,
 )
+
+from esr import EsrClient
+from esr.errors import Problem
+from esr.service_client import _server_sent_events
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = (ROOT / "examples" / "demo.yml").read_text()

@@ -24,16 +24,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from commands import free_port, served
 from httpx_sse import EventSource, ServerSentEvent
+from scraping import scrape
+from services import new_token, revoke_token, running_service, wait_for_status
 
 from esr import EsrClient
 from esr.cli import main
 from esr.errors import BadInput, ScenarioError
 from esr.service.links import report_query
 from esr.service.store import Store
-from tests.commands import free_port, served
-from tests.scraping import scrape
-from tests.services import new_token, revoke_token, running_service, wait_for_status
 
 ENDED = ("passed", "failed", "cancelled", "error", "interrupted")
 SCENARIO = """\

@@ -19,14 +19,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import schemathesis
+from commands import free_port
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.core.parameters import ParameterLocation
-
-from tests.commands import free_port
-from tests.services import running_service, wait_for_status
+from services import running_service, wait_for_status
 
 # Whose credentials a case carries: the agency's own most often, then each other kind.
 WHO = ("agency", "agency", "agency", "agency", "read-only", "other agency", "wrong", "none")

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-
-from tests.services import STEADY, RunningService, running_service, wait_for_status
+from services import STEADY, RunningService, running_service, wait_for_status
 
 ENDED = ("passed", "failed", "cancelled", "error", "interrupted")
 TINY = """

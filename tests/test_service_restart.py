@@ -21,20 +21,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from esr.launcher import Launch, RunSettings, end_process
-from esr.report.summary import build_summary
-from esr.service.dispatcher import stop_orphans
-from esr.service.server import open_store
-from esr.service.store import MIGRATIONS, SCHEMA_VERSION, STORE_FILE, Run
-from tests.commands import esr_locust, free_port, served
-from tests.services import (
+from commands import esr_locust, free_port, served
+from services import (
     STEADY,
     make_token,
     running_service,
     start_service,
     wait_for_status,
 )
+
+from esr.launcher import Launch, RunSettings, end_process
+from esr.report.summary import build_summary
+from esr.service.dispatcher import stop_orphans
+from esr.service.server import open_store
+from esr.service.store import MIGRATIONS, SCHEMA_VERSION, STORE_FILE, Run
 
 ENDED = ("passed", "failed", "cancelled", "error", "interrupted")
 

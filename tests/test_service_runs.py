@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from tests.commands import served
-from tests.services import running_service, wait_for_status
+from commands import served
+from services import running_service, wait_for_status
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = (ROOT / "examples" / "demo.yml").read_text()

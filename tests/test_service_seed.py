@@ -14,8 +14,7 @@ import sys
 
 import httpx
 import pytest
-
-from tests.services import running_service
+from services import running_service
 
 SEED = '''
 import os
