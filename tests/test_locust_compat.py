@@ -175,6 +175,7 @@ def start_users(master, worker, count: int) -> None:
     # The master waits up to a second for reports, then tells the workers spawning is
     # complete: over before the test closes its sockets, or that message fails loudly later.
     starting.join(timeout=WAIT_S)
+    starting.kill()  # (never left running, even on a machine too busy to finish in time)
 
 
 def test_the_master_calls_a_worker_missing_after_the_heartbeats_set(monkeypatch):
@@ -358,9 +359,12 @@ def test_a_worker_starts_only_the_users_admitted():
         assert worker.user_count == 0
         starting.kill()
         start_users(master, worker, 2)
-        gevent.spawn(master.start, 5, 100)
+        starting = gevent.spawn(master.start, 5, 100)
         wait_until(lambda: len(asked) == 3)
-        gevent.sleep(0.3)
+        # Over before the sockets close (start_users says why: left running, it failed later
+        # and its traceback landed in another test's captured stderr).
+        starting.join(timeout=WAIT_S)
+        starting.kill()
         assert asked[1:] == [{"Idle": 2}, {"Idle": 5}] and worker.user_count == 2
 
 
