@@ -239,11 +239,11 @@ class Arrivals:
             # by the sharing of that earlier moment).
             if not self._judge(k, at):
                 continue
-            self.run.probes.arrivals["scheduled"] += 1
             if due < ready:
-                self._drop()
+                self._missed()
                 continue
             self._drop_stale()
+            self.run.probes.arrivals["scheduled"] += 1
             self.offered.append(due)
             if self.idle:
                 # The citizen idle last: its connection and its memory are the warmest, and
@@ -289,8 +289,7 @@ class Arrivals:
                     self.given[was] -= 1
                     self.given[now] += 1
                     if now == self.share.index:
-                        self.run.probes.arrivals["scheduled"] += 1
-                        self._drop()
+                        self._missed()
 
     def _wake(self, idle: Idle, retire: bool) -> None:
         idle.woken = True
@@ -336,6 +335,11 @@ class Arrivals:
     def _drop(self) -> None:
         self.run.probes.arrivals["missed"] += 1
 
+    def _missed(self) -> None:
+        """One of this process's arrivals it could never offer: scheduled, and dropped."""
+        self.run.probes.arrivals["scheduled"] += 1
+        self._drop()
+
     def unstarted(self, due: float) -> None:
         """An arrival offered and not started when the process stopped: dropped if it was
         already too late to start, else cut by the stop (it could still have started in time:
@@ -365,5 +369,4 @@ class Arrivals:
         cutoff = self.ended_at - DROP_AFTER_S
         while (arrival := self._next()) is not None and self.start + arrival[1] < cutoff:
             if self._judge(*arrival):
-                self.run.probes.arrivals["scheduled"] += 1
-                self._drop()
+                self._missed()

@@ -170,10 +170,11 @@ class MasterRun(Conducting):
     def reporting_workers(self) -> set[str]:
         """All workers but those lost or refused. One whose connection closed (its process
         ended) sends no final report: it is lost now, not after the wait for one."""
-        for worker in sorted(compat.connected_workers(self.environment.runner)):
+        connected = compat.connected_workers(self.environment.runner)
+        for worker in sorted(connected):
             if self.ledger.ended(worker):
                 self._lose(worker, "its connection closed")
-        return compat.connected_workers(self.environment.runner) - set(self.ledger.lost)
+        return connected - set(self.ledger.lost)
 
     def await_final_reports(self, expected: set[str]) -> None:
         deadline = time.monotonic() + FINAL_REPORT_TIMEOUT_S
@@ -197,8 +198,7 @@ class MasterRun(Conducting):
 
     def _disconnected(self, worker: str, at: float) -> None:
         self.ledger.disconnected(worker, at)
-        if self.started_at is not None and self.ended_at is None:
-            self._hand_over(worker)
+        self._hand_over(worker)
 
     def _lose(self, worker: str, reason: str) -> None:
         lost = self.ledger.lose(worker, time.time(), reason)
@@ -210,8 +210,8 @@ class MasterRun(Conducting):
 
     def _hand_over(self, worker: str) -> None:
         """Open model: the survivors take a lost worker's arrivals (Sharing), as its connection
-        closes (its process ended) or once it is called lost. Not once the run is stopping:
-        its schedule is over."""
+        closes (its process ended) or once it is called lost. Not once the run is stopping (its
+        schedule is over), nor before a run (no worker shares one yet)."""
         if not self.scenario.load_profile.arrival_rate or self.finishing:
             return
         # Where the workers' schedule begins (worker.py): half a second after the start.
