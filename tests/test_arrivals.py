@@ -8,6 +8,7 @@ test_journeys.py shows an overloaded target: arrivals still start on time there.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -218,7 +219,7 @@ def test_a_killed_worker_s_arrivals_go_to_the_survivors_and_every_one_is_counted
 
     def kill_one_then_watch(live: dict) -> None:
         if not killed and live["workers"] == 3 and live["elapsed_s"] >= 2.5:
-            worker = next(p for p in psutil.Process().children() if "--worker" in p.cmdline())
+            worker = next(children_running(lambda argv: "--worker" in argv))
             worker.kill()  # no goodbye, no final report
             killed.append(time.time())
         served_at.append((time.time(), served(target, live["run_id"])["requests"]["total"]))
@@ -263,6 +264,15 @@ def test_a_killed_worker_s_arrivals_go_to_the_survivors_and_every_one_is_counted
     assert len(shares) == 2 and abs(shares[0] - shares[1]) <= 5, shares
     card = write_report_card(tmp_path / "run", formats=("html",))["html"].read_text()
     assert f"{arrivals['lost_with_workers']} more went with lost workers" in card
+
+
+def children_running(matches):
+    """This process's descendants whose arguments `matches`, skipping those that end
+    meanwhile or are zombies (another test's, on the same xdist worker, as it is reaped)."""
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if matches(process.cmdline()):
+                yield process
 
 
 def _epoch(iso: str) -> float:
@@ -351,9 +361,11 @@ def test_a_long_low_rate_run_holds_the_citizens_its_concurrency_needs(tmp_path):
     samples: list[tuple[int, int]] = []  # (citizens, the load process's RSS)
 
     def sample(live: dict) -> None:
-        rss = [p.memory_info().rss for p in psutil.Process().children(recursive=True)
-               if str(tmp_path / "run") in " ".join(p.cmdline())]
-        samples.append((live["citizens"], sum(rss)))
+        rss = 0
+        for process in children_running(lambda argv: str(tmp_path / "run") in " ".join(argv)):
+            with contextlib.suppress(psutil.Error):  # ended meanwhile
+                rss += process.memory_info().rss
+        samples.append((live["citizens"], rss))
 
     with demo_target("--capacity", "100", "--service-ms", "1000") as slow:
         result = run(RunSettings(scenario=open_scenario(
