@@ -311,7 +311,7 @@ load_profile: {sustain: 1s}
 """))).values()
     environment = Environment(user_classes=[citizens, Bare])
     runner = environment.create_local_runner()
-    environment.esr = SimpleNamespace(renderers=["a step"], random=None)  # what on_start reads
+    environment.esr = SimpleNamespace(renderers=["a step"], random=None, arrivals=None)  # on_start
     citizen, bare = citizens(environment), Bare(environment)
     citizen.on_start()
     citizen.stop_asked = True  # as a stop does

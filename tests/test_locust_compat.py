@@ -464,6 +464,42 @@ def test_a_graceful_stop_does_not_wait_for_each_waiting_user_in_turn():
     runner.quit()
 
 
+@pytest.mark.parametrize("waits_itself", [False, True])
+def test_a_user_that_waits_in_wait_time_goes_on_without_a_second_turn(waits_itself):
+    """Locust gives the event loop a turn (sleep(0)) after each task, a wait_time of 0 too;
+    a user that waits in wait_time itself goes on at once, and sleeps for a pause."""
+    order = []
+
+    class Arriving(User):
+        def on_start(self):
+            if waits_itself:
+                compat.no_turn_after_waiting(self)
+
+        def wait_time(self):
+            return 0 if order.count("task") < 5 else 60
+
+        @task
+        def act(self):
+            order.append("task")
+
+    def other():
+        while True:
+            order.append("other")
+            gevent.sleep(0)
+
+    environment = Environment(user_classes=[Arriving], stop_timeout=5)
+    runner = environment.create_local_runner()
+    runner.start(1, 100)
+    others = gevent.spawn(other)
+    wait_until(lambda: order.count("task") == 5)
+    gevent.sleep(0.05)
+    first, last = order.index("task"), len(order) - order[::-1].index("task")
+    assert ("other" in order[first:last]) is not waits_itself
+    assert order.count("task") == 5  # a wait_time of 60: it sleeps
+    others.kill()
+    runner.quit()
+
+
 def test_the_environment_and_the_shape_carry_esr_s_run():
     environment = Environment(user_classes=[Idle], shape_class=Over())
     assert not hasattr(environment, "esr") and not hasattr(environment, "esr_dialer")

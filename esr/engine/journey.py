@@ -33,6 +33,7 @@ from esr.engine.locust_compat import (
     StopNotice,
     cookie_jar_of,
     is_http_error,
+    no_turn_after_waiting,
     request_meta,
     transport_cause,
     use_cookie_jar,
@@ -257,6 +258,8 @@ class CitizenUser(StopNotice, FastHttpUser):
         self.pause = 0.0
         self.in_flight = False
         self.arrival: float | None = None  # open model: when this citizen was due to arrive
+        if self.esr.arrivals is not None:
+            no_turn_after_waiting(self)  # it waits in wait_time() for its next arrival
         self.random = self.esr.random  # one per process: a Random each would cost 2.5 KB a user
         # Cookies belong to one citizen's visit: the jar is emptied for each new citizen, and a
         # one-request journey keeps none (http.cookiejar took 6% of each request's CPU).

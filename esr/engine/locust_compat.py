@@ -87,6 +87,7 @@ def check_tested_versions(version_of: Callable[[str], str] = metadata.version,
 
 check_tested_versions()  # before the imports below: an untested Locust may lack what they name
 
+import gevent  # noqa: E402
 import locust.runners  # noqa: E402
 import locust.stats  # noqa: E402
 import zmq.green as zmq  # noqa: E402
@@ -96,6 +97,7 @@ from geventhttpclient.url import URL  # noqa: E402
 from geventhttpclient.useragent import UnsupportedRedirectSchemeError  # noqa: E402
 from locust.rpc import Message  # noqa: E402
 from locust.runners import STATE_MISSING, STATE_RUNNING  # noqa: E402
+from locust.user.task import DefaultTaskSet  # noqa: E402
 from locust.user.users import LOCUST_STATE_WAITING  # noqa: E402
 from zmq.utils.monitor import recv_monitor_message  # noqa: E402
 
@@ -665,6 +667,23 @@ class StopNotice:
             self._group.killone(self._greenlet, block=False)
             return True
         return super().stop(force)
+
+
+class _TurnOnlyToPause(DefaultTaskSet):
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            gevent.sleep(seconds)
+
+
+def no_turn_after_waiting(user) -> None:
+    """For a user whose wait_time() does its own waiting (an open-model citizen blocks there
+    until its next arrival): a wait_time of 0 goes straight on to the next task, without the
+    turn of the event loop Locust gives others after each task (gevent.sleep(0)); the wait
+    was that turn, and a second one cost ~7% of the process's CPU at thousands a second."""
+    # RELIES ON: User.run makes a DefaultTaskSet (a plain class, no __slots__) as
+    # _taskset_instance before on_start, and its run loop waits after each task through
+    # TaskSet.wait, which sleeps through self._sleep(self.wait_time()).
+    swap_class(user._taskset_instance, _TurnOnlyToPause)
 
 
 # ---- the web UI (web_ui.py) --------------------------------------------------------------------
