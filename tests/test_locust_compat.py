@@ -262,10 +262,13 @@ def test_a_process_starts_more_users_itself_by_weight_once_its_spawn_is_complete
         assert not compat.spawning_complete(runner)  # no spawn yet
         runner.start(4, spawn_rate=100)
         wait_until(lambda: compat.spawning_complete(runner))
-        compat.start_more_users(runner, 8)
+        running = compat.start_more_users(runner, 8)
         after = runner.user_classes_count
         assert sum(after.values()) == runner.user_count == 12
         assert (after["Often"], after["Seldom"]) == (9, 3)  # 3:1
+        assert running == after  # the counts to go on from, without a walk over the users
+        running = compat.start_more_users(runner, 4, running)
+        assert running == runner.user_classes_count == {"Often": 12, "Seldom": 4}
     finally:
         runner.quit()
 

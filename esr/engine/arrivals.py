@@ -158,6 +158,9 @@ class Arrivals:
         self._firsts: list[int] = []  # the first arrival due at or after each whole second
         self._schedule = enumerate(schedule(rate, duration_s, spacing, seed))
         self._held: tuple[int, float] | None = None  # the next arrival, until judged
+        # The citizens running by class, as the pool last grew: counted afresh (a walk over
+        # them all) at most every RETIRE_CHECK_S, as citizens retire.
+        self._running: dict[str, int] | None = None
         self._hub = gevent.get_hub()
         self.greenlet = gevent.spawn(self._offer)
         self._watches = [gevent.spawn(self._watch_lag), gevent.spawn(self._retire_idle)]
@@ -307,7 +310,7 @@ class Arrivals:
         runner = self.run.environment.runner
         room = self.cap - runner.user_count
         if room > 0 and not self.lagging and compat.spawning_complete(runner):
-            compat.start_more_users(runner, min(wanted, room))
+            self._running = compat.start_more_users(runner, min(wanted, room), self._running)
 
     def _watch_lag(self) -> None:
         """More citizens cannot help a process short of CPU: they make it later still."""
@@ -321,6 +324,7 @@ class Arrivals:
         those beyond the spare ones retire, the longest idle first."""
         while True:
             gevent.sleep(RETIRE_CHECK_S)
+            self._running = None
             since = time.monotonic() - RETIRE_AFTER_S
             while len(self.idle) > self.spare and self.idle[0].since < since:
                 idle = self.idle.popleft()
