@@ -684,7 +684,7 @@ def no_turn_after_waiting(user) -> None:
     """For a user whose wait_time() does its own waiting (an open-model citizen blocks there
     until its next arrival): a wait_time of 0 goes straight on to the next task, without the
     turn of the event loop Locust gives others after each task (gevent.sleep(0)); the wait
-    was that turn, and a second one cost ~7% of the process's CPU at thousands a second."""
+    was that turn, and that sleep took 7-13% of a load process in py-spy's profiles."""
     # RELIES ON: User.run makes a DefaultTaskSet (a plain class, no __slots__) as
     # _taskset_instance before on_start, and its run loop waits after each task through
     # TaskSet.wait, which sleeps through self._sleep(self.wait_time()).
