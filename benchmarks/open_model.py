@@ -5,8 +5,9 @@ One ESR process (`esr-locust run --workers 0`) pinned to one core, nginx to the 
 1. its capacity on that core, the baseline of this run: the closed model, 50 citizens
    without think time, requests per second;
 2. arrivals at 85% of that capacity, --repeat times, each between two closed runs (the
-   machine's speed wanders): scheduled, started, dropped, lateness p50/p99, and the p99 of
-   the requests (goals: no drops, lateness p99 < 20 ms);
+   machine's speed wanders): scheduled, started, dropped, lateness p50/p99, the p99 of the
+   requests, and how much of its core the load process used (goals: no drops, lateness
+   p99 < 20 ms);
 3. arrivals at 3x that capacity: the drops are counted, the run ends within its planned
    time plus the stop timeout, and the requests that were sent stay fast (p99 < 100 ms);
 4. memory (the load process's peak RSS) at --memory-rate arrivals a second for --short
@@ -89,7 +90,16 @@ def describe(summary: dict) -> str:
     a, r = summary["arrivals"], summary["requests"]
     return (f"scheduled {a['scheduled']:,}, started {a['started']:,}, dropped {a['dropped']:,}; "
             f"lateness p50 {a['late_ms_p50']} ms, p99 {a['late_ms_p99']} ms, max "
-            f"{a['late_ms_max']:.1f} ms; requests p99 {r['p99_ms']:.1f} ms")
+            f"{a['late_ms_max']:.1f} ms; requests p99 {r['p99_ms']:.1f} ms; "
+            f"{busiest_load_process(summary)}")
+
+
+def busiest_load_process(summary: dict) -> str:
+    """How much of a core the busiest load process used over its run: arrivals late or
+    dropped by a process near 100% were short of CPU, not of citizens."""
+    shares = [p["cpu_s"] / p["wall_s"] for p in summary["load_generator"]["processes"]
+              if p["process"] != "master" and p["wall_s"]]
+    return f"load process CPU {max(shares):.0%} of a core" if shares else "load process CPU ?"
 
 
 def main() -> None:

@@ -151,6 +151,9 @@ def test_lateness_percentiles_are_read_from_its_buckets():
     assert (figures["late_ms_p50"], figures["late_ms_p99"]) == (1.0, None)  # p99 beyond 100
     within = {**counts, "late_ms_over": 0, lateness_key(4.0): 10}
     assert arrival_figures(within)["late_ms_p99"] == 5.0
+    # A bucket bounds its percentile from above, and so does the largest lateness seen.
+    assert arrival_figures({**within, "late_ms_max": 3.14})["late_ms_p99"] == 3.2
+    assert arrival_figures({**within, "late_ms_max": 7.5})["late_ms_p99"] == 5.0
     assert figures["lost_with_workers"] == 0 and figures["scheduled"] == 103
 
 

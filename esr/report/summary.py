@@ -7,6 +7,7 @@ Runs outside the gevent load process. Percentiles come from ESR's HDR histograms
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -129,7 +130,8 @@ def build_summary(run_dir) -> dict:
 def arrival_figures(counts: dict, lost_workers: Iterable[dict] = ()) -> dict:
     """The open model's arrivals: the probes' counts, with what was started, dropped, and
     lost with workers (their sum is what was scheduled), and the lateness percentiles its
-    buckets bound (the upper bound of the bucket holding each; None beyond the last).
+    buckets bound (the upper bound of the bucket holding each, or the largest lateness seen
+    if lower: never a p99 of 100 ms beside a maximum of 56; None beyond the last bucket).
 
     A lost worker's arrivals count whole in `scheduled`: all the sharing gave it until the
     others took over (lost_workers.py), not only what its reports counted. Those its reports
@@ -145,15 +147,19 @@ def arrival_figures(counts: dict, lost_workers: Iterable[dict] = ()) -> dict:
             "scheduled": counts.get("scheduled", 0) + sum(a["given"] - a["scheduled"]
                                                           for a in lost),
             "lost_with_workers": sum(a["lost"] for a in lost),
-            **{f"late_ms_p{q}": _bounded_percentile(buckets, started, q) for q in (50, 99)}}
+            **{f"late_ms_p{q}": _bounded_percentile(buckets, started, q, counts.get("late_ms_max"))
+               for q in (50, 99)}}
 
 
-def _bounded_percentile(buckets: list[tuple[int, int]], total: int, q: float) -> float | None:
+def _bounded_percentile(buckets: list[tuple[int, int]], total: int, q: float,
+                        largest: float | None) -> float | None:
     seen = 0
     for bound, n in buckets:
         seen += n
         if total and seen >= total * q / 100:
-            return float(bound)
+            if largest is None:
+                return float(bound)
+            return min(float(bound), math.ceil(largest * 10) / 10)  # up: still a bound
     return None
 
 
