@@ -124,7 +124,7 @@ def main() -> None:
         try:
             print(f"target: nginx on loopback (core {nginx_core}); ESR one process on core "
                   f"{load_core}")
-            # This machine's speed wanders (a closed run's rate moved by a third between two
+            # This machine's speed wanders (a closed run's rate moved by up to 60% between two
             # runs a minute apart): each open run is judged against the closed runs just
             # before and after it, and the goal is tried --repeat times.
             closed = closed_run(work, host, args.seconds, load_core)

@@ -152,7 +152,7 @@ def test_lateness_percentiles_are_read_from_its_buckets():
     within = {**counts, "late_ms_over": 0, lateness_key(4.0): 10}
     assert arrival_figures(within)["late_ms_p99"] == 5.0
     # A bucket bounds its percentile from above, and so does the largest lateness seen.
-    assert arrival_figures({**within, "late_ms_max": 3.14})["late_ms_p99"] == 3.2
+    assert arrival_figures({**within, "late_ms_max": 3.14})["late_ms_p99"] == 3.14
     assert arrival_figures({**within, "late_ms_max": 7.5})["late_ms_p99"] == 5.0
     assert figures["lost_with_workers"] == 0 and figures["scheduled"] == 103
 

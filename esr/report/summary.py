@@ -7,7 +7,6 @@ Runs outside the gevent load process. Percentiles come from ESR's HDR histograms
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -157,9 +156,7 @@ def _bounded_percentile(buckets: list[tuple[int, int]], total: int, q: float,
     for bound, n in buckets:
         seen += n
         if total and seen >= total * q / 100:
-            if largest is None:
-                return float(bound)
-            return min(float(bound), math.ceil(largest * 10) / 10)  # up: still a bound
+            return float(bound) if largest is None else min(float(bound), largest)
     return None
 
 
