@@ -94,18 +94,21 @@ def describe(summary: dict) -> str:
             f"{busiest_load_process(summary)}")
 
 
+def load_processes(summary: dict) -> list[dict]:
+    """summary.json's figures for each process that ran citizens (not the master)."""
+    return [p for p in summary["load_generator"]["processes"] if p["process"] != "master"]
+
+
 def busiest_load_process(summary: dict) -> str:
     """How much of a core the busiest load process used over its run: arrivals late or
     dropped by a process near 100% were short of CPU, not of citizens."""
-    shares = [p["cpu_s"] / p["wall_s"] for p in summary["load_generator"]["processes"]
-              if p["process"] != "master" and p["wall_s"]]
+    shares = [p["cpu_s"] / p["wall_s"] for p in load_processes(summary) if p["wall_s"]]
     return f"load process CPU {max(shares):.0%} of a core" if shares else "load process CPU ?"
 
 
 def cpu_per_request_us(summary: dict) -> float:
     """The load processes' CPU (start-up included) per request sent, microseconds."""
-    cpu_s = sum(p["cpu_s"] for p in summary["load_generator"]["processes"]
-                if p["process"] != "master")
+    cpu_s = sum(p["cpu_s"] for p in load_processes(summary))
     return 1e6 * cpu_s / max(1, summary["requests"]["total"])
 
 
@@ -167,8 +170,7 @@ def main() -> None:
                   f"{'met' if long <= short * 1.05 else 'NOT met'}, within 5% of noise)")
             split, _, _ = run(work, OPEN % {"rate": 0.5 * capacity, "seconds": args.seconds},
                               host, 2, None)
-            shares = [p["arrivals_scheduled"] for p in split["load_generator"]["processes"]
-                      if p["process"] != "master"]
+            shares = [p["arrivals_scheduled"] for p in load_processes(split)]
             due = split["arrivals"]["scheduled"] / 2
             worst = max(abs(s - due) / due for s in shares)
             print(f"5. a master and 2 workers, {0.5 * capacity:,.0f}/s: {describe(split)}; "
