@@ -70,7 +70,8 @@ def run(work: Path, scenario: str, host: str, workers: int, core: int | None
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(core))
     peak, began = 0, None
     while launcher.poll() is None:
-        children = psutil.Process(launcher.pid).children(recursive=True)
+        children = [child for child in psutil.Process(launcher.pid).children(recursive=True)
+                    if is_load_process(child)]
         if children and began is None:
             began = time.monotonic()
         for child in children:
@@ -79,6 +80,14 @@ def run(work: Path, scenario: str, host: str, workers: int, core: int | None
         time.sleep(0.25)
     wall = time.monotonic() - (began or time.monotonic())
     return json.loads((run_dir / "summary.json").read_text()), wall, peak
+
+
+def is_load_process(process: psutil.Process) -> bool:
+    """A Locust process, not the fork server they are forked from (esr/engine/forkserver.py):
+    its memory is the imports they share, its start-up theirs before the run."""
+    with contextlib.suppress(psutil.Error):
+        return "esr.engine.forkserver" not in process.cmdline()
+    return False
 
 
 def closed_run(work: Path, host: str, seconds: int, core: int | None) -> dict:

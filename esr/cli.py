@@ -440,10 +440,10 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def _standing_worker(master: tuple[str, int]) -> int:
-    from esr.launcher import worker_command
+    from esr.launcher import worker_arguments
     from esr.pool import StandingWorker
 
-    standing = StandingWorker(master, lambda scenario: worker_command(scenario, master))
+    standing = StandingWorker(master, lambda scenario: worker_arguments(scenario, master))
     signal.signal(signal.SIGTERM, standing.stop)  # docker stop, kubectl delete: end gracefully
     print(f"esr-locust worker: a standing worker of the pool at {master[0]}:{master[1]} "
           "(Ctrl-C ends)", file=sys.stderr)

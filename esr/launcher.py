@@ -18,13 +18,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from esr import load_processes
 from esr.alerts import LiveAlerts
 from esr.errors import EXIT_OK, EXIT_RUN_ERROR, EXIT_SLO_FAILED, BadInput, EsrError
+from esr.load_processes import LOCUSTFILE, LoadProcess
 from esr.permissions import PERMISSIONS, check, granted_by
 from esr.report.summary import build_summary
 from esr.run_directory import (
     LIVE,
     LOCUST_PREFIX,
+    LOG,
+    PID_FILE,
     SUMMARY,
     new_run_id,
     read_json,
@@ -37,7 +41,6 @@ from esr.scenario.stages import plan_stages
 from esr.units import format_duration
 from esr.wire import STOP_TIMEOUT_S
 
-LOCUSTFILE = Path(__file__).resolve().parent / "engine" / "locustfile.py"
 REPORTS_DIR = Path("reports")
 # How long workers may take to connect before the run is called off.
 WORKERS_CONNECT_TIMEOUT_S = 60
@@ -102,7 +105,7 @@ class Launch:
                  run_dir: Path | None):
         self.settings, self.scenario = settings, scenario
         self.run_id, self.run_dir = run_id, run_dir
-        self.processes: list[subprocess.Popen] = []
+        self.processes: list[LoadProcess] = []
         self.planned_s = max(p.end for p in plan_stages(scenario, settings.time_scale,
                                                          settings.user_scale))
 
@@ -169,19 +172,15 @@ class Launch:
 
     def _spawn(self, role: str, arguments: list[str]) -> None:
         env = {**os.environ, "ESR_SCENARIO": str(Path(self.scenario.file).resolve())}
-        # With the web UI, Locust's log is the console's, as with `locust` itself.
-        log = open(self.run_dir / f"{role}.log", "w") if self.run_dir else None  # noqa: SIM115
-        # A session of its own: a Ctrl-C at the terminal reaches this launcher only, which
-        # then stops the run gracefully instead of Locust dropping what is in flight.
-        self.processes.append(subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *arguments],
-            stdout=log, stderr=subprocess.STDOUT if log else None, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True))
-        if log:
-            log.close()
+        if self.run_dir is None:  # the web UI: Locust's log is the console's, as with `locust`
+            self.processes.append(load_processes.start(arguments, env))
+            return
+        with open(self.run_dir / LOG.format(role=role), "w") as log:
+            self.processes.append(load_processes.start(
+                arguments, env, log, pid_file=self.run_dir / PID_FILE.format(role=role)))
 
     @property
-    def lead(self) -> subprocess.Popen:
+    def lead(self) -> LoadProcess:
         """The process that runs the shape and writes the results: the master, or the only one."""
         return self.processes[0]
 
@@ -262,7 +261,7 @@ class Launch:
 
     def _result(self) -> RunResult:
         if not (self.run_dir / "esr_counters.json").is_file():
-            log = (self.run_dir / f"{'master' if self.settings.workers else 'locust'}.log")
+            log = self.run_dir / LOG.format(role="master" if self.settings.workers else "locust")
             tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.is_file() \
                 else []
             reason = self._workers_missing() if self.settings.workers and any(
@@ -283,7 +282,7 @@ class Launch:
                 f"`esr-locust worker --master HOST:{s.bind[1]}`)")
 
 
-def end_process(process: subprocess.Popen, grace_s: float = 5.0) -> None:
+def end_process(process: subprocess.Popen | LoadProcess, grace_s: float = 5.0) -> None:
     """Ask a child process to stop (SIGTERM), insist (SIGKILL) after grace_s, and reap it."""
     if process.poll() is None:
         process.terminate()
@@ -294,12 +293,18 @@ def end_process(process: subprocess.Popen, grace_s: float = 5.0) -> None:
             process.wait()
 
 
-def worker_command(scenario: Path, master: tuple[str, int]) -> tuple[list[str], dict]:
-    """The Locust worker an `esr-locust worker` becomes (it replaces its own process)."""
+def worker_arguments(scenario: Path, master: tuple[str, int]) -> tuple[list[str], dict]:
+    """A Locust worker of the master's run of this scenario: its arguments after the
+    locustfile, and its environment."""
     load_scenario(scenario)  # bad input is reported here, clearly, not by Locust
     env = {**os.environ, "ESR_SCENARIO": str(Path(scenario).resolve())}
-    return ([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
-             "--master-host", master[0], "--master-port", str(master[1])], env)
+    return ["--worker", "--master-host", master[0], "--master-port", str(master[1])], env
+
+
+def worker_command(scenario: Path, master: tuple[str, int]) -> tuple[list[str], dict]:
+    """The Locust worker an `esr-locust worker` becomes (it replaces its own process)."""
+    arguments, env = worker_arguments(scenario, master)
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *arguments], env
 
 
 def exit_code_of(summary: dict) -> int:

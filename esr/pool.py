@@ -24,7 +24,6 @@ import json
 import resource
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +35,7 @@ from pathlib import Path
 import msgpack
 import zmq
 
-from esr import __version__
+from esr import __version__, load_processes
 from esr.engine.messages import NO_RUN, SCENARIO, SCENARIO_WANTED
 from esr.errors import BadInput, EsrError
 from esr.permissions import file_inside
@@ -240,16 +239,17 @@ def _bracketed(host: str) -> str:
 class StandingWorker:
     """`esr-locust worker --master HOST:PORT` without a scenario: serves one run after another.
 
-    `worker_command(scenario_path)` is the Locust worker to start for a scenario (the
-    launcher's)."""
+    `worker_arguments(scenario_path)` is the Locust worker to start for a scenario, its
+    arguments and environment (the launcher's); each is forked from this process's fork
+    server (load_processes.py), which imports Locust once for all the runs it serves."""
 
-    def __init__(self, master: tuple[str, int], worker_command, *, log=sys.stderr):
+    def __init__(self, master: tuple[str, int], worker_arguments, *, log=sys.stderr):
         self.master = master
-        self.worker_command = worker_command
+        self.worker_arguments = worker_arguments
         self.identity = f"{socket.gethostname()}_pool_{uuid.uuid4().hex[:12]}"
         self.asker = Asker(master, self.identity)
         self.log = log
-        self.child: subprocess.Popen | None = None
+        self.child: load_processes.LoadProcess | None = None
         self.stopping = threading.Event()
         self._said = ""  # the last state line written, so waiting is said once
 
@@ -267,14 +267,14 @@ class StandingWorker:
             with tempfile.TemporaryDirectory(prefix="esr-pool-") as folder:
                 try:
                     scenario = unpack_offer(answer[1], Path(folder))
-                    command, env = self.worker_command(scenario)  # reads it as any scenario
+                    arguments, env = self.worker_arguments(scenario)  # reads it as any scenario
                 except EsrError as refusal:
                     self._say("refusing the master's scenario: " + " ".join(refusal.lines()))
                     self.stopping.wait(REFUSED_WAIT_S)
                     continue
                 self._say(f"running {scenario.name} (sha256 {answer[1]['sha256'][:16]}) "
                           f"for the master at {self.master[0]}:{self.master[1]}")
-                self._run(command, env)
+                self._run(arguments, env)
         return 0
 
     def stop(self, *_) -> None:
@@ -283,13 +283,13 @@ class StandingWorker:
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGTERM)
 
-    def _run(self, command: list[str], env: dict) -> None:
+    def _run(self, arguments: list[str], env: dict) -> None:
         """A Locust worker of the run, to its end: it quits when the master says, or when it
         has not heard the master for Locust's 60 s (its citizens stop long before:
         lost_workers.py)."""
         from esr.launcher import end_process  # not at the top: a Locust master imports this module
 
-        self.child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        self.child = load_processes.start(arguments, env)
         try:
             self.child.wait()
         finally:

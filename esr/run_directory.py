@@ -32,6 +32,11 @@ COUNTERS = "esr_counters.json"
 # The report card's files, by format.
 REPORT_CARD = {"html": "report.html", "pdf": "report.pdf", "json": SUMMARY, "junit": "junit.xml"}
 LOCUST_PREFIX = "locust"  # Locust's own CSVs: locust_stats.csv, locust_stats_history.csv, …
+# Each load process, by its role ("locust" alone, or "master" and "worker-0", …): <role>.log,
+# its output, and <role>.pid, "PID START" (its start time in clock ticks after boot, so a pid
+# reused by another process is told apart): how a restarted service finds a run's processes.
+LOG, PID_FILE = "{role}.log", "{role}.pid"
+LEAD_ROLES = ("locust", "master")  # the process that runs the shape and writes the results
 
 TABLES = {
     "latency": ("esr_latency.csv", ("endpoint", "bucket_start", "bucket_s", "requests",
@@ -73,6 +78,39 @@ def write_json(path: Path, data: object) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def write_pid_file(path: Path | str, pid: int) -> None:
+    """Written by whoever starts the process, before anyone else learns its pid."""
+    partial = Path(f"{path}.partial")
+    partial.write_text(f"{pid} {_started_at(pid)}\n")
+    os.replace(partial, path)
+
+
+def load_processes_alive(run_dir: Path) -> dict[str, int]:
+    """The run's load processes still alive, by role, from their pid files."""
+    alive = {}
+    for pid_file in Path(run_dir).glob(PID_FILE.format(role="*")):
+        try:
+            pid, started = (int(field) for field in pid_file.read_text().split())
+            if _started_at(pid) == started and _state(pid) != "Z":
+                alive[pid_file.name.removesuffix(".pid")] = pid
+        except (OSError, ValueError):
+            continue  # ended, or its file half-written by a process killed
+    return alive
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (which may hold spaces)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _state(pid: int) -> str:
+    return _stat(pid)[0]
+
+
+def _started_at(pid: int) -> int:
+    return int(_stat(pid)[19])  # field 22 of proc(5), the 20th after the name
 
 
 def write_tables(run_dir: Path, tally, counters: dict) -> None:

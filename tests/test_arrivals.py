@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -36,7 +37,7 @@ from esr.engine.probes import LATE_MS_BOUNDS, lateness_key
 from esr.launcher import RunSettings, run
 from esr.report.render import write_report_card
 from esr.report.summary import arrival_figures
-from esr.run_directory import EVENTS, SUMMARY, read_events, read_json
+from esr.run_directory import EVENTS, SUMMARY, load_processes_alive, read_events, read_json
 from esr.wire import STOP_TIMEOUT_S
 
 
@@ -224,7 +225,7 @@ def test_a_killed_worker_s_arrivals_go_to_the_survivors_and_every_one_is_counted
 
     def kill_one_then_watch(live: dict) -> None:
         if not killed and live["workers"] == 3 and live["elapsed_s"] >= 2.5:
-            worker = next(children_running(lambda argv: "--worker" in argv))
+            worker = next(load_processes(tmp_path / "run", lambda r: r.startswith("worker")))
             worker.kill()  # no goodbye, no final report
             killed.append(time.time())
         served_at.append((time.time(), served(target, live["run_id"])["requests"]["total"]))
@@ -271,13 +272,13 @@ def test_a_killed_worker_s_arrivals_go_to_the_survivors_and_every_one_is_counted
     assert f"{arrivals['lost_with_workers']} more went with lost workers" in card
 
 
-def children_running(matches):
-    """This process's descendants whose arguments `matches`, skipping those that end
-    meanwhile or are zombies (another test's, on the same xdist worker, as it is reaped)."""
-    for process in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if matches(process.cmdline()):
-                yield process
+def load_processes(run_dir: Path, role=lambda role: True):
+    """The run's load processes alive whose role ("locust", "master", "worker-0"…) is
+    `role`'s, found by their pid files (run_directory.py)."""
+    for name, pid in load_processes_alive(run_dir).items():
+        if role(name):
+            with contextlib.suppress(psutil.Error):  # ended meanwhile
+                yield psutil.Process(pid)
 
 
 def _epoch(iso: str) -> float:
@@ -367,7 +368,7 @@ def test_a_long_low_rate_run_holds_the_citizens_its_concurrency_needs(tmp_path):
 
     def sample(live: dict) -> None:
         rss = 0
-        for process in children_running(lambda argv: str(tmp_path / "run") in " ".join(argv)):
+        for process in load_processes(tmp_path / "run"):
             with contextlib.suppress(psutil.Error):  # ended meanwhile
                 rss += process.memory_info().rss
         samples.append((live["citizens"], rss))

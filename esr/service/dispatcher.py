@@ -22,7 +22,7 @@ from esr.errors import EXIT_OK, EXIT_SLO_FAILED, EsrError
 from esr.launcher import Launch, RunSettings, exit_code_of, read_live
 from esr.pool import ServicePool
 from esr.report.summary import build_summary
-from esr.run_directory import COUNTERS, SUMMARY, write_json
+from esr.run_directory import COUNTERS, LEAD_ROLES, SUMMARY, load_processes_alive, write_json
 from esr.service.agencies import Policy
 from esr.service.cards import build_report_card
 from esr.service.store import (
@@ -254,49 +254,25 @@ def stop_orphans(run: Run) -> None:
     """End the load processes a killed service left for this run: the lead (the master, or
     the only process) gracefully, so it writes its results; the rest after it.
 
-    They are found by the run directory in their environment rather than by the pids the
-    store recorded: a service killed between starting them and recording them leaves them
-    too. A lead that has not yet set up its graceful stop would die of SIGUSR1 with nothing
+    They are found by their pid files in the run directory rather than by the pids the store
+    recorded: a service killed between starting them and recording them leaves them too. A
+    lead that has not yet set up its graceful stop would die of SIGUSR1 with nothing
     written, so it is given until it catches the signal."""
-    pids = _load_processes(run)
-    lead = next((pid for pid in pids if _is_lead(pid, run)), None)
+    pids = load_processes_alive(Path(run.run_dir))
+    lead = next((pids[role] for role in LEAD_ROLES if role in pids), None)
     if lead is not None and _catches_when_ready(lead, run, signal.SIGUSR1) and \
             _signal(lead, signal.SIGUSR1):
         deadline = time.monotonic() + ORPHAN_STOP_S
         while _belongs_to(lead, run) and time.monotonic() < deadline:
             time.sleep(0.2)
-    for pid in pids:
+    for pid in pids.values():
         if _belongs_to(pid, run):
             _signal(pid, signal.SIGKILL)
 
 
-def _load_processes(run: Run) -> list[int]:
-    """The run's Locust processes still alive, found in /proc (pids recorded or not)."""
-    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-    return [pid for pid in pids if _belongs_to(pid, run)]
-
-
 def _belongs_to(pid: int, run: Run) -> bool:
-    """Whether pid is alive and one of this run's Locust processes (pids are reused): started
-    as `python -m locust` with the run's scenario, in its directory, as ESR_SCENARIO."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        environment = Path(f"/proc/{pid}/environ").read_bytes()
-    except (OSError, IndexError):
-        return False
-    mark = f"ESR_SCENARIO={Path(run.run_dir).resolve()}/".encode()
-    return state != "Z" and b"\0-m\0locust\0" in command and \
-        any(variable.startswith(mark) for variable in environment.split(b"\0"))
-
-
-def _is_lead(pid: int, run: Run) -> bool:
-    """The lead alone is told where the run directory is (workers take it from the master)."""
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return f"\0--esr-run-dir\0{Path(run.run_dir).resolve()}\0".encode() in command
+    """Whether pid is alive and one of this run's load processes (pids are reused)."""
+    return pid in load_processes_alive(Path(run.run_dir)).values()
 
 
 def _catches_when_ready(pid: int, run: Run, number: int) -> bool:
