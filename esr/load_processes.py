@@ -37,15 +37,12 @@ class LoadProcessError(EsrError):
 class LoadProcess:
     """A Locust process of a run: Popen's interface, for a process this one did not fork."""
 
-    def __init__(self, arguments: list[str], pid: int, answers: socket.socket):
+    def __init__(self, arguments: list[str], pid: int, pidfd: int, answers: socket.socket):
         self.args = ["locust", *arguments]
         self.pid = pid
         self.returncode: int | None = None
+        self._pidfd = pidfd  # the fork server's: signals never reach a reused pid
         self._answers = answers
-        try:
-            self._pidfd: int | None = os.pidfd_open(pid)  # signals never reach a reused pid
-        except ProcessLookupError:
-            self._pidfd = None  # already ended: its exit code is on the way
 
     def poll(self) -> int | None:
         return self._wait(0)
@@ -57,7 +54,7 @@ class LoadProcess:
         return code
 
     def send_signal(self, number: int) -> None:
-        if self.poll() is None and self._pidfd is not None:
+        if self.poll() is None:
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 signal.pidfd_send_signal(self._pidfd, number)
 
@@ -72,16 +69,14 @@ class LoadProcess:
             told = self._answers.recv(64)
             if told.startswith(b"exit "):
                 self._ended(int(told.split()[1]))
-            elif self._pidfd is None or select.select([self._pidfd], [], [], timeout)[0]:
+            elif select.select([self._pidfd], [], [], timeout)[0]:
                 self._ended(UNKNOWN_EXIT)  # its fork server ended (killed) before it
         return self.returncode
 
     def _ended(self, code: int) -> None:
         self.returncode = code
         self._answers.close()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
+        os.close(self._pidfd)
 
 
 def start(arguments: list[str], env: dict[str, str], output: IO | None = None,
@@ -95,12 +90,12 @@ def start(arguments: list[str], env: dict[str, str], output: IO | None = None,
     with open(os.devnull, "rb") as empty, theirs:
         stdio = [empty.fileno(), *([output.fileno()] * 2 if output else [1, 2])]
         _ForkServer.send(request, [*stdio, theirs.fileno()])
-    told = answers.recv(64)
-    if not told.startswith(b"pid "):
+    told, fds, _, _ = socket.recv_fds(answers, 64, 1)
+    if not told.startswith(b"pid ") or len(fds) != 1:
         answers.close()
         raise LoadProcessError("a load process could not be started: ESR's fork server "
                                "ended (see the messages above)")
-    return LoadProcess(arguments, int(told.split()[1]), answers)
+    return LoadProcess(arguments, int(told.split()[1]), fds[0], answers)
 
 
 class _ForkServer:

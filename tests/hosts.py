@@ -128,12 +128,15 @@ class Host:
         """Bytes this host's established TCP connections to remote port `port` have sent, and
         the seconds since the latest of them sent anything (as the kernel read them: between
         the call and its return)."""
-        lines = self._sockets("-Htin", "state", "established", f"dport = :{port}")
-        fields = [field.split(":", 1) for line in lines for field in line.split()
-                  if field.startswith(("bytes_sent:", "lastsnd:"))]
-        return (sum(int(value) for name, value in fields if name == "bytes_sent"),
-                min((int(value) / 1000 for name, value in fields if name == "lastsnd"),
-                    default=float("inf")))
+        sent, since_s = 0, float("inf")
+        for line in self._sockets("-Htin", "state", "established", f"dport = :{port}"):
+            fields = dict(field.split(":", 1) for field in line.split()
+                          if field.startswith(("bytes_sent:", "lastsnd:")))
+            sent += int(fields.get("bytes_sent", 0))
+            # ss leaves out a lastsnd of 0 ms: a connection that sent this very millisecond
+            # (read as "never", the report just seen was dated -inf and the worker cut at once)
+            since_s = min(since_s, int(fields.get("lastsnd", 0)) / 1000)
+        return sent, since_s
 
     def listening(self, port: int) -> bool:
         return bool(self._sockets("-Hltn", f"sport = :{port}"))

@@ -11,7 +11,9 @@ Its protocol, over the socket it is given (AF_UNIX, SOCK_SEQPACKET: a message a 
   to the load process, which then fails as a fresh one would, saying why in its log);
 - each request is a JSON object {"arguments", "env", "cwd", "pid_file"} with four file
   descriptors: the process's stdin, stdout and stderr, and a socket on which this server
-  answers b"pid N" at once, then b"exit CODE" (Popen's returncode) once the process ends;
+  answers b"pid N" at once, with a pidfd of the process (signals sent through it reach that
+  process or none, never one that took its pid), then b"exit CODE" (Popen's returncode)
+  once the process ends;
 - the socket's end (the launching process is gone) ends the server; its load processes go
   on, as a launcher's would (the service finds them again by their pid files).
 
@@ -94,8 +96,9 @@ class ForkServer:
             from esr.run_directory import write_pid_file
 
             write_pid_file(request["pid_file"], pid)
-        self.running[os.pidfd_open(pid)] = (pid, answer)
-        answer.sendall(f"pid {pid}".encode())
+        pidfd = os.pidfd_open(pid)  # before it can be reaped: it is this process, and no other
+        self.running[pidfd] = (pid, answer)
+        socket.send_fds(answer, [f"pid {pid}".encode()], [pidfd])
 
     def _report_exit(self, pidfd: int) -> None:
         pid, answer = self.running.pop(pidfd)
