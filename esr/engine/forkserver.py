@@ -17,6 +17,10 @@ Its protocol, over the socket it is given (AF_UNIX, SOCK_SEQPACKET: a message a 
 - the socket's end (the launching process is gone) ends the server; its load processes go
   on, as a launcher's would (the service finds them again by their pid files).
 
+Not multiprocessing's forkserver (which builds the service's report cards, cards.py): its
+preload would patch its own loop for gevent, and its children run a function and leave by
+os._exit, where a load process must be Locust's main, ended by the interpreter's own exit.
+
 A load process is made to look like a fresh one: a session of its own (a Ctrl-C at the
 terminal reaches its launcher only), its own stdio, environment, folder and arguments (and
 its command line in ps: `python -m locust ...`), and Python's at-fork hooks reseed `random`;
