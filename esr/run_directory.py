@@ -83,7 +83,7 @@ def read_json(path: Path) -> dict:
 def write_pid_file(path: Path | str, pid: int) -> None:
     """Written by whoever starts the process, before anyone else learns its pid."""
     partial = Path(f"{path}.partial")
-    partial.write_text(f"{pid} {_started_at(pid)}\n")
+    partial.write_text(f"{pid} {_stat(pid)[STARTED_AT]}\n")
     os.replace(partial, path)
 
 
@@ -92,25 +92,21 @@ def load_processes_alive(run_dir: Path) -> dict[str, int]:
     alive = {}
     for pid_file in Path(run_dir).glob(PID_FILE.format(role="*")):
         try:
-            pid, started = (int(field) for field in pid_file.read_text().split())
-            if _started_at(pid) == started and _state(pid) != "Z":
-                alive[pid_file.name.removesuffix(".pid")] = pid
+            pid, started = pid_file.read_text().split()
+            stat = _stat(int(pid))
         except (OSError, ValueError):
             continue  # ended, or its file half-written by a process killed
+        if stat[STARTED_AT] == started and stat[STATE] != "Z":
+            alive[pid_file.name.removesuffix(".pid")] = int(pid)
     return alive
 
 
+STATE, STARTED_AT = 0, 19  # fields 3 and 22 of proc(5), counted after the command's name
+
+
 def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat's fields after the command name (which may hold spaces)."""
+    """/proc/PID/stat's fields after the command's name (which may hold spaces)."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _state(pid: int) -> str:
-    return _stat(pid)[0]
-
-
-def _started_at(pid: int) -> int:
-    return int(_stat(pid)[19])  # field 22 of proc(5), the 20th after the name
 
 
 def write_tables(run_dir: Path, tally, counters: dict) -> None:

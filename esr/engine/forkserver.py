@@ -96,13 +96,16 @@ class ForkServer:
             _become_load_process(request, fds)  # never returns
         for fd in fds[:3]:
             os.close(fd)
-        if request.get("pid_file"):
-            from esr.run_directory import write_pid_file
-
-            write_pid_file(request["pid_file"], pid)
         pidfd = os.pidfd_open(pid)  # before it can be reaped: it is this process, and no other
         self.running[pidfd] = (pid, answer)
-        socket.send_fds(answer, [f"pid {pid}".encode()], [pidfd])
+        # Neither may end the server: the process runs on, and is reaped, whatever befalls.
+        with contextlib.suppress(OSError):  # a run directory removed meanwhile
+            if request.get("pid_file"):
+                from esr.run_directory import write_pid_file
+
+                write_pid_file(request["pid_file"], pid)
+        with contextlib.suppress(OSError):  # its launching process stopped waiting for it
+            socket.send_fds(answer, [f"pid {pid}".encode()], [pidfd])
 
     def _report_exit(self, pidfd: int) -> None:
         pid, answer = self.running.pop(pidfd)
