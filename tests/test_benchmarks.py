@@ -78,6 +78,16 @@ def test_open_model_benchmark_runs_every_step_briefly():
         assert re.search(step, out), (step, out)
 
 
+@pytest.mark.skipif(not NGINX, reason="benchmarks/bare_open_loop.py needs nginx (apt-get "
+                    "install nginx-light)")
+def test_bare_open_loop_benchmark_runs_a_short_round():
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "bare_open_loop.py"), "--seconds",
+                          "0.5", "--rounds", "1", "--fractions", "0.85"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert re.search(r"arrivals at 85% .*\n  closed [\d,]+/s \(\d+ us a request\), open [\d,]+/s "
+                     r"\(\d+ us, [\d.]+x the closed runs'\), lateness p99 [\d.]+ ms", out), out
+
+
 @pytest.mark.slow(reason="two real runs through esr-locust serve, one of them watched")
 def test_service_benchmark_runs_with_a_few_watchers():
     out = subprocess.run([sys.executable, str(BENCHMARKS / "service.py"), "--watchers", "5",
