@@ -25,11 +25,10 @@ report: {formats: [json]}
 """
 
 
-def started(arguments: list[str], output: Path, env: dict | None = None,
-            pid_file: Path | None = None) -> load_processes.LoadProcess:
+def started(arguments: list[str], output: Path, env: dict | None = None
+            ) -> load_processes.LoadProcess:
     with open(output, "w") as out:
-        return load_processes.start(arguments, dict(os.environ) if env is None else env, out,
-                                    pid_file)
+        return load_processes.start(arguments, dict(os.environ) if env is None else env, out)
 
 
 def test_a_load_process_takes_its_arguments_and_its_exit_code_is_locust_s(tmp_path):
