@@ -112,7 +112,12 @@ class _ForkServer:
             if cls._process is None or cls._process.poll() is not None:
                 cls._forget()  # none yet, or it has ended (killed)
                 cls._control = cls._start()
-            socket.send_fds(cls._control, [request], fds)
+            try:
+                socket.send_fds(cls._control, [request], fds)
+            except OSError:  # it ended just now: a new one, once
+                cls._forget()
+                cls._control = cls._start()
+                socket.send_fds(cls._control, [request], fds)
 
     @classmethod
     def _start(cls) -> socket.socket:
